@@ -1,0 +1,685 @@
+//! permessage-deflate (RFC 7692): negotiation and the per-connection
+//! compression contexts.
+//!
+//! # Memory
+//!
+//! Contexts are created on first use, so a connection that never sends (or
+//! never receives) a compressed message holds no zlib state for that
+//! direction. Once created, a context costs roughly:
+//!
+//! * deflate (our sending side): `2^(bits+2) + 2^(mem_level+9)` bytes, about
+//!   256 KiB at 15 window bits (zlib's `memLevel` 8 is fixed by flate2);
+//!   `2^(9+2)+128 KiB` ≈ 130 KiB at 9 bits.
+//! * inflate (our receiving side): `2^bits` bytes of window (32 KiB at 15 bits)
+//!   plus about 7 KiB of state.
+//!
+//! [`DeflateConfig::server_max_window_bits`] / `client_max_window_bits` lower
+//! these; negotiating `*_no_context_takeover` does not free memory (the context
+//! is reset, not dropped, to avoid an allocation per message).
+//!
+//! # Window size 8
+//!
+//! zlib (and zlib-rs) cannot compress with a 256-byte window: a raw deflate
+//! stream asked for 8 window bits silently uses 9, which a strict peer may be
+//! unable to inflate. When a peer limits our window to 8 bits we accept the
+//! offer and send every message uncompressed, which RFC 7692 §6 allows
+//! (RSV1 is per message). We still inflate the peer's compressed messages, with a
+//! window of at least 9 bits because zlib-based peers compress with 9 when
+//! told 8.
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+use crate::error::ProtocolError;
+
+/// The name of the extension in `Sec-WebSocket-Extensions`.
+pub const EXTENSION_NAME: &str = "permessage-deflate";
+
+/// The 4 octets a sync flush ends with; RFC 7692 §7.2.1 removes them from each
+/// compressed message and §7.2.2 appends them before inflating.
+const SYNC_FLUSH_TAIL: [u8; 4] = [0x00, 0x00, 0xFF, 0xFF];
+
+/// What this endpoint is willing to negotiate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeflateConfig {
+    /// Server role: declare that the server resets its compressor after each
+    /// message even when the client did not ask. Client role: request it.
+    pub server_no_context_takeover: bool,
+    /// Server role: require the client to reset its compressor after each
+    /// message. Client role: declare it.
+    pub client_no_context_takeover: bool,
+    /// The largest window (8–15 bits) the server compresses with. Server role:
+    /// our cap; client role: requested when below 15.
+    pub server_max_window_bits: u8,
+    /// The largest window (8–15 bits) the client compresses with. Server role:
+    /// requested when below 15 and the client allows it; client role: our cap.
+    pub client_max_window_bits: u8,
+    /// zlib compression level, 0–9. Default 1: on a server that compresses
+    /// every message, CPU is the scarce resource and level 1 already gets most
+    /// of the ratio on chatty JSON.
+    pub level: u32,
+    /// Messages shorter than this many bytes are sent uncompressed: for tiny
+    /// messages deflate's framing costs more bytes than it saves. Default 32.
+    pub threshold: usize,
+}
+
+impl Default for DeflateConfig {
+    fn default() -> Self {
+        DeflateConfig {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+            level: 1,
+            threshold: 32,
+        }
+    }
+}
+
+/// The parameters agreed for a connection (the response's parameters).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DeflateParams {
+    pub server_no_context_takeover: bool,
+    pub client_no_context_takeover: bool,
+    pub server_max_window_bits: Option<u8>,
+    pub client_max_window_bits: Option<u8>,
+}
+
+impl DeflateParams {
+    /// The `Sec-WebSocket-Extensions` value that states these parameters.
+    pub fn to_header_value(&self) -> String {
+        let mut out = String::from(EXTENSION_NAME);
+        if self.server_no_context_takeover {
+            out.push_str("; server_no_context_takeover");
+        }
+        if self.client_no_context_takeover {
+            out.push_str("; client_no_context_takeover");
+        }
+        if let Some(bits) = self.server_max_window_bits {
+            let _ = write!(out, "; server_max_window_bits={bits}");
+        }
+        if let Some(bits) = self.client_max_window_bits {
+            let _ = write!(out, "; client_max_window_bits={bits}");
+        }
+        out
+    }
+}
+
+/// One offer (or response) of permessage-deflate, its parameters parsed and
+/// validated per RFC 7692 §7.1. `client_max_window_bits` may come without a
+/// value in an offer: that is `Some(None)`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DeflateOffer {
+    pub server_no_context_takeover: bool,
+    pub client_no_context_takeover: bool,
+    pub server_max_window_bits: Option<u8>,
+    pub client_max_window_bits: Option<Option<u8>>,
+}
+
+/// Why an offer or response was not acceptable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidParams(pub String);
+
+impl DeflateOffer {
+    /// Parse the parameters of one `permessage-deflate` element. Unknown or
+    /// duplicated parameters and bad values make the element invalid (§7.1).
+    pub fn parse(params: &[(String, Option<String>)]) -> Result<Self, InvalidParams> {
+        let mut offer = DeflateOffer::default();
+        let mut seen = [false; 4];
+        for (name, value) in params {
+            let slot = match name.as_str() {
+                "server_no_context_takeover" => 0,
+                "client_no_context_takeover" => 1,
+                "server_max_window_bits" => 2,
+                "client_max_window_bits" => 3,
+                other => return Err(InvalidParams(format!("unknown parameter {other}"))),
+            };
+            if std::mem::replace(&mut seen[slot], true) {
+                return Err(InvalidParams(format!("duplicate parameter {name}")));
+            }
+            match slot {
+                0 | 1 => {
+                    if value.is_some() {
+                        return Err(InvalidParams(format!("{name} takes no value")));
+                    }
+                    if slot == 0 {
+                        offer.server_no_context_takeover = true;
+                    } else {
+                        offer.client_no_context_takeover = true;
+                    }
+                }
+                2 => {
+                    let bits = value
+                        .as_deref()
+                        .ok_or_else(|| InvalidParams(format!("{name} needs a value")))?;
+                    offer.server_max_window_bits = Some(parse_window_bits(name, bits)?);
+                }
+                _ => {
+                    offer.client_max_window_bits = Some(match value {
+                        Some(bits) => Some(parse_window_bits(name, bits)?),
+                        None => None,
+                    });
+                }
+            }
+        }
+        Ok(offer)
+    }
+}
+
+/// §7.1.2: a decimal integer 8–15 with no leading zeros.
+fn parse_window_bits(name: &str, value: &str) -> Result<u8, InvalidParams> {
+    let valid =
+        !value.is_empty() && !value.starts_with('0') && value.bytes().all(|b| b.is_ascii_digit());
+    match value.parse::<u8>() {
+        Ok(bits @ 8..=15) if valid => Ok(bits),
+        _ => Err(InvalidParams(format!("{name}={value} is not 8-15"))),
+    }
+}
+
+/// One element of a `Sec-WebSocket-Extensions` list: a name and its parameters.
+pub type ExtensionElement = (String, Vec<(String, Option<String>)>);
+
+/// Parse `Sec-WebSocket-Extensions` values (RFC 6455 §9.1 grammar): a comma
+/// list of `name; param[=value]` with optional quoted values. Elements that do
+/// not parse are returned as errors so the caller can decline them.
+pub fn parse_extensions<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+) -> Vec<Result<ExtensionElement, InvalidParams>> {
+    let mut out = Vec::new();
+    for value in values {
+        for element in value.split(',') {
+            let element = element.trim();
+            if element.is_empty() {
+                continue;
+            }
+            out.push(parse_element(element));
+        }
+    }
+    out
+}
+
+fn parse_element(element: &str) -> Result<ExtensionElement, InvalidParams> {
+    let mut parts = element.split(';').map(str::trim);
+    let name = parts.next().unwrap_or_default();
+    if !is_token(name) {
+        return Err(InvalidParams(format!("bad extension name {name:?}")));
+    }
+    let mut params = Vec::new();
+    for part in parts {
+        let (key, value) = match part.split_once('=') {
+            Some((k, v)) => {
+                let v = v.trim();
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v);
+                (k.trim(), Some(v.to_owned()))
+            }
+            None => (part, None),
+        };
+        if !is_token(key) {
+            return Err(InvalidParams(format!("bad parameter {key:?}")));
+        }
+        params.push((key.to_ascii_lowercase(), value));
+    }
+    Ok((name.to_ascii_lowercase(), params))
+}
+
+/// RFC 7230 token characters.
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+impl DeflateConfig {
+    /// Server role: choose the first acceptable offer among the client's
+    /// `Sec-WebSocket-Extensions` values and return the parameters to answer
+    /// with (RFC 7692 §7.1: "accepts the first acceptable offer, declines the rest").
+    pub fn negotiate_server<'a>(
+        &self,
+        extension_headers: impl IntoIterator<Item = &'a str>,
+    ) -> Option<DeflateParams> {
+        parse_extensions(extension_headers)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|(name, _)| name == EXTENSION_NAME)
+            .find_map(|(_, params)| self.accept_offer(&DeflateOffer::parse(&params).ok()?))
+    }
+
+    fn accept_offer(&self, offer: &DeflateOffer) -> Option<DeflateParams> {
+        let server_bits = match offer.server_max_window_bits {
+            Some(requested) => Some(requested.min(self.server_max_window_bits)),
+            None if self.server_max_window_bits < 15 => Some(self.server_max_window_bits),
+            None => None,
+        };
+        // §7.1.2.2: client_max_window_bits may be answered only if offered.
+        let client_bits = match offer.client_max_window_bits {
+            Some(Some(limit)) => Some(limit.min(self.client_max_window_bits)),
+            Some(None) if self.client_max_window_bits < 15 => Some(self.client_max_window_bits),
+            Some(None) | None => None,
+        };
+        Some(DeflateParams {
+            server_no_context_takeover: offer.server_no_context_takeover
+                || self.server_no_context_takeover,
+            client_no_context_takeover: offer.client_no_context_takeover
+                || self.client_no_context_takeover,
+            server_max_window_bits: server_bits,
+            client_max_window_bits: client_bits,
+        })
+    }
+
+    /// Client role: the offer to send.
+    pub fn client_offer(&self) -> String {
+        let mut out = String::from(EXTENSION_NAME);
+        if self.server_no_context_takeover {
+            out.push_str("; server_no_context_takeover");
+        }
+        if self.client_no_context_takeover {
+            out.push_str("; client_no_context_takeover");
+        }
+        if self.server_max_window_bits < 15 {
+            let _ = write!(
+                out,
+                "; server_max_window_bits={}",
+                self.server_max_window_bits
+            );
+        }
+        if self.client_max_window_bits < 15 {
+            let _ = write!(
+                out,
+                "; client_max_window_bits={}",
+                self.client_max_window_bits
+            );
+        } else {
+            out.push_str("; client_max_window_bits");
+        }
+        out
+    }
+
+    /// Client role: check the server's response to [`Self::client_offer`]
+    /// (RFC 7692 §7.1: the response must stay within what was offered).
+    pub fn accept_response(
+        &self,
+        params: &[(String, Option<String>)],
+    ) -> Result<DeflateParams, InvalidParams> {
+        let response = DeflateOffer::parse(params)?;
+        if let Some(bits) = response.server_max_window_bits
+            && bits > self.server_max_window_bits
+        {
+            return Err(InvalidParams(format!(
+                "server_max_window_bits={bits} exceeds the {} offered",
+                self.server_max_window_bits
+            )));
+        }
+        if self.server_no_context_takeover && !response.server_no_context_takeover {
+            return Err(InvalidParams(
+                "server_no_context_takeover was required".into(),
+            ));
+        }
+        let client_bits = match response.client_max_window_bits {
+            Some(None) => {
+                return Err(InvalidParams(
+                    "client_max_window_bits needs a value in a response".into(),
+                ));
+            }
+            Some(Some(bits)) if bits > self.client_max_window_bits => {
+                return Err(InvalidParams(format!(
+                    "client_max_window_bits={bits} exceeds the {} offered",
+                    self.client_max_window_bits
+                )));
+            }
+            Some(bits) => bits,
+            None => None,
+        };
+        Ok(DeflateParams {
+            server_no_context_takeover: response.server_no_context_takeover,
+            client_no_context_takeover: response.client_no_context_takeover
+                || self.client_no_context_takeover,
+            server_max_window_bits: response.server_max_window_bits,
+            client_max_window_bits: client_bits,
+        })
+    }
+}
+
+/// Which side of the connection we are, for reading negotiated parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Server,
+    Client,
+}
+
+/// The compression state of one connection.
+pub(crate) struct DeflateContext {
+    deflater: Option<Compress>,
+    inflater: Option<Decompress>,
+    /// Our compressor's window; `None` when we must send uncompressed (8 bits).
+    send_window_bits: Option<u8>,
+    send_no_context_takeover: bool,
+    recv_window_bits: u8,
+    recv_no_context_takeover: bool,
+    level: u32,
+    threshold: usize,
+}
+
+impl std::fmt::Debug for DeflateContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeflateContext")
+            .field("deflater", &self.deflater.is_some())
+            .field("inflater", &self.inflater.is_some())
+            .field("send_window_bits", &self.send_window_bits)
+            .field("recv_window_bits", &self.recv_window_bits)
+            .finish()
+    }
+}
+
+impl DeflateContext {
+    pub(crate) fn new(side: Side, params: &DeflateParams, level: u32, threshold: usize) -> Self {
+        let (send_bits, send_nct, recv_bits, recv_nct) = match side {
+            Side::Server => (
+                params.server_max_window_bits,
+                params.server_no_context_takeover,
+                params.client_max_window_bits,
+                params.client_no_context_takeover,
+            ),
+            Side::Client => (
+                params.client_max_window_bits,
+                params.client_no_context_takeover,
+                params.server_max_window_bits,
+                params.server_no_context_takeover,
+            ),
+        };
+        let send_bits = send_bits.unwrap_or(15);
+        DeflateContext {
+            deflater: None,
+            inflater: None,
+            send_window_bits: (send_bits >= 9).then_some(send_bits),
+            send_no_context_takeover: send_nct,
+            recv_window_bits: recv_bits.unwrap_or(15).max(9),
+            recv_no_context_takeover: recv_nct,
+            level: level.min(9),
+            threshold,
+        }
+    }
+
+    /// Whether a message of `len` bytes should be sent compressed.
+    pub(crate) fn should_compress(&self, len: usize) -> bool {
+        self.send_window_bits.is_some() && len >= self.threshold
+    }
+
+    /// Compress one whole message (RFC 7692 §7.2.1): deflate with a sync
+    /// flush, then drop the trailing `00 00 FF FF`.
+    pub(crate) fn compress(&mut self, input: &[u8]) -> Bytes {
+        let bits = self
+            .send_window_bits
+            .expect("should_compress checked the window");
+        let level = self.level;
+        let deflater = self.deflater.get_or_insert_with(|| {
+            Compress::new_with_window_bits(Compression::new(level), false, bits)
+        });
+        let mut out = Vec::with_capacity(input.len() / 2 + 64);
+        let start = deflater.total_in();
+        loop {
+            let consumed = (deflater.total_in() - start) as usize;
+            deflater
+                .compress_vec(&input[consumed..], &mut out, FlushCompress::Sync)
+                .expect("deflate on valid state cannot fail");
+            let consumed = (deflater.total_in() - start) as usize;
+            // A sync flush is complete once all input is in and zlib left
+            // output space unused.
+            if consumed == input.len() && out.len() < out.capacity() {
+                break;
+            }
+            out.reserve(out.capacity().max(64));
+        }
+        if out.ends_with(&SYNC_FLUSH_TAIL) {
+            out.truncate(out.len() - 4);
+        } else if out.is_empty() {
+            // zlib emits nothing for empty input right after a flush; §7.2.3.6
+            // gives the single byte 0x00 (an empty fixed-Huffman block).
+            out.push(0x00);
+        } else {
+            unreachable!("a sync flush ends with 00 00 FF FF");
+        }
+        if self.send_no_context_takeover {
+            deflater.reset();
+        }
+        Bytes::from(out)
+    }
+
+    /// Inflate the next piece of a compressed message into `out`, failing
+    /// once `out` would exceed `limit` bytes. `last` marks the message's final
+    /// piece, after which the sync-flush tail is appended (§7.2.2).
+    pub(crate) fn decompress(
+        &mut self,
+        input: &[u8],
+        last: bool,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<(), ProtocolError> {
+        self.inflate(input, out, limit)?;
+        if last {
+            self.inflate(&SYNC_FLUSH_TAIL, out, limit)?;
+            if self.recv_no_context_takeover
+                && let Some(inflater) = &mut self.inflater
+            {
+                inflater.reset(false);
+            }
+        }
+        Ok(())
+    }
+
+    fn inflate(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<(), ProtocolError> {
+        let bits = self.recv_window_bits;
+        let inflater = self
+            .inflater
+            .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
+        let start = inflater.total_in();
+        loop {
+            let consumed = (inflater.total_in() - start) as usize;
+            if out.len() == out.capacity() {
+                if out.len() > limit {
+                    return Err(ProtocolError::InflatedTooLarge { limit });
+                }
+                // Grow geometrically (amortised O(n) copies) but never past
+                // `limit + 1`: one byte over the limit proves the breach, so a
+                // bomb costs at most `limit` bytes of memory.
+                let room = out
+                    .capacity()
+                    .max(4096)
+                    .min(limit.saturating_add(1) - out.len());
+                out.reserve_exact(room);
+            }
+            let status = inflater
+                .decompress_vec(&input[consumed..], out, FlushDecompress::Sync)
+                .map_err(|_| ProtocolError::InvalidDeflateData)?;
+            if out.len() > limit {
+                return Err(ProtocolError::InflatedTooLarge { limit });
+            }
+            let consumed = (inflater.total_in() - start) as usize;
+            match status {
+                // A final block (BFINAL) ends the stream; the next message
+                // starts a fresh one and anything after the end is ignored.
+                Status::StreamEnd => {
+                    inflater.reset(false);
+                    return Ok(());
+                }
+                _ if consumed == input.len() && out.len() < out.capacity() => return Ok(()),
+                Status::BufError if out.len() < out.capacity() => return Ok(()),
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn negotiate(cfg: &DeflateConfig, header: &str) -> Option<String> {
+        cfg.negotiate_server([header]).map(|p| p.to_header_value())
+    }
+
+    #[test]
+    fn server_negotiation() {
+        let cfg = DeflateConfig::default();
+        assert_eq!(
+            negotiate(&cfg, "permessage-deflate").as_deref(),
+            Some("permessage-deflate")
+        );
+        assert_eq!(
+            negotiate(&cfg, "permessage-deflate; client_max_window_bits").as_deref(),
+            Some("permessage-deflate")
+        );
+        assert_eq!(
+            negotiate(
+                &cfg,
+                "permessage-deflate; server_no_context_takeover; client_max_window_bits=10"
+            )
+            .as_deref(),
+            Some("permessage-deflate; server_no_context_takeover; client_max_window_bits=10")
+        );
+        assert_eq!(
+            negotiate(&cfg, "permessage-deflate; server_max_window_bits=\"9\"").as_deref(),
+            Some("permessage-deflate; server_max_window_bits=9")
+        );
+        // Invalid first offer is declined, the second accepted.
+        assert_eq!(
+            negotiate(&cfg, "permessage-deflate; server_max_window_bits=16, permessage-deflate; client_no_context_takeover")
+                .as_deref(),
+            Some("permessage-deflate; client_no_context_takeover")
+        );
+        for bad in [
+            "permessage-deflate; server_max_window_bits",
+            "permessage-deflate; server_max_window_bits=08",
+            "permessage-deflate; client_max_window_bits=7",
+            "permessage-deflate; foo",
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate; server_no_context_takeover=1",
+            "x-webkit-deflate-frame",
+        ] {
+            assert_eq!(negotiate(&cfg, bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn server_caps_windows() {
+        let cfg = DeflateConfig {
+            server_max_window_bits: 10,
+            client_max_window_bits: 11,
+            ..DeflateConfig::default()
+        };
+        assert_eq!(
+            negotiate(&cfg, "permessage-deflate; client_max_window_bits").as_deref(),
+            Some("permessage-deflate; server_max_window_bits=10; client_max_window_bits=11")
+        );
+        assert_eq!(
+            negotiate(
+                &cfg,
+                "permessage-deflate; server_max_window_bits=12; client_max_window_bits=9"
+            )
+            .as_deref(),
+            Some("permessage-deflate; server_max_window_bits=10; client_max_window_bits=9")
+        );
+    }
+
+    #[test]
+    fn client_checks_response() {
+        let cfg = DeflateConfig {
+            server_max_window_bits: 10,
+            ..DeflateConfig::default()
+        };
+        assert_eq!(
+            cfg.client_offer(),
+            "permessage-deflate; server_max_window_bits=10; client_max_window_bits"
+        );
+        let parse = |s: &str| parse_extensions([s]).pop().unwrap().unwrap().1;
+        assert!(
+            cfg.accept_response(&parse("permessage-deflate; server_max_window_bits=9"))
+                .is_ok()
+        );
+        assert!(
+            cfg.accept_response(&parse("permessage-deflate; server_max_window_bits=12"))
+                .is_err()
+        );
+        assert!(
+            cfg.accept_response(&parse("permessage-deflate; client_max_window_bits"))
+                .is_err()
+        );
+        assert!(
+            cfg.accept_response(&parse("permessage-deflate; bogus"))
+                .is_err()
+        );
+    }
+
+    fn roundtrip(params: &DeflateParams, messages: &[&[u8]]) {
+        let mut server = DeflateContext::new(Side::Server, params, 6, 0);
+        let mut client = DeflateContext::new(Side::Client, params, 6, 0);
+        for msg in messages {
+            let wire = server.compress(msg);
+            let mut out = Vec::new();
+            client
+                .decompress(&wire, true, &mut out, usize::MAX)
+                .unwrap();
+            assert_eq!(&out, msg);
+        }
+    }
+
+    #[test]
+    fn compress_roundtrip_with_and_without_context_takeover() {
+        let msgs: &[&[u8]] = &[
+            b"Hello, hello, hello!",
+            b"",
+            b"Hello, hello, hello again!",
+            &[7u8; 100_000],
+        ];
+        roundtrip(&DeflateParams::default(), msgs);
+        roundtrip(
+            &DeflateParams {
+                server_no_context_takeover: true,
+                client_no_context_takeover: true,
+                server_max_window_bits: Some(9),
+                client_max_window_bits: Some(9),
+            },
+            msgs,
+        );
+    }
+
+    #[test]
+    fn window_of_8_sends_uncompressed() {
+        let params = DeflateParams {
+            server_max_window_bits: Some(8),
+            ..DeflateParams::default()
+        };
+        assert!(!DeflateContext::new(Side::Server, &params, 1, 0).should_compress(1000));
+        assert!(DeflateContext::new(Side::Client, &params, 1, 0).should_compress(1000));
+    }
+
+    #[test]
+    fn inflate_stops_at_the_limit() {
+        let params = DeflateParams::default();
+        let mut tx = DeflateContext::new(Side::Client, &params, 9, 0);
+        let bomb = tx.compress(&vec![0u8; 10 << 20]);
+        assert!(
+            bomb.len() < 20 * 1024,
+            "10 MiB of zeros deflates to {} bytes",
+            bomb.len()
+        );
+        let mut rx = DeflateContext::new(Side::Server, &params, 1, 0);
+        let mut out = Vec::new();
+        let err = rx.decompress(&bomb, true, &mut out, 1 << 20).unwrap_err();
+        assert_eq!(err, ProtocolError::InflatedTooLarge { limit: 1 << 20 });
+        assert!(
+            out.capacity() <= (1 << 20) + 1,
+            "reserved {}",
+            out.capacity()
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! wsbus runtime
