@@ -142,7 +142,10 @@ struct Incoming {
 ///    [`handle_read`](Self::handle_read). Complete frames are consumed; a
 ///    partial frame stays in the buffer (its payload may already be unmasked
 ///    in place), so keep the same buffer and append to it.
-/// 2. **Events**: call [`poll_event`](Self::poll_event) until `None`.
+/// 2. **Events**: call [`poll_event`](Self::poll_event) until `None`; while
+///    `handle_read` returned `true`, call it again (it stops after each event
+///    so that the application's reply to one message precedes what the next
+///    frame causes).
 /// 3. **Out**: write [`outgoing`](Self::outgoing) to the transport
 ///    ([`Outgoing::chunks_vectored`] for one syscall per burst) and report
 ///    progress with [`Outgoing::advance`]. Pongs and close replies are queued
@@ -259,20 +262,30 @@ impl Connection {
     }
 
     /// Process bytes received from the peer (see the driving contract).
-    pub fn handle_read(&mut self, buf: &mut BytesMut) {
+    ///
+    /// Stops after each frame that produced an event and returns `true`:
+    /// poll the events, then call again while it returns `true`. Handling
+    /// one message before parsing the next keeps replies in order — an echo of
+    /// a valid message goes out before the close caused by a bad frame that
+    /// followed it in the same read. Returns `false` when the buffer holds no
+    /// complete frame.
+    pub fn handle_read(&mut self, buf: &mut BytesMut) -> bool {
         loop {
+            if !self.events.is_empty() {
+                return true;
+            }
             match &self.read {
                 ReadState::Done => {
                     // After the peer's close nothing may follow; after a
                     // failure the stream can no longer be framed. Either way
                     // the bytes are dropped.
                     buf.clear();
-                    return;
+                    return !self.events.is_empty();
                 }
                 ReadState::Header => {
                     let (header, len) = match FrameHeader::decode(buf) {
                         Ok(Some(decoded)) => decoded,
-                        Ok(None) => return,
+                        Ok(None) => return false,
                         Err(err) => {
                             self.fail(err);
                             continue;
@@ -292,7 +305,7 @@ impl Connection {
                     match self.read_payload(header, processed, buf) {
                         Ok(Some(processed)) => {
                             self.read = ReadState::Payload { header, processed };
-                            return;
+                            return false;
                         }
                         Ok(None) => {
                             if !matches!(self.read, ReadState::Done) {
