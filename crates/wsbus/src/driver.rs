@@ -58,19 +58,33 @@ enum Ready {
     Timeout,
 }
 
+/// What a server socket's task needs besides its transport and connection.
+pub(crate) struct SocketSetup {
+    pub id: SocketId,
+    /// The request target the socket was opened on.
+    pub path: String,
+    pub shared: Arc<SocketShared>,
+    pub hub: Hub,
+    pub handler: Arc<dyn Handler>,
+    pub timeouts: CloseTimeouts,
+}
+
 /// Run one server-side socket until it closes; returns the close code reported
-/// to the handler.
+/// to the handler. `rbuf` holds bytes that arrived after the handshake.
 pub(crate) async fn run_socket(
     stream: TcpStream,
     mut conn: Connection,
     mut rbuf: BytesMut,
-    id: SocketId,
-    path: String,
-    shared: Arc<SocketShared>,
-    hub: Hub,
-    handler: Arc<dyn Handler>,
-    timeouts: CloseTimeouts,
+    setup: SocketSetup,
 ) -> CloseCode {
+    let SocketSetup {
+        id,
+        path,
+        shared,
+        hub,
+        handler,
+        timeouts,
+    } = setup;
     let mut socket = Socket::new(id, path, hub.clone());
     handler.on_open(&mut socket.with(&mut conn));
     let mut close_deadline = None;

@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use wsbus_proto::handshake::{self, Rejection, StatusCode, UpgradeRequest};
 use wsbus_proto::{Connection, DeflateConfig, Limits};
 
-use crate::driver::{self, CloseTimeouts};
+use crate::driver::{self, CloseTimeouts, SocketSetup};
 use crate::handler::Handler;
 use crate::hub::Hub;
 
@@ -119,18 +119,15 @@ impl Server {
             conn = conn.with_deflate(params, cfg);
         }
         let (id, shared) = self.hub.register();
-        driver::run_socket(
-            stream,
-            conn,
-            rest,
+        let setup = SocketSetup {
             id,
-            head.target,
+            path: head.target,
             shared,
-            self.hub.clone(),
-            self.handler.clone(),
-            self.config.close_timeouts,
-        )
-        .await;
+            hub: self.hub.clone(),
+            handler: self.handler.clone(),
+            timeouts: self.config.close_timeouts,
+        };
+        driver::run_socket(stream, conn, rest, setup).await;
         Ok(())
     }
 
