@@ -209,7 +209,7 @@ pub(crate) fn flush(stream: &TcpStream, conn: &mut Connection) -> io::Result<()>
 }
 
 /// Half-close, then drain the peer for a while before dropping the socket.
-async fn linger(mut stream: TcpStream, timeout: Duration) {
+pub(crate) async fn linger(mut stream: TcpStream, timeout: Duration) {
     let _ = stream.shutdown().await;
     let drain = async {
         let mut scratch = BytesMut::new();

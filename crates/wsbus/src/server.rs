@@ -99,12 +99,16 @@ impl Server {
         let (head, rest) = match read {
             Err(_elapsed) => return Ok(()), // slow client: drop without a word
             Ok(Err(err)) => return Err(err),
-            Ok(Ok(Err(rejection))) => return reject(&mut stream, &rejection).await,
+            Ok(Ok(Err(rejection))) => {
+                return reject(stream, &rejection, self.config.close_timeouts.linger).await;
+            }
             Ok(Ok(Ok(parsed))) => parsed,
         };
         let upgrade = match UpgradeRequest::from_head(&head) {
             Ok(upgrade) => upgrade,
-            Err(rejection) => return reject(&mut stream, &rejection).await,
+            Err(rejection) => {
+                return reject(stream, &rejection, self.config.close_timeouts.linger).await;
+            }
         };
         let deflate = self
             .config
@@ -145,16 +149,20 @@ impl Server {
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(err) => return Err(err),
             }
+            let too_large = || Rejection {
+                status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                reason: "request headers too large".into(),
+            };
             match handshake::parse_request(&buf) {
+                Ok(Some((_, len))) if len > self.config.max_request_bytes => {
+                    return Ok(Err(too_large()));
+                }
                 Ok(Some((head, len))) => {
                     let _ = buf.split_to(len);
                     return Ok(Ok((head, buf)));
                 }
                 Ok(None) if buf.len() > self.config.max_request_bytes => {
-                    return Ok(Err(Rejection {
-                        status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                        reason: "request headers too large".into(),
-                    }));
+                    return Ok(Err(too_large()));
                 }
                 Ok(None) => {}
                 Err(rejection) => return Ok(Err(rejection)),
@@ -163,8 +171,15 @@ impl Server {
     }
 }
 
-async fn reject(stream: &mut TcpStream, rejection: &Rejection) -> std::io::Result<()> {
+/// Answer with the rejection, then linger so that unread request bytes do
+/// not turn our close into a reset that could destroy the answer.
+async fn reject(
+    mut stream: TcpStream,
+    rejection: &Rejection,
+    linger: Duration,
+) -> std::io::Result<()> {
     tracing::debug!(target: "wsbus::handshake", status = rejection.status.0, reason = %rejection.reason, "upgrade refused");
     stream.write_all(&rejection.to_response()).await?;
-    stream.shutdown().await
+    driver::linger(stream, linger).await;
+    Ok(())
 }
