@@ -1,0 +1,127 @@
+//! `wsbus echo` as a process: what an operator runs, checked from outside.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct EchoProcess {
+    child: Child,
+    addr: String,
+}
+
+impl EchoProcess {
+    fn start() -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wsbus"))
+            .args(["echo", "--listen", "127.0.0.1:0"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wsbus echo");
+        let mut line = String::new();
+        BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .rsplit("ws://")
+            .next()
+            .expect("listening line")
+            .to_owned();
+        EchoProcess { child, addr }
+    }
+
+    /// Peak resident memory of the server process, in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for EchoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Open a WebSocket with permessage-deflate by hand; returns the stream.
+fn upgrade_with_deflate(addr: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.contains("Sec-WebSocket-Extensions: permessage-deflate"),
+        "{head}"
+    );
+    stream
+}
+
+/// 1 GiB of zeros as one deflated message body (about 1 MiB: DEFLATE
+/// cannot do better than ~1032:1), from one steady-state block repeated.
+fn bomb() -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    let zeros = vec![0u8; 1 << 20];
+    let mut deflater = Compress::new(Compression::best(), false);
+    let mut block = |input: &[u8]| {
+        let mut out = Vec::with_capacity(64 * 1024);
+        deflater
+            .compress_vec(input, &mut out, FlushCompress::Sync)
+            .unwrap();
+        out
+    };
+    let mut body = block(&zeros);
+    let steady = block(&zeros);
+    for _ in 1..1024 {
+        body.extend_from_slice(&steady);
+    }
+    body.truncate(body.len() - 4);
+    body
+}
+
+#[test]
+fn decompression_bomb_is_closed_with_1009_and_memory_stays_bounded() {
+    let server = EchoProcess::start();
+    let before = server.peak_rss_kib();
+    let mut stream = upgrade_with_deflate(&server.addr);
+    let body = bomb();
+    let key = [1u8, 2, 3, 4];
+    let mut frame = vec![0xC2, 0xFF]; // FIN + RSV1, binary; masked, 64-bit length
+    frame.extend_from_slice(&(body.len() as u64).to_be_bytes());
+    frame.extend_from_slice(&key);
+    frame.extend(body.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    // The server may stop reading and close early: a failed write is fine.
+    let _ = stream.write_all(&frame);
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    assert!(reply.len() >= 4, "expected a close frame, got {reply:?}");
+    assert_eq!(reply[0], 0x88);
+    assert_eq!(u16::from_be_bytes([reply[2], reply[3]]), 1009);
+    let grown_mib = (server.peak_rss_kib().saturating_sub(before)) / 1024;
+    eprintln!("server peak RSS grew by {grown_mib} MiB");
+    // The inflated-size limit of `wsbus echo` is 64 MiB; the bomb is 1 GiB.
+    assert!(grown_mib < 160, "server memory grew by {grown_mib} MiB");
+
+    // The process survived and serves the next client.
+    let mut stream = upgrade_with_deflate(&server.addr);
+    stream
+        .write_all(&[0x81, 0x82, 0, 0, 0, 0, b'o', b'k'])
+        .unwrap();
+    let mut echo = [0u8; 4];
+    stream.read_exact(&mut echo).unwrap();
+    assert_eq!(echo, [0x81, 2, b'o', b'k']);
+}
