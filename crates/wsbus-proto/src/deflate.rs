@@ -271,13 +271,28 @@ impl DeflateConfig {
         })
     }
 
-    /// Client role: the offer to send.
+    /// Client role: the `Sec-WebSocket-Extensions` offer to send.
+    ///
+    /// Unless we already declare `client_no_context_takeover`, a second offer
+    /// follows the first that adds it: a server that wants to spare its
+    /// memory (or that only accepts clients willing to reset their context)
+    /// can pick that one, while a server that accepts the first keeps our
+    /// compression ratio. The server takes the first offer it accepts (§5.1).
     pub fn client_offer(&self) -> String {
+        let mut out = self.client_offer_element(self.client_no_context_takeover);
+        if !self.client_no_context_takeover {
+            out.push_str(", ");
+            out.push_str(&self.client_offer_element(true));
+        }
+        out
+    }
+
+    fn client_offer_element(&self, client_no_context_takeover: bool) -> String {
         let mut out = String::from(EXTENSION_NAME);
         if self.server_no_context_takeover {
             out.push_str("; server_no_context_takeover");
         }
-        if self.client_no_context_takeover {
+        if client_no_context_takeover {
             out.push_str("; client_no_context_takeover");
         }
         if self.server_max_window_bits < 15 {
@@ -598,7 +613,8 @@ mod tests {
         };
         assert_eq!(
             cfg.client_offer(),
-            "permessage-deflate; server_max_window_bits=10; client_max_window_bits"
+            "permessage-deflate; server_max_window_bits=10; client_max_window_bits, \
+             permessage-deflate; client_no_context_takeover; server_max_window_bits=10; client_max_window_bits"
         );
         let parse = |s: &str| parse_extensions([s]).pop().unwrap().unwrap().1;
         assert!(

@@ -47,19 +47,27 @@ fn start_peer(kind: PeerKind, deflate: bool) -> Peer {
         }
         PeerKind::PythonWebsockets => {
             let python = dir.join(".venv/bin/python");
-            assert!(python.exists(), "the Python venv is missing: run conformance/setup.sh");
+            assert!(
+                python.exists(),
+                "the Python venv is missing: run conformance/setup.sh"
+            );
             let mut c = Command::new(python);
             c.arg(interop.join("websockets_echo_server.py"));
             c
         }
     };
-    command.args(["--port", "0"]).current_dir(&interop).stdout(Stdio::piped());
+    command
+        .args(["--port", "0"])
+        .current_dir(&interop)
+        .stdout(Stdio::piped());
     if deflate {
         command.arg("--deflate");
     }
     let mut child = command.spawn().expect("start peer server");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let port = line
         .trim()
         .strip_prefix("READY ")
@@ -87,7 +95,11 @@ async fn exercise(kind: PeerKind, deflate: bool) {
     let Some(Message::Text(agreed)) = ws.recv_message().await.unwrap() else {
         panic!("expected the extensions report");
     };
-    assert_eq!(agreed.as_str().starts_with("permessage-deflate"), deflate, "{kind:?}: {agreed}");
+    assert_eq!(
+        agreed.as_str().starts_with("permessage-deflate"),
+        deflate,
+        "{kind:?}: {agreed}"
+    );
 
     let json = r#"{"channel":"/chat","data":{"text":"hello hello hello"}}"#.repeat(2000);
     let messages = [
@@ -100,19 +112,33 @@ async fn exercise(kind: PeerKind, deflate: bool) {
     ];
     for message in messages {
         ws.send(message.clone()).await.unwrap();
-        assert_eq!(ws.recv_message().await.unwrap(), Some(message), "{kind:?} deflate={deflate}");
+        assert_eq!(
+            ws.recv_message().await.unwrap(),
+            Some(message),
+            "{kind:?} deflate={deflate}"
+        );
     }
     // Fragmented, and (with deflate) compressed before fragmenting.
-    ws.send_fragmented(Message::text(json.clone()), 4096).await.unwrap();
+    ws.send_fragmented(Message::text(json.clone()), 4096)
+        .await
+        .unwrap();
     assert_eq!(ws.recv_message().await.unwrap(), Some(Message::text(json)));
-    ws.send_fragmented(Message::binary(vec![1u8; 10_000]), 999).await.unwrap();
-    assert_eq!(ws.recv_message().await.unwrap(), Some(Message::binary(vec![1u8; 10_000])));
+    ws.send_fragmented(Message::binary(vec![1u8; 10_000]), 999)
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.recv_message().await.unwrap(),
+        Some(Message::binary(vec![1u8; 10_000]))
+    );
 
     ws.ping(&b"ping!"[..]).await.unwrap();
     assert_eq!(ws.recv().await.unwrap(), Some(Event::Pong("ping!".into())));
 
     // A clean close: the peer echoes 1000 and closes TCP.
-    assert_eq!(ws.close(CloseCode::NORMAL, "done").await.unwrap(), CloseCode::NORMAL);
+    assert_eq!(
+        ws.close(CloseCode::NORMAL, "done").await.unwrap(),
+        CloseCode::NORMAL
+    );
 }
 
 #[tokio::test]
