@@ -375,6 +375,10 @@ pub(crate) struct DeflateContext {
     send_no_context_takeover: bool,
     recv_window_bits: u8,
     recv_no_context_takeover: bool,
+    /// The current message's DEFLATE stream ended with a final block
+    /// (BFINAL); its remaining bytes are ignored until the message ends, so
+    /// the outcome does not depend on how reads split the message.
+    recv_stream_ended: bool,
     level: u32,
     threshold: usize,
 }
@@ -414,6 +418,7 @@ impl DeflateContext {
             send_no_context_takeover: send_nct,
             recv_window_bits: recv_bits.unwrap_or(15).max(9),
             recv_no_context_takeover: recv_nct,
+            recv_stream_ended: false,
             level: level.min(9),
             threshold,
         }
@@ -474,9 +479,13 @@ impl DeflateContext {
         out: &mut Vec<u8>,
         limit: usize,
     ) -> Result<(), ProtocolError> {
-        self.inflate(input, out, limit)?;
+        if !self.recv_stream_ended {
+            self.inflate(input, out, limit)?;
+        }
         if last {
-            self.inflate(&SYNC_FLUSH_TAIL, out, limit)?;
+            if !std::mem::take(&mut self.recv_stream_ended) {
+                self.inflate(&SYNC_FLUSH_TAIL, out, limit)?;
+            }
             if self.recv_no_context_takeover
                 && let Some(inflater) = &mut self.inflater
             {
@@ -524,6 +533,7 @@ impl DeflateContext {
                 // starts a fresh one and anything after the end is ignored.
                 Status::StreamEnd => {
                     inflater.reset(false);
+                    self.recv_stream_ended = true;
                     return Ok(());
                 }
                 _ if consumed == input.len() && out.len() < out.capacity() => return Ok(()),

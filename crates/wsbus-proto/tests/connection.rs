@@ -724,3 +724,33 @@ fn prepared_message_is_shared_by_plain_connections() {
     // decoding the header only.
     assert_eq!(b.outgoing().chunk()[0] & 0x40, 0x40);
 }
+
+#[test]
+fn data_after_a_final_deflate_block_is_ignored_however_reads_split() {
+    // "Hello" as a final (BFINAL) DEFLATE block, then a stray byte; found by
+    // the frame_decoder_server fuzzer (the verdict depended on read splits).
+    let payload = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0xff];
+    let wire =
+        frame_bytes(|w| raw_frame(w, OpCode::TEXT, true, true, Some([1, 2, 3, 4]), &payload));
+    for split in 1..wire.len() {
+        let mut server = Connection::server(Limits::default())
+            .with_deflate(&DeflateParams::default(), &DeflateConfig::default());
+        let mut buf = BytesMut::from(&wire[..split]);
+        let mut events = Vec::new();
+        for piece in [&wire[split..], &[][..]] {
+            loop {
+                let more = server.handle_read(&mut buf);
+                events.extend(std::iter::from_fn(|| server.poll_event()));
+                if !more {
+                    break;
+                }
+            }
+            buf.extend_from_slice(piece);
+        }
+        assert_eq!(
+            events,
+            [Event::Message(Message::text("Hello"))],
+            "split at {split}"
+        );
+    }
+}

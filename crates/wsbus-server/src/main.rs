@@ -1,11 +1,18 @@
 //! The `wsbus` binary.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use wsbus::proto::{DeflateConfig, Limits};
-use wsbus::{Hub, Server, ServerConfig};
+use wsbus::{Runtime, Server, ServerConfig};
+
+#[allow(dead_code)] // its `main` serves the example alone; here only `Chat` is used
+#[path = "../examples/chat.rs"]
+mod chat;
+mod config;
+mod web;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,6 +27,18 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The server: with no configuration, listens on 127.0.0.1:8080 with the
+    /// seed's chat at /chat, a page to use it at /, a demo login
+    /// (POST /login, POST /logout) and metrics at /metrics.
+    Serve {
+        /// A TOML configuration file (keys: see README); environment variables
+        /// WSBUS_<SECTION>__<KEY> override it, flags override both.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (the `listen` key).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// A plain echo server for conformance and benchmarks: echoes every
     /// message on every path; on /broadcast every message goes to every socket
     /// on /broadcast. permessage-deflate accepted, messages up to 64 MiB.
@@ -32,11 +51,13 @@ enum Command {
 /// `wsbus echo` accepts messages up to 64 MiB (SPEC §8).
 const ECHO_MAX_MESSAGE: usize = 64 << 20;
 
-fn main() -> anyhow_free::Result {
+type MainResult = Result<(), Box<dyn std::error::Error>>;
+
+fn main() -> MainResult {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WSBUS_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -46,24 +67,67 @@ fn main() -> anyhow_free::Result {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Echo { listen } => {
-                let config = ServerConfig {
-                    limits: Limits::uniform(ECHO_MAX_MESSAGE),
-                    deflate: Some(DeflateConfig::default()),
-                    ..ServerConfig::default()
-                };
-                let listener = TcpListener::bind(listen).await?;
-                eprintln!("wsbus echo listening on ws://{}", listener.local_addr()?);
-                Server::new(config, Hub::new(), wsbus::echo::Echo)
-                    .serve(listener)
-                    .await?;
-            }
+            Command::Serve { config, listen } => serve(config, listen).await,
+            Command::Echo { listen } => echo(listen).await,
         }
-        Ok(())
     })
 }
 
-mod anyhow_free {
-    /// `main`'s result: any error, printed by the standard library.
-    pub type Result = std::result::Result<(), Box<dyn std::error::Error>>;
+async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> MainResult {
+    let flags: Vec<(&str, toml::Value)> = listen
+        .map(|l| ("listen", toml::Value::String(l)))
+        .into_iter()
+        .collect();
+    let config = config::Config::load(config_file.as_deref(), std::env::vars(), &flags)?;
+    let runtime = Runtime::new(config.server_config());
+    let listener = TcpListener::bind(config.listen).await?;
+    let mut server = Server::new(runtime)
+        .websocket("/chat", chat::Chat)
+        .http(web::handler());
+    let scheme = match &config.tls {
+        Some(tls) => {
+            server = server.tls(wsbus::tls_acceptor(&tls.cert, &tls.key)?);
+            "https"
+        }
+        None => "http",
+    };
+    eprintln!(
+        "wsbus serve listening on {scheme}://{}",
+        listener.local_addr()?
+    );
+    finish(server.serve(listener, shutdown_signal()).await);
+    Ok(())
+}
+
+async fn echo(listen: SocketAddr) -> MainResult {
+    let config = ServerConfig {
+        limits: Limits::uniform(ECHO_MAX_MESSAGE),
+        deflate: Some(DeflateConfig::default()),
+        ..ServerConfig::default()
+    };
+    let listener = TcpListener::bind(listen).await?;
+    eprintln!("wsbus echo listening on ws://{}", listener.local_addr()?);
+    let server = Server::new(Runtime::new(config)).websocket_fallback(wsbus::echo::Echo);
+    finish(server.serve(listener, shutdown_signal()).await);
+    Ok(())
+}
+
+/// Report how the drain ended; exit 0 either way (the sockets were told).
+fn finish(drained: bool) {
+    if drained {
+        tracing::info!("all sockets closed; bye");
+    } else {
+        tracing::warn!("drain timeout reached with sockets still open");
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }

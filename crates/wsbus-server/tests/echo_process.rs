@@ -62,10 +62,10 @@ fn upgrade_with_deflate(addr: &str) -> TcpStream {
         stream.read_exact(&mut byte).unwrap();
         head.push(byte[0]);
     }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(
-        head.contains("Sec-WebSocket-Extensions: permessage-deflate"),
+        head.contains("sec-websocket-extensions: permessage-deflate"),
         "{head}"
     );
     stream

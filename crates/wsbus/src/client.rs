@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use wsbus_proto::handshake::{ClientHandshake, ClientHandshakeError, ClientRequest, Negotiated};
 use wsbus_proto::{ApiError, CloseCode, Connection, DeflateConfig, Event, Limits, Message, State};
 
-use crate::driver;
+use crate::transport::{read_buf, write_queued};
 
 /// Client settings.
 #[derive(Clone, Debug)]
@@ -159,12 +159,8 @@ async fn connect_inner(url: WsUrl, options: ClientOptions) -> Result<WebSocket, 
     stream.write_all(&bytes).await?;
     let mut rbuf = BytesMut::new();
     let (negotiated, len) = loop {
-        stream.readable().await?;
-        match driver::read_some(&stream, &mut rbuf) {
-            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
-            Ok(_) => {}
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(err) => return Err(err.into()),
+        if read_buf(&mut stream, &mut rbuf).await? == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
         }
         if let Some(done) = handshake
             .parse_response(&rbuf)
@@ -220,11 +216,7 @@ impl WebSocket {
     }
 
     async fn flush(&mut self) -> Result<(), ClientError> {
-        while !self.conn.outgoing().is_empty() {
-            self.stream.writable().await?;
-            driver::flush(&self.stream, &mut self.conn)?;
-        }
-        Ok(())
+        Ok(write_queued(&mut self.stream, &mut self.conn).await?)
     }
 
     /// The next event (message, ping, pong, close, error); `None` once the
@@ -243,14 +235,11 @@ impl WebSocket {
             if self.conn.state() == State::Closed {
                 return Ok(None);
             }
-            self.stream.readable().await?;
-            match driver::read_some(&self.stream, &mut self.rbuf) {
-                Ok(0) => self.conn.handle_eof(),
+            match read_buf(&mut self.stream, &mut self.rbuf).await {
+                Ok(0) | Err(_) => self.conn.handle_eof(),
                 Ok(_) => {
                     self.conn.handle_read(&mut self.rbuf);
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => self.conn.handle_eof(),
             }
         }
     }
@@ -278,12 +267,12 @@ impl WebSocket {
             // §7.1.1: the client waits for the server to close TCP.
             let mut scratch = BytesMut::new();
             loop {
-                self.stream.readable().await?;
                 scratch.clear();
-                match driver::read_some(&self.stream, &mut scratch) {
-                    Ok(0) => break,
-                    Err(err) if err.kind() != io::ErrorKind::WouldBlock => break,
-                    _ => {}
+                if matches!(
+                    read_buf(&mut self.stream, &mut scratch).await,
+                    Ok(0) | Err(_)
+                ) {
+                    break;
                 }
             }
             Ok::<_, ClientError>(())

@@ -1,8 +1,6 @@
-//! The echo application behind `wsbus echo`: conformance and benchmarks.
+//! The application behind `wsbus echo`: conformance and benchmarks.
 
-use wsbus_proto::Message;
-
-use crate::handler::{Handler, Socket, SocketCtx};
+use crate::app::{EventKind, HandshakeRequest, Upgrade, WebSocketApp, WebSocketConfig, WsEvent};
 
 /// The path whose sockets share every message.
 pub const BROADCAST_PATH: &str = "/broadcast";
@@ -13,28 +11,35 @@ const BROADCAST_GROUP: &str = "broadcast";
 /// Echoes every message to its sender, as received (text as text, binary as
 /// binary). On [`BROADCAST_PATH`] every message goes to every socket on that
 /// path, the sender included, through the hub's group API (encoded once).
+/// Any origin is accepted: conformance and load tools are not browsers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Echo;
 
-fn is_broadcast(path: &str) -> bool {
-    path.split('?').next() == Some(BROADCAST_PATH)
-}
+impl WebSocketApp for Echo {
+    type Data = ();
 
-impl Handler for Echo {
-    fn on_open(&self, socket: &mut SocketCtx<'_>) {
-        if is_broadcast(socket.path()) {
-            socket.hub().add_to_group(BROADCAST_GROUP, socket.id());
+    fn upgrade(&self, request: &HandshakeRequest) -> Upgrade<()> {
+        if !request.is_websocket {
+            return Upgrade::status(404);
         }
+        Upgrade::Accept(WebSocketConfig::new(()).any_origin())
     }
 
-    fn on_message(&self, socket: &mut SocketCtx<'_>, message: Message) {
-        if is_broadcast(socket.path()) {
-            socket.hub().send_to_group(BROADCAST_GROUP, message);
-        } else {
-            // The socket may be closing; a dropped echo is then correct.
-            let _ = socket.send(message);
+    fn on_event(&self, mut event: WsEvent<'_, ()>) {
+        let broadcast = event.session.path == BROADCAST_PATH;
+        match &event.kind {
+            EventKind::Open if broadcast => {
+                event.hub().add_to_group(BROADCAST_GROUP, event.session.id);
+            }
+            EventKind::Message(message) if broadcast => {
+                event.hub().send_to_group(BROADCAST_GROUP, message.clone());
+            }
+            EventKind::Message(message) => {
+                // The socket may be closing; a dropped echo is then correct.
+                let message = message.clone();
+                let _ = event.send(message);
+            }
+            _ => {}
         }
     }
-
-    fn on_close(&self, _socket: &Socket, _code: wsbus_proto::CloseCode) {}
 }

@@ -1,18 +1,40 @@
 //! # wsbus
 //!
-//! The tokio runtime of wsbus: it drives the sans-IO protocol core
-//! (`wsbus-proto`) over TCP, for servers ([`Server`], with a [`Hub`] of
-//! sockets and groups) and clients ([`client::connect`]).
+//! The tokio runtime of wsbus. It drives the sans-IO protocol core
+//! (`wsbus-proto`) for servers and clients, and carries the application API
+//! of SPEC §3:
+//!
+//! * [`app`]: the upgrade decision and the ordered event handler
+//!   ([`app::WebSocketApp`]);
+//! * [`Hub`]: send to a socket or a group, manage groups, close sockets —
+//!   from anywhere;
+//! * [`session`]: HTTP sessions and the sockets bound to them;
+//! * [`Server`]: one hyper listener for upgrades and plain HTTP, ws and wss,
+//!   with graceful shutdown; or mount endpoints in axum ([`axum`]);
+//! * [`client`]: a `ws://` client.
 
+pub mod app;
+pub mod axum;
 pub mod client;
 mod driver;
 pub mod echo;
-mod handler;
 mod hub;
+mod origin;
+mod runtime;
 mod server;
+pub mod session;
+mod transport;
+mod upgrade;
 
-pub use driver::CloseTimeouts;
-pub use handler::{Handler, Socket, SocketCtx};
+pub use driver::{SlowConsumerPolicy, SocketSettings};
 pub use hub::{Hub, SocketId};
-pub use server::{Server, ServerConfig};
+pub use runtime::{Metrics, Runtime, ServerConfig};
+pub use server::{HttpContext, HttpFuture, HttpHandler, Server, tls_acceptor};
 pub use wsbus_proto as proto;
+
+/// The default origin rule of SPEC §3 (no `Origin`, or the request's own
+/// origin after RFC 6454 normalisation), for HTTP routes that need the same
+/// protection as WebSocket endpoints (form posts).
+pub fn origin_allowed_by_default(origin: Option<&str>, host: &str, tls: bool) -> bool {
+    origin::default_rule(origin, host, tls)
+}

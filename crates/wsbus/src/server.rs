@@ -1,185 +1,266 @@
-//! The accept loop and the server side of the opening handshake.
+//! The listener: one port for WebSocket upgrades and plain HTTP, over TCP or
+//! TLS, served by hyper.
 
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use wsbus_proto::handshake::{self, Rejection, StatusCode, UpgradeRequest};
-use wsbus_proto::{Connection, DeflateConfig, Limits};
+use tokio_rustls::TlsAcceptor;
 
-use crate::driver::{self, CloseTimeouts, SocketSetup};
-use crate::handler::Handler;
-use crate::hub::Hub;
+use crate::app::WebSocketApp;
+use crate::runtime::Runtime;
+use crate::upgrade::{text_response, upgrade};
 
-/// Server settings. Every limit has a default chosen for a public endpoint.
+/// A response future of an HTTP route.
+pub type HttpFuture = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
+
+/// What an HTTP route sees.
 #[derive(Clone, Debug)]
-pub struct ServerConfig {
-    /// Frame, message and inflated-size limits per connection.
-    pub limits: Limits,
-    /// permessage-deflate terms, or `None` to decline every offer.
-    pub deflate: Option<DeflateConfig>,
-    /// A client has this long to send its complete upgrade request; slow or
-    /// partial requests (slowloris) are dropped. Default 10 s.
-    pub handshake_timeout: Duration,
-    /// Largest upgrade request head; beyond it the answer is `431`. Default
-    /// 16 KiB, room for large cookies while bounding per-connection memory.
-    pub max_request_bytes: usize,
-    pub close_timeouts: CloseTimeouts,
+pub struct HttpContext {
+    pub runtime: Runtime,
+    pub tls: bool,
+    pub peer: SocketAddr,
 }
 
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            limits: Limits::default(),
-            deflate: Some(DeflateConfig::default()),
-            handshake_timeout: Duration::from_secs(10),
-            max_request_bytes: 16 * 1024,
-            close_timeouts: CloseTimeouts::default(),
-        }
+/// A plain-HTTP handler: the request with its body read (bounded by
+/// `ServerConfig::max_body_bytes`).
+pub type HttpHandler = Arc<dyn Fn(HttpContext, Request<Bytes>) -> HttpFuture + Send + Sync>;
+
+/// A type-erased WebSocket endpoint.
+trait Endpoint: Send + Sync {
+    fn handle(&self, runtime: &Runtime, req: Request<Incoming>, tls: bool)
+    -> Response<Full<Bytes>>;
+}
+
+struct AppEndpoint<A>(Arc<A>);
+
+impl<A: WebSocketApp> Endpoint for AppEndpoint<A> {
+    fn handle(
+        &self,
+        runtime: &Runtime,
+        req: Request<Incoming>,
+        tls: bool,
+    ) -> Response<Full<Bytes>> {
+        upgrade(&self.0, runtime, req, tls)
     }
 }
 
-/// A WebSocket server: accepts upgrades on every path and hands sockets to
-/// one [`Handler`].
-#[derive(Clone)]
+/// Load a rustls acceptor from PEM files (certificate chain, private key).
+pub fn tls_acceptor(cert_pem: &Path, key_pem: &Path) -> std::io::Result<TlsAcceptor> {
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(cert_pem)?))
+        .collect::<Result<Vec<_>, _>>()?;
+    let key =
+        rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(key_pem)?))?
+            .ok_or_else(|| invalid(format!("no private key in {}", key_pem.display())))?;
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| invalid(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| invalid(e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A server: WebSocket endpoints by path, an optional WebSocket endpoint for
+/// every other path, and an HTTP handler for the rest.
 pub struct Server {
-    config: Arc<ServerConfig>,
-    hub: Hub,
-    handler: Arc<dyn Handler>,
+    runtime: Runtime,
+    endpoints: HashMap<String, Arc<dyn Endpoint>>,
+    fallback: Option<Arc<dyn Endpoint>>,
+    http: Option<HttpHandler>,
+    tls: Option<TlsAcceptor>,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("config", &self.config)
+            .field("endpoints", &self.endpoints.keys().collect::<Vec<_>>())
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Server {
-    pub fn new(config: ServerConfig, hub: Hub, handler: impl Handler) -> Self {
+    pub fn new(runtime: Runtime) -> Self {
         Server {
-            config: Arc::new(config),
-            hub,
-            handler: Arc::new(handler),
+            runtime,
+            endpoints: HashMap::new(),
+            fallback: None,
+            http: None,
+            tls: None,
         }
     }
 
-    pub fn hub(&self) -> &Hub {
-        &self.hub
+    /// Serve `app` at exactly `path`.
+    pub fn websocket<A: WebSocketApp>(mut self, path: &str, app: A) -> Self {
+        self.endpoints
+            .insert(path.to_owned(), Arc::new(AppEndpoint(Arc::new(app))));
+        self
     }
 
-    /// Accept connections until the listener fails.
-    pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+    /// Serve `app` on every path without an endpoint or an HTTP answer.
+    pub fn websocket_fallback<A: WebSocketApp>(mut self, app: A) -> Self {
+        self.fallback = Some(Arc::new(AppEndpoint(Arc::new(app))));
+        self
+    }
+
+    /// Answer plain HTTP requests on paths without a WebSocket endpoint.
+    pub fn http(mut self, handler: HttpHandler) -> Self {
+        self.http = Some(handler);
+        self
+    }
+
+    pub fn tls(mut self, acceptor: TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Accept connections until `shutdown` completes, then shut down
+    /// gracefully (close every socket with 1001, wait up to the drain
+    /// timeout). Returns whether the drain finished in time.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> bool {
+        let server = Arc::new(self);
+        let runtime = server.runtime.clone();
+        let sweeper = runtime.sessions().spawn_sweeper();
+        let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                // Out of file descriptors and similar: wait rather than spin.
-                Err(err) => {
-                    tracing::warn!(target: "wsbus::handshake", %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            let (stream, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                () = runtime.shutdown_token().cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off, don't spin.
+                        tracing::warn!(target: "wsbus::handshake", %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
             };
+            runtime.metrics().connection_accepted();
+            let server = server.clone();
+            runtime
+                .tracker()
+                .spawn(async move { server.connection(stream, peer).await });
+        }
+        drop(listener);
+        sweeper.abort();
+        tracing::info!(target: "wsbus::handshake", sockets = runtime.hub().len(), "shutting down");
+        runtime.shutdown().await
+    }
+
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        match self.tls.clone() {
+            None => self.http1(TokioIo::new(stream), peer, false).await,
+            Some(acceptor) => {
+                let handshake = tokio::time::timeout(
+                    self.runtime.config().handshake_timeout,
+                    acceptor.accept(stream),
+                );
+                match handshake.await {
+                    Ok(Ok(tls)) => self.http1(TokioIo::new(tls), peer, true).await,
+                    Ok(Err(err)) => {
+                        tracing::debug!(target: "wsbus::handshake", %peer, %err, "TLS handshake failed")
+                    }
+                    Err(_) => {
+                        tracing::debug!(target: "wsbus::handshake", %peer, "TLS handshake timed out")
+                    }
+                }
+            }
+        }
+    }
+
+    async fn http1<I>(self: Arc<Self>, io: I, peer: SocketAddr, tls: bool)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
+    {
+        let config = self.runtime.config();
+        let service = {
             let server = self.clone();
-            tokio::spawn(async move {
-                if let Err(err) = server.handle(stream).await {
-                    tracing::debug!(target: "wsbus::handshake", %peer, %err, "connection ended");
+            service_fn(move |req| {
+                let server = server.clone();
+                async move { Ok::<_, Infallible>(server.route(req, peer, tls).await) }
+            })
+        };
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.handshake_timeout)
+            .max_buf_size(config.max_request_bytes.max(8192))
+            .serve_connection(io, service)
+            .with_upgrades();
+        let mut conn = std::pin::pin!(conn);
+        let cancelled = self.runtime.shutdown_token().cancelled();
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(target: "wsbus::handshake", %peer, %err, "HTTP connection ended");
                 }
-            });
+            }
+            () = cancelled => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
         }
     }
 
-    async fn handle(&self, mut stream: TcpStream) -> std::io::Result<()> {
-        stream.set_nodelay(true)?;
-        let read =
-            tokio::time::timeout(self.config.handshake_timeout, self.read_request(&stream)).await;
-        let (head, rest) = match read {
-            Err(_elapsed) => return Ok(()), // slow client: drop without a word
-            Ok(Err(err)) => return Err(err),
-            Ok(Ok(Err(rejection))) => {
-                return reject(stream, &rejection, self.config.close_timeouts.linger).await;
-            }
-            Ok(Ok(Ok(parsed))) => parsed,
-        };
-        let upgrade = match UpgradeRequest::from_head(&head) {
-            Ok(upgrade) => upgrade,
-            Err(rejection) => {
-                return reject(stream, &rejection, self.config.close_timeouts.linger).await;
-            }
-        };
-        let deflate = self
-            .config
-            .deflate
-            .as_ref()
-            .and_then(|cfg| Some((upgrade.negotiate_deflate(cfg)?, cfg)));
-        stream
-            .write_all(&upgrade.response(None, deflate.as_ref().map(|(params, _)| params)))
-            .await?;
-        let mut conn = Connection::server(self.config.limits);
-        if let Some((params, cfg)) = &deflate {
-            conn = conn.with_deflate(params, cfg);
-        }
-        let (id, shared) = self.hub.register();
-        let setup = SocketSetup {
-            id,
-            path: head.target,
-            shared,
-            hub: self.hub.clone(),
-            handler: self.handler.clone(),
-            timeouts: self.config.close_timeouts,
-        };
-        driver::run_socket(stream, conn, rest, setup).await;
-        Ok(())
-    }
-
-    /// Read until a complete request head; returns it and any bytes after it.
-    async fn read_request(
+    async fn route(
         &self,
-        stream: &TcpStream,
-    ) -> std::io::Result<Result<(handshake::RequestHead, BytesMut), Rejection>> {
-        let mut buf = BytesMut::new();
-        loop {
-            stream.readable().await?;
-            match driver::read_some(stream, &mut buf) {
-                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                Ok(_) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(err) => return Err(err),
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Response<Full<Bytes>> {
+        let endpoint = self.endpoints.get(req.uri().path()).cloned();
+        if let Some(endpoint) = endpoint {
+            return endpoint.handle(&self.runtime, req, tls);
+        }
+        let wants_websocket = req.headers().contains_key(http::header::UPGRADE);
+        match (&self.http, &self.fallback) {
+            (_, Some(fallback)) if wants_websocket || self.http.is_none() => {
+                fallback.handle(&self.runtime, req, tls)
             }
-            let too_large = || Rejection {
-                status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                reason: "request headers too large".into(),
-            };
-            match handshake::parse_request(&buf) {
-                Ok(Some((_, len))) if len > self.config.max_request_bytes => {
-                    return Ok(Err(too_large()));
-                }
-                Ok(Some((head, len))) => {
-                    let _ = buf.split_to(len);
-                    return Ok(Ok((head, buf)));
-                }
-                Ok(None) if buf.len() > self.config.max_request_bytes => {
-                    return Ok(Err(too_large()));
-                }
-                Ok(None) => {}
-                Err(rejection) => return Ok(Err(rejection)),
+            (Some(http), _) => {
+                let (parts, body) = req.into_parts();
+                let body = match Limited::new(body, self.runtime.config().max_body_bytes)
+                    .collect()
+                    .await
+                {
+                    Ok(collected) => collected.to_bytes(),
+                    Err(_) => {
+                        return text_response(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "request body too large",
+                        );
+                    }
+                };
+                let ctx = HttpContext {
+                    runtime: self.runtime.clone(),
+                    tls,
+                    peer,
+                };
+                http(ctx, Request::from_parts(parts, body)).await
             }
+            (None, _) => text_response(StatusCode::NOT_FOUND, "not found"),
         }
     }
-}
-
-/// Answer with the rejection, then linger so that unread request bytes do
-/// not turn our close into a reset that could destroy the answer.
-async fn reject(
-    mut stream: TcpStream,
-    rejection: &Rejection,
-    linger: Duration,
-) -> std::io::Result<()> {
-    tracing::debug!(target: "wsbus::handshake", status = rejection.status.0, reason = %rejection.reason, "upgrade refused");
-    stream.write_all(&rejection.to_response()).await?;
-    driver::linger(stream, linger).await;
-    Ok(())
 }

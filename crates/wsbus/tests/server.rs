@@ -7,14 +7,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wsbus::client::{self, ClientOptions};
 use wsbus::proto::{CloseCode, DeflateConfig, Event, Message};
-use wsbus::{Hub, Server, ServerConfig};
+use wsbus::{Hub, Runtime, Server, ServerConfig};
 
 async fn start(config: ServerConfig) -> (String, Hub) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let hub = Hub::new();
-    let server = Server::new(config, hub.clone(), wsbus::echo::Echo);
-    tokio::spawn(server.serve(listener));
+    let runtime = Runtime::new(config);
+    let hub = runtime.hub().clone();
+    let server = Server::new(runtime).websocket_fallback(wsbus::echo::Echo);
+    tokio::spawn(server.serve(listener, std::future::pending()));
     (addr.to_string(), hub)
 }
 
@@ -83,7 +84,9 @@ async fn wrong_version_gets_426_with_supported_version() {
         "{response}"
     );
     assert!(
-        response.contains("\r\nSec-WebSocket-Version: 13\r\n"),
+        response
+            .to_ascii_lowercase()
+            .contains("\r\nsec-websocket-version: 13\r\n"),
         "{response}"
     );
 }

@@ -1,0 +1,376 @@
+//! `wsbus serve` configuration: a TOML file, overridden by environment
+//! variables `WSBUS_<SECTION>__<KEY>` (e.g. `WSBUS_BUS__WEBSOCKET_ENABLED`),
+//! overridden by command-line flags. Invalid configuration fails at start with
+//! a message that names the key and where it came from.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use wsbus::proto::{DeflateConfig, Limits};
+use wsbus::{ServerConfig, SlowConsumerPolicy, SocketSettings};
+
+/// The prefix of configuration environment variables.
+const ENV_PREFIX: &str = "WSBUS_";
+
+/// Top-level keys. Environment variables are read only under these, so that
+/// `WSBUS_LOG` and the test tools' `WSBUS_*` variables are not taken for
+/// configuration; an unknown key *inside* a section is still an error.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "bus",
+    "session",
+    "limits",
+    "keepalive",
+    "outbound",
+    "shutdown",
+    "deflate",
+    "tls",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    pub bus: BusConfig,
+    pub session: SessionConfig,
+    pub limits: LimitsConfig,
+    pub keepalive: KeepaliveConfig,
+    pub outbound: OutboundConfig,
+    pub shutdown: ShutdownConfig,
+    pub deflate: DeflateSection,
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            bus: BusConfig::default(),
+            session: SessionConfig::default(),
+            limits: LimitsConfig::default(),
+            keepalive: KeepaliveConfig::default(),
+            outbound: OutboundConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            deflate: DeflateSection::default(),
+            tls: None,
+        }
+    }
+}
+
+/// The message bus (served in a later release; the keys keep their meaning).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    pub path: String,
+    pub websocket_enabled: bool,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            path: "/amb".into(),
+            websocket_enabled: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// HTTP sessions idle this long end (and close their bound sockets).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_timeout: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_frame_size: usize,
+    pub max_message_size: usize,
+    pub max_inflated_size: usize,
+    pub max_connections: usize,
+    pub max_request_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let server = ServerConfig::default();
+        LimitsConfig {
+            max_frame_size: server.limits.max_frame_size as usize,
+            max_message_size: server.limits.max_message_size,
+            max_inflated_size: server.limits.max_inflated_size,
+            max_connections: server.max_connections,
+            max_request_bytes: server.max_request_bytes,
+            handshake_timeout: server.handshake_timeout,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeepaliveConfig {
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for KeepaliveConfig {
+    fn default() -> Self {
+        let socket = SocketSettings::default();
+        KeepaliveConfig {
+            interval: socket.keepalive_interval,
+            timeout: socket.keepalive_timeout,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    pub max_bytes: usize,
+    pub slow_consumer: SlowConsumerPolicy,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        let socket = SocketSettings::default();
+        OutboundConfig {
+            max_bytes: socket.max_outbound_bytes,
+            slow_consumer: socket.slow_consumer,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_timeout: ServerConfig::default().drain_timeout,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeflateSection {
+    pub enabled: bool,
+    pub level: u32,
+    pub server_max_window_bits: u8,
+    pub client_max_window_bits: u8,
+}
+
+impl Default for DeflateSection {
+    fn default() -> Self {
+        let d = DeflateConfig::default();
+        DeflateSection {
+            enabled: true,
+            level: d.level,
+            server_max_window_bits: d.server_max_window_bits,
+            client_max_window_bits: d.client_max_window_bits,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Load from an optional file, then the environment, then `flags`
+    /// (already parsed `key = value` overrides, e.g. `listen`).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &[(&str, toml::Value)],
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, raw) in env {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
+            if !TOP_LEVEL_KEYS.contains(&path[0].as_str()) {
+                continue;
+            }
+            set(&mut table, &path, parse_env_value(&raw))
+                .map_err(|e| ConfigError(format!("environment variable {name}: {e}")))?;
+        }
+        for (key, value) in flags {
+            let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+            set(&mut table, &path, value.clone())
+                .map_err(|e| ConfigError(format!("flag --{key}: {e}")))?;
+        }
+        serde_path_to_error::deserialize(table).map_err(|err| {
+            let key = err.path().to_string();
+            ConfigError(format!("key `{key}`: {}", err.into_inner()))
+        })
+    }
+
+    /// The runtime settings this configuration describes.
+    pub fn server_config(&self) -> ServerConfig {
+        let limits = Limits {
+            max_frame_size: self.limits.max_frame_size as u64,
+            max_message_size: self.limits.max_message_size,
+            max_inflated_size: self.limits.max_inflated_size,
+        };
+        let deflate = self.deflate.enabled.then(|| DeflateConfig {
+            level: self.deflate.level,
+            server_max_window_bits: self.deflate.server_max_window_bits,
+            client_max_window_bits: self.deflate.client_max_window_bits,
+            ..DeflateConfig::default()
+        });
+        ServerConfig {
+            limits,
+            deflate,
+            handshake_timeout: self.limits.handshake_timeout,
+            max_request_bytes: self.limits.max_request_bytes,
+            max_connections: self.limits.max_connections,
+            drain_timeout: self.shutdown.drain_timeout,
+            session_idle_timeout: self.session.idle_timeout,
+            socket: SocketSettings {
+                keepalive_interval: self.keepalive.interval,
+                keepalive_timeout: self.keepalive.timeout,
+                max_outbound_bytes: self.outbound.max_bytes,
+                slow_consumer: self.outbound.slow_consumer,
+                ..SocketSettings::default()
+            },
+            ..ServerConfig::default()
+        }
+    }
+}
+
+/// An environment value as TOML when it parses as a TOML value (numbers,
+/// booleans, arrays), else as a string (`30m`, `127.0.0.1:80`).
+fn parse_env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Err("empty key".into()),
+        [key] => {
+            table.insert(key.clone(), value);
+            Ok(())
+        }
+        [section, rest @ ..] => {
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(inner) => set(inner, rest, value),
+                _ => Err(format!("`{section}` is not a section")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = Config::load(None, env(&[]), &[]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.bus.path, "/amb");
+        assert!(config.bus.websocket_enabled);
+        assert_eq!(config.session.idle_timeout, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = std::env::temp_dir().join(format!("wsbus-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("wsbus.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:1\"\n[session]\nidle_timeout = \"5m\"\n[bus]\npath = \"/x\"\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&file),
+            env(&[
+                ("WSBUS_BUS__WEBSOCKET_ENABLED", "false"),
+                ("WSBUS_LISTEN", "0.0.0.0:2"),
+                ("HOME", "/"),
+                ("WSBUS_LOG", "debug"),
+            ]),
+            &[("listen", toml::Value::String("127.0.0.1:3".into()))],
+        )
+        .unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:3");
+        assert!(!config.bus.websocket_enabled);
+        assert_eq!(config.bus.path, "/x");
+        assert_eq!(config.session.idle_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err =
+            Config::load(None, env(&[("WSBUS_BUS__WEBSOCKET_ENABLED", "maybe")]), &[]).unwrap_err();
+        assert!(err.to_string().contains("bus.websocket_enabled"), "{err}");
+        let err =
+            Config::load(None, env(&[("WSBUS_SESSION__IDLE_TIMEOUT", "soon")]), &[]).unwrap_err();
+        assert!(err.to_string().contains("session.idle_timeout"), "{err}");
+        let err = Config::load(None, env(&[("WSBUS_BUS__NOPE", "1")]), &[]).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        let err = Config::load(None, env(&[("WSBUS_LISTEN", "nowhere")]), &[]).unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+    }
+}

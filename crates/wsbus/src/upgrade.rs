@@ -1,0 +1,276 @@
+//! The upgrade path: from an HTTP request to a running socket task.
+//!
+//! Used by [`crate::Server`] and by the axum integration alike: anything that
+//! hands us a `http::Request` whose connection hyper can upgrade.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use wsbus_proto::Connection;
+use wsbus_proto::handshake::{Rejection, validate_upgrade};
+
+use crate::app::{HandshakeRequest, SocketInfo, Upgrade, WebSocketApp, WebSocketConfig};
+use crate::driver::{SessionLink, SocketTask};
+use crate::origin;
+use crate::runtime::Runtime;
+use crate::transport::Stream;
+
+/// A plain-text response.
+pub(crate) fn text_response(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
+    let mut body = body.into();
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A refused handshake; the connection is closed after it, since a client
+/// whose upgrade failed has no use for it.
+fn rejection_response(rejection: &Rejection) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(rejection.status.0).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = text_response(status, rejection.reason.to_string());
+    for (name, value) in rejection.headers() {
+        response
+            .headers_mut()
+            .insert(*name, HeaderValue::from_static(value));
+    }
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Whether a request tries to be a WebSocket upgrade (and so gets the
+/// protocol's 400 / 426 when malformed) rather than being plain HTTP (which
+/// the application answers).
+fn is_upgrade_attempt(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        || headers.contains_key(header::SEC_WEBSOCKET_KEY)
+        || headers.contains_key(header::SEC_WEBSOCKET_VERSION)
+}
+
+/// Query parameters; the last value of a repeated name wins.
+pub(crate) fn query_params(query: Option<&str>) -> BTreeMap<String, String> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// Run the upgrade decision for `req` and, if it accepts, answer 101 and
+/// start the socket once hyper hands over the connection.
+pub(crate) fn upgrade<A: WebSocketApp, B>(
+    app: &Arc<A>,
+    runtime: &Runtime,
+    mut req: Request<B>,
+    tls: bool,
+) -> Response<Full<Bytes>> {
+    let session = {
+        let cookies = req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        runtime.sessions().from_cookies(cookies)
+    };
+    let minor = match req.version() {
+        http::Version::HTTP_09 | http::Version::HTTP_10 => 0,
+        _ => 1,
+    };
+    let validated = validate_upgrade(
+        req.method().as_str(),
+        minor,
+        req.headers()
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes())),
+    );
+    let handshake = HandshakeRequest {
+        is_websocket: validated.is_ok(),
+        path: req.uri().path().to_owned(),
+        params: query_params(req.uri().query()),
+        headers: req.headers().clone(),
+        user: session.as_ref().map(|s| s.user.clone()),
+        session: session.as_ref().map(|s| s.id.clone()),
+        tls,
+    };
+    let upgrade_request = match validated {
+        Ok(upgrade) => upgrade,
+        // Not a WebSocket attempt at all: the application answers (the seed's
+        // `if (!req.webSocket) return { status: 404 }`).
+        Err(_) if !is_upgrade_attempt(req.headers()) => {
+            return match app.upgrade(&handshake) {
+                Upgrade::Refuse(response) => response,
+                Upgrade::Accept(_) => {
+                    let mut response = text_response(
+                        StatusCode::UPGRADE_REQUIRED,
+                        "this endpoint speaks WebSocket",
+                    );
+                    response
+                        .headers_mut()
+                        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                    response
+                        .headers_mut()
+                        .insert("sec-websocket-version", HeaderValue::from_static("13"));
+                    response
+                }
+            };
+        }
+        Err(rejection) => {
+            tracing::debug!(target: "wsbus::handshake", status = rejection.status.0, reason = %rejection.reason, "upgrade refused");
+            runtime.metrics().handshake(rejection.status.0);
+            return rejection_response(&rejection);
+        }
+    };
+    if runtime.hub().len() >= runtime.config().max_connections {
+        runtime.metrics().handshake(503);
+        let mut response = text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections, retry later",
+        );
+        let retry = runtime.config().retry_after.as_secs().max(1).to_string();
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_str(&retry).expect("digits"),
+        );
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    let config = match app.upgrade(&handshake) {
+        Upgrade::Refuse(response) => {
+            runtime.metrics().handshake(response.status().as_u16());
+            return response;
+        }
+        Upgrade::Accept(config) => config,
+    };
+    if !origin_allowed(
+        &config,
+        upgrade_request.origin.as_deref(),
+        &upgrade_request.host,
+        tls,
+    ) {
+        tracing::info!(target: "wsbus::handshake", origin = ?upgrade_request.origin, path = %handshake.path, "origin rejected");
+        runtime.metrics().handshake(403);
+        let mut response = text_response(StatusCode::FORBIDDEN, "origin not allowed");
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    let protocol = upgrade_request
+        .select_protocol(&config.sub_protocols)
+        .map(str::to_owned);
+    let deflate = runtime
+        .config()
+        .deflate
+        .as_ref()
+        .and_then(|cfg| Some((upgrade_request.negotiate_deflate(cfg)?, cfg.clone())));
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    for (name, value) in
+        upgrade_request.response_headers(protocol.as_deref(), deflate.as_ref().map(|(p, _)| p))
+    {
+        response.headers_mut().insert(
+            name,
+            HeaderValue::from_str(&value).expect("handshake values are header-safe"),
+        );
+    }
+    let mut conn = Connection::server(runtime.config().limits);
+    if let Some((params, cfg)) = &deflate {
+        conn = conn.with_deflate(params, cfg);
+    }
+    runtime.metrics().handshake(101);
+
+    let (id, shared) = runtime.hub().register();
+    let session = session.map(|s| {
+        runtime
+            .sessions()
+            .bind(&s.id, id, config.terminate_on_session_exit);
+        SessionLink {
+            sessions: runtime.sessions().clone(),
+            id: s.id,
+            access: config.session_access,
+            throttle: config.session_access_throttle,
+        }
+    });
+    let task = SocketTask {
+        app: app.clone(),
+        data: config.data,
+        info: SocketInfo {
+            id,
+            path: handshake.path,
+            params: handshake.params,
+            user: handshake.user,
+        },
+        shared,
+        hub: runtime.hub().clone(),
+        settings: runtime.socket_settings(),
+        session,
+        shutdown: runtime.shutdown_token().clone(),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    runtime.tracker().spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                tracing::debug!(target: "wsbus::handshake", %err, "upgrade failed");
+                task.hub.unregister(task.info.id);
+                return;
+            }
+        };
+        // Plain TCP is unwrapped so the task can wait for readiness without
+        // holding a read buffer; anything else is driven as a stream.
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                task.run(
+                    parts.io.into_inner(),
+                    conn,
+                    BytesMut::from(&parts.read_buf[..]),
+                )
+                .await;
+                return;
+            }
+            Err(upgraded) => upgraded,
+        };
+        task.run(Stream(TokioIo::new(upgraded)), conn, BytesMut::new())
+            .await;
+    });
+    response
+}
+
+/// The application's `check_origin`, or the default rule. A check that
+/// errs or panics rejects.
+fn origin_allowed<D>(
+    config: &WebSocketConfig<D>,
+    origin: Option<&str>,
+    host: &str,
+    tls: bool,
+) -> bool {
+    match &config.check_origin {
+        None => origin::default_rule(origin, host, tls),
+        Some(check) => match catch_unwind(AssertUnwindSafe(|| check(origin))) {
+            Ok(Ok(allowed)) => allowed,
+            Ok(Err(err)) => {
+                tracing::info!(target: "wsbus::handshake", %err, "check_origin failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(target: "wsbus::handshake", "check_origin panicked");
+                false
+            }
+        },
+    }
+}
