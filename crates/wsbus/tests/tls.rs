@@ -1,0 +1,117 @@
+//! wss://: the same server over TLS (rustls), with a self-signed certificate.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use wsbus::proto::handshake::{ClientHandshake, ClientRequest};
+use wsbus::proto::{Connection, Event, Limits, Message};
+use wsbus::{Runtime, Server, ServerConfig};
+
+#[tokio::test]
+async fn echo_over_tls_with_the_https_origin_rule() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("wsbus-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+
+    let acceptor = wsbus::tls_acceptor(&cert_path, &key_path).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = Server::new(Runtime::new(ServerConfig::default()))
+        .websocket("/chat", ChatLike)
+        .tls(acceptor);
+    tokio::spawn(server.serve(listener, std::future::pending()));
+
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let config = ClientConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = TlsConnector::from(Arc::new(config));
+
+    for (origin, expect_open) in [
+        (format!("https://localhost:{port}"), true),
+        (format!("http://localhost:{port}"), false),
+    ] {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let request = ClientRequest {
+            host: format!("localhost:{port}"),
+            target: "/chat".into(),
+            headers: vec![("Origin".into(), origin.clone())],
+            ..ClientRequest::default()
+        };
+        let (handshake, bytes) = ClientHandshake::new(&request, [5; 16]);
+        tls.write_all(&bytes).await.unwrap();
+        let mut buf = BytesMut::new();
+        let result = loop {
+            if tls.read_buf(&mut buf).await.unwrap() == 0 {
+                break None;
+            }
+            match handshake.parse_response(&buf) {
+                Ok(Some((_, len))) => break Some(len),
+                Ok(None) => continue,
+                Err(err) => {
+                    assert!(!expect_open, "{origin}: {err}");
+                    assert!(err.to_string().contains("403"), "{err}");
+                    break None;
+                }
+            }
+        };
+        if !expect_open {
+            assert!(result.is_none(), "{origin} must be refused over TLS");
+            continue;
+        }
+        let _ = buf.split_to(result.expect("101 for the https origin"));
+        let mut conn = Connection::client(Limits::default(), Box::new(|| [1, 2, 3, 4]));
+        conn.send(Message::text("secure hello")).unwrap();
+        while !conn.outgoing().is_empty() {
+            let chunk = conn.outgoing().chunk().to_vec();
+            tls.write_all(&chunk).await.unwrap();
+            conn.outgoing().advance(chunk.len());
+        }
+        tls.flush().await.unwrap();
+        let echoed = loop {
+            conn.handle_read(&mut buf);
+            if let Some(Event::Message(m)) = conn.poll_event() {
+                break m;
+            }
+            assert!(
+                tls.read_buf(&mut buf).await.unwrap() > 0,
+                "connection closed early"
+            );
+        };
+        assert_eq!(echoed, Message::text("secure hello"));
+    }
+}
+
+/// Echo with the default origin rule (so the scheme matters).
+struct ChatLike;
+
+impl wsbus::app::WebSocketApp for ChatLike {
+    type Data = ();
+    fn upgrade(&self, _req: &wsbus::app::HandshakeRequest) -> wsbus::app::Upgrade<()> {
+        wsbus::app::Upgrade::Accept(wsbus::app::WebSocketConfig::new(()))
+    }
+    fn on_event(&self, mut event: wsbus::app::WsEvent<'_, ()>) {
+        if let wsbus::app::EventKind::Message(m) = &event.kind {
+            let m = m.clone();
+            let _ = event.send(m);
+        }
+    }
+}
