@@ -94,12 +94,17 @@ fn accept_default() -> Decide {
     })
 }
 
+/// A raw upgrade request for `target` with extra header lines.
+fn upgrade_request(target: &str, host: &str, extra: &str) -> String {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
 /// The status line of a raw upgrade with extra headers (and a Host we choose).
 async fn handshake_status(addr: &str, host: &str, extra: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    );
+    let request = upgrade_request("/ws", host, extra);
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8];
@@ -192,8 +197,13 @@ async fn custom_check_origin_false_error_or_panic_rejects() {
         let addr = server.addr.clone();
         async move {
             let mut stream = TcpStream::connect(&addr).await.unwrap();
-            let request = format!(
-                "GET /ws?mode={mode} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n"
+            let request = upgrade_request(
+                &format!("/ws?mode={mode}"),
+                &addr,
+                &format!(
+                    "Origin: {origin}
+"
+                ),
             );
             stream.write_all(request.as_bytes()).await.unwrap();
             let mut buf = [0u8; 12];
@@ -555,10 +565,7 @@ async fn connection_limit_answers_503_with_retry_after() {
     let _a = connect(&server.addr, None).await;
     let _b = connect(&server.addr, None).await;
     let mut stream = TcpStream::connect(&server.addr).await.unwrap();
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        server.addr
-    );
+    let request = upgrade_request("/ws", &server.addr, "");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
@@ -589,10 +596,7 @@ async fn silent_peer_is_dropped_after_keepalive_timeout_as_1006() {
     .await;
     // A raw client that completes the handshake and then says nothing.
     let mut stream = TcpStream::connect(&server.addr).await.unwrap();
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        server.addr
-    );
+    let request = upgrade_request("/ws", &server.addr, "");
     stream.write_all(request.as_bytes()).await.unwrap();
     let started = Instant::now();
     let mut received = Vec::new();
