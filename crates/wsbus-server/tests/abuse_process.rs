@@ -475,7 +475,7 @@ fn slow_consumer_is_closed_and_server_memory_stays_bounded() {
         "server peak RSS grew by {grown_mib} MiB while one client never read a \
          {} MiB broadcast flood; expected under {MAX_RSS_GROWTH_MIB} MiB \
          (8 MiB outbound bound per socket)\nserver log:\n{}",
-        FLOOD_MESSAGE * FLOOD_MESSAGES >> 20,
+        (FLOOD_MESSAGE * FLOOD_MESSAGES) >> 20,
         server.log_tail(30)
     );
 
