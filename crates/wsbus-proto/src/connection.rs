@@ -699,6 +699,22 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Close at once: drop queued frames that have not started to go out
+    /// (the one in flight is finished), then queue the close frame. For a
+    /// peer that cannot keep up — its close reason then reaches it next
+    /// instead of behind data it will never read.
+    pub fn close_discarding_queue(
+        &mut self,
+        code: CloseCode,
+        reason: &str,
+    ) -> Result<(), ApiError> {
+        self.check_can_send()?;
+        self.out.discard_unstarted();
+        self.close(code, reason)
+    }
+}
+
 /// §5.5.1: empty, or a valid code and a UTF-8 reason; a single byte is an error.
 fn parse_close_payload(payload: &[u8]) -> Result<Option<CloseFrame>, ProtocolError> {
     match payload {

@@ -28,6 +28,15 @@ pub struct Outgoing {
     chunks: VecDeque<Bytes>,
     staging: BytesMut,
     len: usize,
+    /// Where each queued frame ends, counted in bytes ever queued, so that
+    /// frames not yet started can be dropped whole ([`Outgoing::discard_unstarted`]).
+    frame_ends: VecDeque<u64>,
+    /// Bytes ever queued.
+    queued_total: u64,
+    /// Bytes ever written.
+    written_total: u64,
+    /// Where the last completely written frame ended.
+    finished_total: u64,
 }
 
 impl Outgoing {
@@ -43,7 +52,7 @@ impl Outgoing {
     /// Queue an unmasked frame.
     pub(crate) fn push_frame(&mut self, header: &FrameHeader, payload: Bytes) {
         debug_assert!(header.mask.is_none());
-        self.len += header.encoded_len() + payload.len();
+        self.count(header.encoded_len() + payload.len());
         header.encode(&mut self.staging);
         if payload.len() <= COPY_THRESHOLD {
             self.staging.extend_from_slice(&payload);
@@ -57,7 +66,7 @@ impl Outgoing {
     /// (the caller's bytes may be shared).
     pub(crate) fn push_masked(&mut self, header: &FrameHeader, payload: &[u8]) {
         let key = header.mask.expect("masked frame has a key");
-        self.len += header.encoded_len() + payload.len();
+        self.count(header.encoded_len() + payload.len());
         header.encode(&mut self.staging);
         let start = self.staging.len();
         self.staging.extend_from_slice(payload);
@@ -66,12 +75,52 @@ impl Outgoing {
 
     /// Queue bytes that are already one or more complete encoded frames.
     pub(crate) fn push_encoded(&mut self, frame: Bytes) {
-        self.len += frame.len();
+        self.count(frame.len());
         if frame.len() <= COPY_THRESHOLD {
             self.staging.extend_from_slice(&frame);
         } else {
             self.seal();
             self.chunks.push_back(frame);
+        }
+    }
+
+    /// Account for one more frame of `len` bytes.
+    fn count(&mut self, len: usize) {
+        self.len += len;
+        self.queued_total += len as u64;
+        self.frame_ends.push_back(self.queued_total);
+    }
+
+    /// Drop every queued frame that has not started to go out, keeping the
+    /// one in flight (a frame cut in the middle would corrupt the stream).
+    /// Used when a consumer is too slow: its close frame then goes next
+    /// instead of behind megabytes it will never read.
+    pub(crate) fn discard_unstarted(&mut self) {
+        // The front frame has started iff bytes past the previous frame's end
+        // were written.
+        let keep = match self.frame_ends.front() {
+            Some(&end) if self.written_total > self.finished_total => {
+                (end - self.written_total) as usize
+            }
+            _ => 0,
+        };
+        let mut left = keep;
+        let mut kept = VecDeque::new();
+        while let Some(mut chunk) = self.chunks.pop_front() {
+            if left == 0 {
+                break;
+            }
+            chunk.truncate(left);
+            left -= chunk.len();
+            kept.push_back(chunk);
+        }
+        self.chunks = kept;
+        self.staging.truncate(left);
+        self.len = keep;
+        self.queued_total = self.written_total + keep as u64;
+        self.frame_ends.retain(|&end| end <= self.queued_total);
+        if self.len == 0 {
+            self.staging = BytesMut::new();
         }
     }
 
@@ -109,6 +158,13 @@ impl Outgoing {
     pub fn advance(&mut self, mut n: usize) {
         assert!(n <= self.len, "advanced past the queued bytes");
         self.len -= n;
+        self.written_total += n as u64;
+        while let Some(&end) = self.frame_ends.front()
+            && end <= self.written_total
+        {
+            self.finished_total = end;
+            self.frame_ends.pop_front();
+        }
         while n > 0 {
             match self.chunks.front_mut() {
                 Some(chunk) if chunk.len() <= n => {
@@ -129,6 +185,7 @@ impl Outgoing {
             // Idle connections keep no write buffer.
             self.staging = BytesMut::new();
             self.chunks = VecDeque::new();
+            self.frame_ends = VecDeque::new();
         }
     }
 }
@@ -182,5 +239,44 @@ mod tests {
             assert_eq!(drain(&mut out, step), expected, "step {step}");
             assert_eq!(out.staging.capacity(), 0, "idle queue keeps no buffer");
         }
+    }
+
+    #[test]
+    fn discard_keeps_only_the_frame_in_flight() {
+        let frame = |len: usize, byte: u8| {
+            let mut encoded = Vec::new();
+            header(len).encode(&mut encoded);
+            encoded.extend(std::iter::repeat_n(byte, len));
+            encoded
+        };
+        // Nothing written yet: everything goes.
+        let mut out = Outgoing::default();
+        out.push_frame(&header(10), Bytes::from(vec![1u8; 10]));
+        out.push_frame(&header(2000), Bytes::from(vec![2u8; 2000]));
+        out.discard_unstarted();
+        assert!(out.is_empty());
+
+        // Half of the large frame written: its rest stays, later frames go.
+        let mut out = Outgoing::default();
+        out.push_frame(&header(10), Bytes::from(vec![1u8; 10]));
+        out.push_frame(&header(2000), Bytes::from(vec![2u8; 2000]));
+        out.push_frame(&header(5), Bytes::from(vec![3u8; 5]));
+        out.push_frame(&header(3000), Bytes::from(vec![4u8; 3000]));
+        let first = frame(10, 1).len();
+        out.advance(first + 1000);
+        out.discard_unstarted();
+        let big = frame(2000, 2);
+        assert_eq!(drain(&mut out, usize::MAX), big[1000..]);
+
+        // A frame queued after the discard follows directly.
+        let mut out = Outgoing::default();
+        out.push_frame(&header(10), Bytes::from(vec![1u8; 10]));
+        out.push_frame(&header(10), Bytes::from(vec![2u8; 10]));
+        out.advance(3);
+        out.discard_unstarted();
+        out.push_frame(&header(1), Bytes::from(vec![9u8; 1]));
+        let mut expected = frame(10, 1)[3..].to_vec();
+        expected.extend(frame(1, 9));
+        assert_eq!(drain(&mut out, 4), expected);
     }
 }

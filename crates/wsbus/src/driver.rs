@@ -35,9 +35,11 @@ const PAUSE_READING_ABOVE: usize = 4 << 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SlowConsumerPolicy {
-    /// Close with 1008 "slow consumer"; queued data is discarded after the
-    /// close timeout. Default: a consumer that cannot keep up would otherwise
-    /// see an incomplete stream without knowing it.
+    /// Close with 1008 "slow consumer": queued frames not yet started are
+    /// dropped so the close frame goes next; the socket is dropped if the
+    /// peer does not answer within the close timeout. Default: a consumer
+    /// that cannot keep up would otherwise see an incomplete stream without
+    /// knowing it.
     #[default]
     Close,
     /// Drop the new message and keep the socket (for feeds where only the
@@ -150,7 +152,10 @@ impl<A: WebSocketApp> SocketTask<A> {
                         SlowConsumerPolicy::Close => {
                             if conn.state() == State::Open {
                                 tracing::info!(target: "wsbus::frames", id = self.info.id, "slow consumer closed");
-                                let _ = conn.close(CloseCode::POLICY_VIOLATION, "slow consumer");
+                                let _ = conn.close_discarding_queue(
+                                    CloseCode::POLICY_VIOLATION,
+                                    "slow consumer",
+                                );
                             }
                         }
                         SlowConsumerPolicy::Drop => {}

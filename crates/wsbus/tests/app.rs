@@ -620,3 +620,57 @@ async fn silent_peer_is_dropped_after_keepalive_timeout_as_1006() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn slow_consumer_gets_1008_next_when_it_reads_again() {
+    let config = ServerConfig {
+        socket: SocketSettings {
+            max_outbound_bytes: 256 * 1024,
+            close_timeout: Duration::from_secs(20),
+            ..SocketSettings::default()
+        },
+        ..ServerConfig::default()
+    };
+    let server = start_with(
+        config,
+        Arc::new(MemorySessionStore::default()),
+        accept_default(),
+    )
+    .await;
+    let mut slow = connect(&server.addr, None).await;
+    let hub = server.runtime.hub().clone();
+    wait_for("the member", || hub.group_size("all") == 1).await;
+    // 64 MiB at a reader that does not read: far past kernel buffers and the
+    // 256 KiB bound.
+    let chunk = Message::binary(vec![7u8; 64 * 1024]);
+    for _ in 0..1024 {
+        hub.send_to_group("all", chunk.clone());
+        tokio::task::yield_now().await;
+    }
+    // Now it reads: whatever was in flight, then the close frame, long
+    // before 64 MiB.
+    let mut received = 0usize;
+    let frame = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match slow.recv().await.unwrap() {
+                Some(Event::Message(m)) => received += m.len(),
+                Some(Event::Close(frame)) => return frame,
+                Some(_) => {}
+                None => panic!("ended without a close frame"),
+            }
+        }
+    })
+    .await
+    .expect("the close frame arrives");
+    assert_eq!(
+        frame,
+        Some(CloseFrame::new(
+            CloseCode::POLICY_VIOLATION,
+            "slow consumer"
+        ))
+    );
+    assert!(
+        received < 32 << 20,
+        "read {received} bytes before the close"
+    );
+}
