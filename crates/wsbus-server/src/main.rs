@@ -46,6 +46,15 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9001")]
         listen: SocketAddr,
     },
+    /// An interactive client for operators: each line of standard input is
+    /// sent as a text message; every message received is printed.
+    Client {
+        /// A ws:// URL.
+        url: String,
+        /// Offer permessage-deflate.
+        #[arg(long)]
+        deflate: bool,
+    },
 }
 
 /// `wsbus echo` accepts messages up to 64 MiB (SPEC §8).
@@ -69,6 +78,7 @@ fn main() -> MainResult {
         match cli.command {
             Command::Serve { config, listen } => serve(config, listen).await,
             Command::Echo { listen } => echo(listen).await,
+            Command::Client { url, deflate } => client(&url, deflate).await,
         }
     })
 }
@@ -110,6 +120,44 @@ async fn echo(listen: SocketAddr) -> MainResult {
     let server = Server::new(Runtime::new(config)).websocket_fallback(wsbus::echo::Echo);
     finish(server.serve(listener, shutdown_signal()).await);
     Ok(())
+}
+
+async fn client(url: &str, deflate: bool) -> MainResult {
+    use tokio::io::AsyncBufReadExt;
+    use wsbus::proto::{CloseCode, Event, Message};
+    let options = wsbus::client::ClientOptions {
+        deflate: deflate.then(DeflateConfig::default),
+        ..wsbus::client::ClientOptions::default()
+    };
+    let mut ws = wsbus::client::connect(url, options).await?;
+    if let Some(extensions) = &ws.negotiated().extensions {
+        eprintln!("connected ({extensions})");
+    } else {
+        eprintln!("connected");
+    }
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut input_open = true;
+    loop {
+        tokio::select! {
+            line = lines.next_line(), if input_open => match line? {
+                Some(line) => ws.send(Message::text(line)).await?,
+                // End of input: close, but print what is still on its way.
+                None => {
+                    input_open = false;
+                    ws.start_close(CloseCode::NORMAL, "").await?;
+                }
+            },
+            event = ws.recv() => match event? {
+                Some(Event::Message(Message::Text(text))) => println!("{text}"),
+                Some(Event::Message(Message::Binary(data))) => println!("<{} bytes of binary>", data.len()),
+                Some(Event::Close(Some(frame))) => eprintln!("closed: {} {}", frame.code, frame.reason),
+                Some(Event::Close(None)) => eprintln!("closed without a code"),
+                Some(Event::Error(err)) => eprintln!("protocol error: {err}"),
+                Some(_) => {}
+                None => return Ok(()),
+            },
+        }
+    }
 }
 
 /// Report how the drain ended; exit 0 either way (the sockets were told).

@@ -125,3 +125,32 @@ fn decompression_bomb_is_closed_with_1009_and_memory_stays_bounded() {
     stream.read_exact(&mut echo).unwrap();
     assert_eq!(echo, [0x81, 2, b'o', b'k']);
 }
+
+#[test]
+fn interactive_client_sends_lines_and_prints_messages() {
+    let server = EchoProcess::start();
+    let mut client = Command::new(env!("CARGO_BIN_EXE_wsbus"))
+        .args(["client", &format!("ws://{}/", server.addr), "--deflate"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    client
+        .stdin
+        .take()
+        .unwrap()
+        .write_all("first line\nsecond ☃\n".as_bytes())
+        .unwrap();
+    let output = client.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "first line\nsecond ☃\n"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("permessage-deflate") && stderr.contains("closed: 1000"),
+        "{stderr}"
+    );
+}

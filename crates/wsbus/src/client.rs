@@ -254,6 +254,14 @@ impl WebSocket {
         Ok(None)
     }
 
+    /// Send a close frame (Web API rules) without waiting: keep calling
+    /// [`Self::recv`] to read what the server still sends, then its close;
+    /// `recv` returns `None` once the closing handshake is complete.
+    pub async fn start_close(&mut self, code: CloseCode, reason: &str) -> Result<(), ClientError> {
+        self.conn.close(code, reason)?;
+        self.flush().await
+    }
+
     /// Close with the Web API rules (1000 or 3000–4999, reason ≤ 123 bytes),
     /// wait for the server's close and its TCP close, and return the code the
     /// closing handshake ended with. Messages still arriving are dropped.
