@@ -43,30 +43,118 @@ impl SocketShared {
     }
 }
 
+/// What a hub does with sockets and groups. [`LocalHub`] implements it for
+/// one process; a cluster engine (Redis) implements it by wrapping a
+/// `LocalHub` and forwarding what concerns other nodes, so applications,
+/// which only ever see [`Hub`], do not change.
+pub trait HubEngine: Send + Sync + std::fmt::Debug + 'static {
+    /// Queue a message for one socket. Returns false if no such socket is open.
+    fn send(&self, id: SocketId, message: Message) -> bool;
+    /// Queue a message for every member of `group`, encoded once. Returns the
+    /// number of sockets it was queued for (on this node, for a local engine).
+    fn send_to_group(&self, group: &str, message: Message) -> usize;
+    /// Add a socket to a group. Returns false if no such socket is open.
+    fn add_to_group(&self, group: &str, id: SocketId) -> bool;
+    /// Remove a socket from a group. Returns whether it was a member.
+    fn remove_from_group(&self, group: &str, id: SocketId) -> bool;
+    /// The number of sockets in a group.
+    fn group_size(&self, group: &str) -> usize;
+    /// Close a socket with a code and reason. Returns false if no such socket is open.
+    fn close(&self, id: SocketId, code: CloseCode, reason: &str) -> bool;
+}
+
+/// The sockets and groups of this process.
 #[derive(Debug, Default)]
-struct HubInner {
+pub struct LocalHub {
     next_id: AtomicU64,
     sockets: Mutex<HashMap<SocketId, Arc<SocketShared>>>,
     groups: Mutex<HashMap<String, HashSet<SocketId>>>,
 }
 
-/// Handle to the sockets of this server. Cheap to clone; callable from
-/// handlers, HTTP routes and background tasks alike.
-#[derive(Clone, Debug, Default)]
+/// Handle to the sockets of this server: `send`, `send_to_group`, groups and
+/// `close`. Cheap to clone; callable from handlers, HTTP routes and background
+/// tasks alike. Calls go to the hub's [`HubEngine`] (this process's
+/// [`LocalHub`] unless a cluster engine is installed).
+#[derive(Clone, Debug)]
 pub struct Hub {
-    inner: Arc<HubInner>,
+    local: Arc<LocalHub>,
+    engine: Arc<dyn HubEngine>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        let local = Arc::new(LocalHub::default());
+        Hub {
+            engine: local.clone(),
+            local,
+        }
+    }
 }
 
 impl Hub {
+    /// A hub for this process alone.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// A hub whose calls go to `engine`, which must deliver to this
+    /// process's sockets through `local`.
+    pub fn with_engine(local: Arc<LocalHub>, engine: Arc<dyn HubEngine>) -> Self {
+        Hub { local, engine }
+    }
+
+    /// This process's sockets.
+    pub fn local(&self) -> &Arc<LocalHub> {
+        &self.local
+    }
+
     pub(crate) fn register(&self) -> (SocketId, Arc<SocketShared>) {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        self.local.register()
+    }
+
+    pub(crate) fn unregister(&self, id: SocketId) {
+        self.local.unregister(id);
+    }
+
+    pub fn send(&self, id: SocketId, message: Message) -> bool {
+        self.engine.send(id, message)
+    }
+
+    pub fn send_to_group(&self, group: &str, message: Message) -> usize {
+        self.engine.send_to_group(group, message)
+    }
+
+    pub fn add_to_group(&self, group: &str, id: SocketId) -> bool {
+        self.engine.add_to_group(group, id)
+    }
+
+    pub fn remove_from_group(&self, group: &str, id: SocketId) -> bool {
+        self.engine.remove_from_group(group, id)
+    }
+
+    pub fn group_size(&self, group: &str) -> usize {
+        self.engine.group_size(group)
+    }
+
+    pub fn close(&self, id: SocketId, code: CloseCode, reason: &str) -> bool {
+        self.engine.close(id, code, reason)
+    }
+
+    /// The number of open sockets on this node.
+    pub fn len(&self) -> usize {
+        self.local.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl LocalHub {
+    fn register(&self) -> (SocketId, Arc<SocketShared>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let shared = Arc::new(SocketShared::default());
-        self.inner
-            .sockets
+        self.sockets
             .lock()
             .expect("hub lock")
             .insert(id, shared.clone());
@@ -74,12 +162,12 @@ impl Hub {
     }
 
     /// Forget a closed socket and end its group memberships.
-    pub(crate) fn unregister(&self, id: SocketId) {
-        let Some(shared) = self.inner.sockets.lock().expect("hub lock").remove(&id) else {
+    fn unregister(&self, id: SocketId) {
+        let Some(shared) = self.sockets.lock().expect("hub lock").remove(&id) else {
             return;
         };
         let groups = std::mem::take(&mut *shared.groups.lock().expect("groups lock"));
-        let mut all = self.inner.groups.lock().expect("hub lock");
+        let mut all = self.groups.lock().expect("hub lock");
         for group in groups {
             if let Some(members) = all.get_mut(&group) {
                 members.remove(&id);
@@ -91,16 +179,22 @@ impl Hub {
     }
 
     fn socket(&self, id: SocketId) -> Option<Arc<SocketShared>> {
-        self.inner
-            .sockets
-            .lock()
-            .expect("hub lock")
-            .get(&id)
-            .cloned()
+        self.sockets.lock().expect("hub lock").get(&id).cloned()
     }
 
+    /// The number of open sockets.
+    pub fn len(&self) -> usize {
+        self.sockets.lock().expect("hub lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl HubEngine for LocalHub {
     /// Queue a message for one socket. Returns false if no such socket is open.
-    pub fn send(&self, id: SocketId, message: Message) -> bool {
+    fn send(&self, id: SocketId, message: Message) -> bool {
         match self.socket(id) {
             Some(socket) => {
                 socket.push(Outbound::Message(PreparedMessage::new(message)));
@@ -112,13 +206,13 @@ impl Hub {
 
     /// Queue a message for every member of `group`, encoded once. Returns the
     /// number of sockets it was queued for.
-    pub fn send_to_group(&self, group: &str, message: Message) -> usize {
+    fn send_to_group(&self, group: &str, message: Message) -> usize {
         let members: Vec<Arc<SocketShared>> = {
-            let groups = self.inner.groups.lock().expect("hub lock");
+            let groups = self.groups.lock().expect("hub lock");
             let Some(ids) = groups.get(group) else {
                 return 0;
             };
-            let sockets = self.inner.sockets.lock().expect("hub lock");
+            let sockets = self.sockets.lock().expect("hub lock");
             ids.iter()
                 .filter_map(|id| sockets.get(id).cloned())
                 .collect()
@@ -131,12 +225,11 @@ impl Hub {
     }
 
     /// Add a socket to a group. Returns false if no such socket is open.
-    pub fn add_to_group(&self, group: &str, id: SocketId) -> bool {
+    fn add_to_group(&self, group: &str, id: SocketId) -> bool {
         let Some(socket) = self.socket(id) else {
             return false;
         };
         let added = self
-            .inner
             .groups
             .lock()
             .expect("hub lock")
@@ -154,9 +247,9 @@ impl Hub {
     }
 
     /// Remove a socket from a group. Returns whether it was a member.
-    pub fn remove_from_group(&self, group: &str, id: SocketId) -> bool {
+    fn remove_from_group(&self, group: &str, id: SocketId) -> bool {
         let removed = {
-            let mut groups = self.inner.groups.lock().expect("hub lock");
+            let mut groups = self.groups.lock().expect("hub lock");
             let removed = groups.get_mut(group).is_some_and(|m| m.remove(&id));
             if groups.get(group).is_some_and(HashSet::is_empty) {
                 groups.remove(group);
@@ -174,9 +267,8 @@ impl Hub {
     }
 
     /// The number of sockets in a group.
-    pub fn group_size(&self, group: &str) -> usize {
-        self.inner
-            .groups
+    fn group_size(&self, group: &str) -> usize {
+        self.groups
             .lock()
             .expect("hub lock")
             .get(group)
@@ -184,7 +276,7 @@ impl Hub {
     }
 
     /// Close a socket with a code and reason. Returns false if no such socket is open.
-    pub fn close(&self, id: SocketId, code: CloseCode, reason: &str) -> bool {
+    fn close(&self, id: SocketId, code: CloseCode, reason: &str) -> bool {
         match self.socket(id) {
             Some(socket) => {
                 socket.push(Outbound::Close(code, reason.to_owned()));
@@ -192,14 +284,5 @@ impl Hub {
             }
             None => false,
         }
-    }
-
-    /// The number of open sockets.
-    pub fn len(&self) -> usize {
-        self.inner.sockets.lock().expect("hub lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }

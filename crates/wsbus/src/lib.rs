@@ -27,7 +27,7 @@ mod transport;
 mod upgrade;
 
 pub use driver::{SlowConsumerPolicy, SocketSettings};
-pub use hub::{Hub, SocketId};
+pub use hub::{Hub, HubEngine, LocalHub, SocketId};
 pub use runtime::{Metrics, Runtime, ServerConfig};
 pub use server::{HttpContext, HttpFuture, HttpHandler, Server, tls_acceptor};
 pub use wsbus_proto as proto;
