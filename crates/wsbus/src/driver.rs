@@ -217,8 +217,7 @@ impl<A: WebSocketApp> SocketTask<A> {
             let reading =
                 conn.outgoing().len() < PAUSE_READING_ABOVE && conn.state() != State::Closed;
             let wake = {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let n = conn.outgoing().chunks_vectored(&mut slices);
+                let outgoing = &*conn.outgoing();
                 let mut notified = pin!(self.shared.wake.notified());
                 poll_fn(|cx| {
                     if !shutting_down && cancelled.as_mut().poll(cx).is_ready() {
@@ -227,7 +226,11 @@ impl<A: WebSocketApp> SocketTask<A> {
                     if notified.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Wake::Outbox);
                     }
-                    if n > 0 {
+                    if !outgoing.is_empty() {
+                        // The slices live only for this poll, not in the
+                        // task's state: an idle socket's future stays small.
+                        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                        let n = outgoing.chunks_vectored(&mut slices);
                         if let Poll::Ready(result) = transport.poll_write_vectored(cx, &slices[..n])
                         {
                             return Poll::Ready(Wake::Wrote(result));
