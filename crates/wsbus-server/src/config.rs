@@ -60,12 +60,18 @@ impl Default for Config {
     }
 }
 
-/// The message bus (served in a later release; the keys keep their meaning).
+/// The message bus.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
+    /// Where the bus is served: WebSocket at the path, long-polling POSTs at
+    /// the path and below it (`/amb/connect`, …).
     pub path: String,
+    /// The seed's A/B switch: `false` refuses WebSocket on the bus (400) and
+    /// leaves every client on long-polling.
     pub websocket_enabled: bool,
+    /// The bearer token of `POST /api/publish`; unset disables the endpoint.
+    pub publish_token: Option<String>,
 }
 
 impl Default for BusConfig {
@@ -73,6 +79,7 @@ impl Default for BusConfig {
         BusConfig {
             path: "/amb".into(),
             websocket_enabled: true,
+            publish_token: None,
         }
     }
 }

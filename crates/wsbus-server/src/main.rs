@@ -91,9 +91,26 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> MainResu
     let config = config::Config::load(config_file.as_deref(), std::env::vars(), &flags)?;
     let runtime = Runtime::new(config.server_config());
     let listener = TcpListener::bind(config.listen).await?;
+    let bus = wsbus::bus::Bus::new(
+        wsbus_bayeux::BusConfig {
+            websocket_enabled: config.bus.websocket_enabled,
+            ..wsbus_bayeux::BusConfig::default()
+        },
+        runtime.hub().clone(),
+    );
+    let routes = web::BusRoutes {
+        bus: bus.clone(),
+        path: config.bus.path.trim_end_matches('/').to_owned(),
+        publish_token: config.bus.publish_token.clone(),
+    };
     let mut server = Server::new(runtime)
         .websocket("/chat", chat::Chat)
-        .http(web::handler());
+        .websocket(&routes.path, wsbus::bus::BusSocket::new(bus.clone()))
+        .websocket(
+            &format!("{}/", routes.path),
+            wsbus::bus::BusSocket::new(bus),
+        )
+        .http(web::handler(routes));
     let scheme = match &config.tls {
         Some(tls) => {
             server = server.tls(wsbus::tls_acceptor(&tls.cert, &tls.key)?);

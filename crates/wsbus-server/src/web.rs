@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
+use wsbus::bus::Bus;
 use wsbus::session::{Sessions, User};
 use wsbus::{HttpContext, HttpHandler};
 
@@ -167,7 +168,90 @@ fn route(ctx: &HttpContext, req: &Request<Bytes>) -> Response<Full<Bytes>> {
     }
 }
 
+/// The bus as the HTTP side sees it.
+#[derive(Clone, Debug)]
+pub struct BusRoutes {
+    pub bus: Bus,
+    /// The bus path, e.g. `/amb`.
+    pub path: String,
+    /// Bearer token of `POST /api/publish`; `None` disables it.
+    pub publish_token: Option<String>,
+}
+
+impl BusRoutes {
+    /// `/amb`, `/amb/` and `/amb/*` (CometD posts to `/amb/handshake`, …).
+    fn owns(&self, path: &str) -> bool {
+        path.strip_prefix(self.path.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+}
+
+/// `POST /api/publish` with `{"channel": "/x", "data": …}` and
+/// `Authorization: Bearer <token>`.
+fn api_publish(bus: &BusRoutes, req: &Request<Bytes>) -> Response<Full<Bytes>> {
+    let Some(token) = &bus.publish_token else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "publishing over HTTP is disabled (set bus.publish_token)",
+        );
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if presented != Some(token.as_str()) {
+        let mut r = text(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    #[derive(serde::Deserialize)]
+    struct PublishRequest {
+        channel: String,
+        data: serde_json::Value,
+    }
+    let request: PublishRequest = match serde_json::from_slice(req.body()) {
+        Ok(request) => request,
+        Err(err) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"channel\", \"data\"}}: {err}"),
+            );
+        }
+    };
+    match bus.bus.publish(&request.channel, request.data) {
+        Ok(published) => {
+            let body = serde_json::json!({"successful": true, "recipients": published.recipients, "offset": published.offset});
+            response(StatusCode::OK, "application/json", body.to_string())
+        }
+        Err(err) => text(StatusCode::BAD_REQUEST, &err.to_string()),
+    }
+}
+
 /// The HTTP handler of `wsbus serve`.
-pub fn handler() -> HttpHandler {
-    Arc::new(|ctx, req| Box::pin(async move { route(&ctx, &req) }))
+pub fn handler(bus: BusRoutes) -> HttpHandler {
+    Arc::new(move |ctx, req| {
+        let bus = bus.clone();
+        Box::pin(async move {
+            let path = req.uri().path();
+            if bus.owns(path) {
+                if req.method() != Method::POST {
+                    return text(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "the bus takes POST (long-polling) or a WebSocket upgrade",
+                    );
+                }
+                let user = session_of(&ctx, &req).map(|s| s.user.login);
+                let json = bus.bus.long_poll(req.body(), user.as_deref()).await;
+                let mut r = response(StatusCode::OK, "application/json", json);
+                r.headers_mut().remove("content-security-policy");
+                return r;
+            }
+            if path == "/api/publish" && req.method() == Method::POST {
+                return api_publish(&bus, &req);
+            }
+            route(&ctx, &req)
+        })
+    })
 }

@@ -15,6 +15,7 @@
 
 pub mod app;
 pub mod axum;
+pub mod bus;
 pub mod client;
 mod driver;
 pub mod echo;

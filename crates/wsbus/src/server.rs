@@ -230,8 +230,12 @@ impl Server {
         peer: SocketAddr,
         tls: bool,
     ) -> Response<Full<Bytes>> {
+        // WebSocket upgrades are GETs (RFC 6455 §4.1); other methods on an
+        // endpoint's path (the bus's long-polling POSTs) are plain HTTP.
         let endpoint = self.endpoints.get(req.uri().path()).cloned();
-        if let Some(endpoint) = endpoint {
+        if let Some(endpoint) = endpoint
+            && (req.method() == http::Method::GET || self.http.is_none())
+        {
             return endpoint.handle(&self.runtime, req, tls);
         }
         let wants_websocket = req.headers().contains_key(http::header::UPGRADE);
