@@ -200,6 +200,9 @@ pub fn parse_batch(body: &[u8], limits: &BatchLimits) -> Result<Batch, BayeuxErr
     Ok(values.into_iter().map(parse_message).collect())
 }
 
+// The error echoes the message's id (a JSON value), so it is about as large
+// as a message; both live side by side in a `Batch` anyway.
+#[allow(clippy::result_large_err)]
 fn parse_message(value: Value) -> Result<Message, InvalidMessage> {
     let Value::Object(object) = value else {
         return Err(InvalidMessage {
