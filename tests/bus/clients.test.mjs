@@ -5,11 +5,14 @@
 //
 // Clients: `faye` (its Node client) and `cometd` (the CometD JavaScript client, run in Node
 // through `cometd-nodejs-client`'s XMLHttpRequest / WebSocket shims). For each library and
-// transport mode — forced `websocket`, forced `long-polling`, and left to negotiate — two
-// clients A and B handshake, both subscribe, A publishes {text: "hello", n: 1}, B must get it
-// exactly once, B unsubscribes, A publishes {text: "hello", n: 2}, B must not get it, both
-// disconnect cleanly. Whether A gets its own publish back is server policy: it is reported,
-// not asserted. The transport each client ended up on is reported (t.diagnostic) and asserted.
+// transport mode — forced `websocket`, forced `long-polling`, and left to negotiate — clients
+// A and B handshake, both subscribe, A publishes {text: "hello", n: 1}, B must get it exactly
+// once, B unsubscribes, A publishes {text: "hello", n: 2}, B must not get it, all disconnect
+// cleanly. (A third subscriber C, which never unsubscribes, shows when n: 2 has been fanned
+// out.) Per seed 001 a client publishes only on channels it is subscribed to and the server
+// relays to the other subscribers; whether A gets its own publish back is server policy: it is
+// reported, not asserted. The transport each client ended up on is reported (t.diagnostic) and
+// asserted. Also: faye and cometd clients on one bus, and a raw WebSocket upgrade at BUS_URL.
 //
 // Environment:
 //   BUS_URL                    the Bayeux endpoint (default http://127.0.0.1:8080/amb)
@@ -40,6 +43,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { isDeepStrictEqual } from 'node:util';
 import { adapt } from 'cometd-nodejs-client';
 import { CometD } from 'cometd';
 import { WebSocket as WS } from 'ws';
@@ -62,7 +66,8 @@ const GRACE = 500; // extra wait to catch duplicate or unwanted deliveries
 const CHAT = '/chat/room1';
 // CometD's JS client validates channel names (Client.js #isValidChannel): letters, digits and
 // ` ! # $ ( ) * + - . / @ _ { ~ }` only, so base64 padding `=` is refused client-side
-// ("Illegal argument: invalid channel"). These two use every other non-space character.
+// ("Illegal argument: invalid channel"). Between them, these two use every other character
+// it accepts except the space and the wildcard `*`.
 const RECORD = '/record/aW5jaWRlbnQ+x.y-z';
 const PUNCT = '/record/a.b_c~d!e$f(g)h+i@j{k}l#m';
 const HELLO_1 = { text: 'hello', n: 1 };
@@ -99,7 +104,8 @@ async function until(pred, ms, what) {
   }
 }
 
-const sameData = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+// Deep equality, not JSON text: a server may re-serialise the data with its keys in another order.
+const sameData = (a, b) => isDeepStrictEqual(a, b);
 
 /**
  * One Bayeux client of either library, behind a small common interface.
@@ -352,33 +358,40 @@ async function closeAll() {
 // ------------------------------------------------------------------ the scenario
 
 /**
- * A and B handshake and subscribe to every channel; for each channel A publishes HELLO_1, B
- * gets it exactly once; B unsubscribes, A publishes HELLO_2, B does not get it; both
- * disconnect. Then checks the transport each ended on.
+ * A, B (and the control C) handshake and subscribe to every channel; for each channel A
+ * publishes HELLO_1, B gets it exactly once; B unsubscribes, A publishes HELLO_2, B does not
+ * get it; all disconnect. Then checks the transport each ended on.
  */
 async function chatScenario(t, opts) {
+  const libB = opts.libB ?? opts.libA;
   const a = makeClient(opts.libA, opts.mode, `A(${opts.libA})`);
-  const b = makeClient(opts.libB ?? opts.libA, opts.mode, `B(${opts.libB ?? opts.libA})`);
+  const b = makeClient(libB, opts.mode, `B(${libB})`);
+  // C: a third subscriber that stays subscribed, so that "B did not get HELLO_2" is checked
+  // after HELLO_2 has demonstrably been fanned out (A's own copy only exists if the server
+  // echoes to the publisher).
+  const c = makeClient(libB, opts.mode, `C(${libB})`);
   try {
-    await runScenario(t, a, b, opts);
+    await runScenario(t, a, b, c, opts);
   } catch (e) {
     // Say where each client got to: transport, connect types, unsuccessful meta replies.
-    for (const c of [a, b]) t.diagnostic(`at failure: ${c.describe()}; received ${JSON.stringify(c.received)}`);
+    for (const x of [a, b, c]) t.diagnostic(`at failure: ${x.describe()}; received ${JSON.stringify(x.received)}`);
     throw e;
   }
 }
 
-async function runScenario(t, a, b, { mode, channels, expectTransport }) {
-  await Promise.all([a.handshake(), b.handshake()]);
+async function runScenario(t, a, b, c, { mode, channels, expectTransport }) {
+  await Promise.all([a.handshake(), b.handshake(), c.handshake()]);
   for (const ch of channels) {
-    await Promise.all([a.subscribe(ch), b.subscribe(ch)]);
+    await Promise.all([a.subscribe(ch), b.subscribe(ch), c.subscribe(ch)]);
   }
 
   for (const ch of channels) {
     await a.publish(ch, HELLO_1);
     await until(() => b.count(ch, HELLO_1) >= 1, STEP_TIMEOUT, `B to receive ${JSON.stringify(HELLO_1)} on ${ch}`);
+    await until(() => c.count(ch, HELLO_1) >= 1, STEP_TIMEOUT, `C to receive ${JSON.stringify(HELLO_1)} on ${ch}`);
     await sleep(GRACE); // duplicates, and A's own copy if the server echoes to the publisher
     assert.deepEqual(b.received[ch], [HELLO_1], `B must receive exactly one message on ${ch}`);
+    assert.deepEqual(c.received[ch], [HELLO_1], `C must receive exactly one message on ${ch}`);
     const echo = a.count(ch, HELLO_1);
     t.diagnostic(`${ch}: B received 1; A received its own publish back ${echo} time(s) (server policy, not asserted)`);
     assert.ok(echo <= 1, `A received its own publish ${echo} times on ${ch}`);
@@ -386,33 +399,32 @@ async function runScenario(t, a, b, { mode, channels, expectTransport }) {
 
   for (const ch of channels) {
     await b.unsubscribe(ch);
-    const echoed = a.count(ch, HELLO_1) > 0;
     await a.publish(ch, HELLO_2);
-    // If the server echoes to the publisher, A's copy of HELLO_2 shows it has been fanned out.
-    if (echoed) await until(() => a.count(ch, HELLO_2) >= 1, STEP_TIMEOUT, `A's own copy of HELLO_2 on ${ch}`);
+    // C's copy shows HELLO_2 has been fanned out; then give B's a little longer to show up.
+    await until(() => c.count(ch, HELLO_2) >= 1, STEP_TIMEOUT, `C to receive ${JSON.stringify(HELLO_2)} on ${ch}`);
     await sleep(GRACE);
     assert.equal(b.count(ch, HELLO_2), 0, `B received a message on ${ch} after unsubscribing`);
     assert.deepEqual(b.received[ch], [HELLO_1], `B's messages on ${ch} after unsubscribing`);
   }
 
-  await Promise.all([a.disconnect(), b.disconnect()]);
-  for (const c of [a, b]) t.diagnostic(c.describe());
+  await Promise.all([a.disconnect(), b.disconnect(), c.disconnect()]);
+  for (const x of [a, b, c]) t.diagnostic(x.describe());
 
   if (expectTransport) {
-    for (const c of [a, b]) {
-      if (NO_WEBSOCKET && c.lib === 'cometd' && mode === 'negotiated') {
+    for (const x of [a, b, c]) {
+      if (NO_WEBSOCKET && x.lib === 'cometd' && mode === 'negotiated') {
         // CometD prefers websocket: its first handshake goes over the refused WebSocket and
         // fails locally before it renegotiates long-polling.
-        const tried = c.metaFailures.some((m) => m.channel === '/meta/handshake' && m.failure?.connectionType === 'websocket');
-        assert.ok(tried, `${c.name} never tried websocket (${c.describe()})`);
+        const tried = x.metaFailures.some((m) => m.channel === '/meta/handshake' && m.failure?.connectionType === 'websocket');
+        assert.ok(tried, `${x.name} never tried websocket (${x.describe()})`);
       }
-      assert.equal(c.finalTransport, expectTransport, `${c.name} ended on ${c.finalTransport}, expected ${expectTransport}`);
-      assert.ok(c.connectTypes.length > 0, `${c.name} sent no /meta/connect`);
+      assert.equal(x.finalTransport, expectTransport, `${x.name} ended on ${x.finalTransport}, expected ${expectTransport}`);
+      assert.ok(x.connectTypes.length > 0, `${x.name} sent no /meta/connect`);
       // faye may send its very first /meta/connect before the WebSocket is selected; every
       // later one must be on the expected transport.
-      const later = c.lib === 'faye' ? c.connectTypes.slice(1) : c.connectTypes;
+      const later = x.lib === 'faye' ? x.connectTypes.slice(1) : x.connectTypes;
       for (const ct of later) {
-        assert.equal(ct, expectTransport, `${c.name} sent /meta/connect with connectionType ${ct}: ${c.connectTypes}`);
+        assert.equal(ct, expectTransport, `${x.name} sent /meta/connect with connectionType ${ct}: ${x.connectTypes}`);
       }
     }
   }
