@@ -37,8 +37,15 @@ pub(crate) fn text_response(status: StatusCode, body: impl Into<String>) -> Resp
     response
 }
 
-/// A refused handshake; the connection is closed after it, since a client
-/// whose upgrade failed has no use for it.
+/// A refused handshake ends the connection: a client whose upgrade failed
+/// has no use for it.
+fn closing(mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 fn rejection_response(rejection: &Rejection) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(rejection.status.0).unwrap_or(StatusCode::BAD_REQUEST);
     let mut response = text_response(status, rejection.reason.to_string());
@@ -47,10 +54,7 @@ fn rejection_response(rejection: &Rejection) -> Response<Full<Bytes>> {
             .headers_mut()
             .insert(*name, HeaderValue::from_static(value));
     }
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
+    closing(response)
 }
 
 /// Whether a request tries to be a WebSocket upgrade (and so gets the
@@ -144,10 +148,7 @@ pub(crate) fn upgrade<A: WebSocketApp, B>(
             header::RETRY_AFTER,
             HeaderValue::from_str(&retry).expect("digits"),
         );
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return response;
+        return closing(response);
     }
     let config = match app.upgrade(&handshake) {
         Upgrade::Refuse(response) => {
@@ -164,11 +165,7 @@ pub(crate) fn upgrade<A: WebSocketApp, B>(
     ) {
         tracing::info!(target: "wsbus::handshake", origin = ?upgrade_request.origin, path = %handshake.path, "origin rejected");
         runtime.metrics().handshake(403);
-        let mut response = text_response(StatusCode::FORBIDDEN, "origin not allowed");
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return response;
+        return closing(text_response(StatusCode::FORBIDDEN, "origin not allowed"));
     }
     let protocol = upgrade_request
         .select_protocol(&config.sub_protocols)
