@@ -1,45 +1,13 @@
 //! The bus of `wsbus serve` over HTTP long-polling: bad input gets a precise
 //! Bayeux error or HTTP status, and nothing is relayed that should not be.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+mod common;
+use common::serve;
 use serde_json::{Value, json};
-
-struct Serve {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve() -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wsbus"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("WSBUS_BUS__PUBLISH_TOKEN", "test-token")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start wsbus serve");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "wsbus serve exited before listening"
-        );
-    }
-    std::thread::spawn(move || for _ in stderr.lines() {});
-    let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
-    Serve { child, addr }
-}
 
 /// POST `body` to `path`; returns the status and the body.
 fn post(addr: &str, path: &str, body: &[u8], extra: &str) -> (u16, String) {
@@ -84,7 +52,7 @@ fn handshake(addr: &str) -> String {
 
 #[test]
 fn bad_input_gets_precise_errors() {
-    let server = serve();
+    let server = serve(&[("WSBUS_BUS__PUBLISH_TOKEN", "test-token")]);
     let addr = &server.addr;
 
     // Malformed JSON: a Bayeux error, not a crash.
@@ -156,7 +124,7 @@ fn bad_input_gets_precise_errors() {
 
 #[test]
 fn server_side_publish_needs_the_bearer_token_and_reaches_subscribers() {
-    let server = serve();
+    let server = serve(&[("WSBUS_BUS__PUBLISH_TOKEN", "test-token")]);
     let addr = &server.addr;
     let body = json!({"channel": "/news", "data": {"headline": "hello"}}).to_string();
     let (status, _) = post(addr, "/api/publish", body.as_bytes(), "");
