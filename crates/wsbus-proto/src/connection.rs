@@ -1,6 +1,5 @@
 //! The WebSocket connection state machine (RFC 6455 §5–§7, RFC 7692 §6).
 
-use std::collections::VecDeque;
 use std::fmt;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -167,7 +166,9 @@ pub struct Connection {
     deflate: Option<DeflateContext>,
     read: ReadState,
     incoming: Incoming,
-    events: VecDeque<Event>,
+    /// The event not yet polled. One is enough: `handle_read` stops at
+    /// each frame that produced one, and each frame produces at most one.
+    event: Option<Event>,
     out: Outgoing,
     close_sent: bool,
     close_received: bool,
@@ -206,7 +207,7 @@ impl Connection {
             deflate: None,
             read: ReadState::Header,
             incoming: Incoming::default(),
-            events: VecDeque::new(),
+            event: None,
             out: Outgoing::default(),
             close_sent: false,
             close_received: false,
@@ -258,7 +259,7 @@ impl Connection {
 
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.event.take()
     }
 
     /// Process bytes received from the peer (see the driving contract).
@@ -271,7 +272,7 @@ impl Connection {
     /// complete frame.
     pub fn handle_read(&mut self, buf: &mut BytesMut) -> bool {
         loop {
-            if !self.events.is_empty() {
+            if self.event.is_some() {
                 return true;
             }
             match &self.read {
@@ -280,7 +281,7 @@ impl Connection {
                     // failure the stream can no longer be framed. Either way
                     // the bytes are dropped.
                     buf.clear();
-                    return !self.events.is_empty();
+                    return self.event.is_some();
                 }
                 ReadState::Header => {
                     let (header, len) = match FrameHeader::decode(buf) {
@@ -504,7 +505,12 @@ impl Connection {
             utf8,
             ..Incoming::default()
         };
-        self.events.push_back(Event::Message(message));
+        self.emit(Event::Message(message));
+    }
+
+    fn emit(&mut self, event: Event) {
+        debug_assert!(self.event.is_none(), "one event per frame");
+        self.event = Some(event);
     }
 
     fn handle_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), ProtocolError> {
@@ -515,9 +521,9 @@ impl Connection {
                 if !self.close_sent {
                     self.queue_frame(OpCode::PONG, true, false, payload.clone());
                 }
-                self.events.push_back(Event::Ping(payload));
+                self.emit(Event::Ping(payload));
             }
-            OpCode::PONG => self.events.push_back(Event::Pong(payload)),
+            OpCode::PONG => self.emit(Event::Pong(payload)),
             OpCode::CLOSE => {
                 let frame = parse_close_payload(&payload)?;
                 self.close_received = true;
@@ -537,7 +543,7 @@ impl Connection {
                 }
                 self.state = State::Closed;
                 self.read = ReadState::Done;
-                self.events.push_back(Event::Close(frame));
+                self.emit(Event::Close(frame));
             }
             _ => unreachable!("check_header admits only known control opcodes"),
         }
@@ -557,7 +563,7 @@ impl Connection {
         self.close_status.get_or_insert(code);
         self.state = State::Closed;
         self.read = ReadState::Done;
-        self.events.push_back(Event::Error(err));
+        self.emit(Event::Error(err));
     }
 
     fn queue_frame(&mut self, opcode: OpCode, fin: bool, rsv1: bool, payload: Bytes) {

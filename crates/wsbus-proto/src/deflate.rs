@@ -14,8 +14,13 @@
 //!   plus about 7 KiB of state.
 //!
 //! [`DeflateConfig::server_max_window_bits`] / `client_max_window_bits` lower
-//! these; negotiating `*_no_context_takeover` does not free memory (the context
-//! is reset, not dropped, to avoid an allocation per message).
+//! these. A side that sends **without context takeover** holds no deflate
+//! state at all: each such message starts from an empty window, so it is
+//! compressed with a stream shared by every connection on the thread (one
+//! per level and window size) and reset after use — what uWebSockets calls
+//! its shared compressor. The receiving side's context is reset, not
+//! dropped, after each message without context takeover (a message may
+//! arrive over many reads, so its stream cannot be shared).
 //!
 //! # Window size 8
 //!
@@ -27,6 +32,7 @@
 //! window of at least 9 bits because zlib-based peers compress with 9 when
 //! told 8.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 
 use bytes::Bytes;
@@ -368,8 +374,10 @@ pub(crate) enum Side {
 
 /// The compression state of one connection.
 pub(crate) struct DeflateContext {
-    deflater: Option<Compress>,
-    inflater: Option<Decompress>,
+    /// Boxed: a zlib stream object is 144 bytes, and most connections never
+    /// compress or never receive compressed messages.
+    deflater: Option<Box<Compress>>,
+    inflater: Option<Box<Decompress>>,
     /// Our compressor's window; `None` when we must send uncompressed (8 bits).
     send_window_bits: Option<u8>,
     send_no_context_takeover: bool,
@@ -392,6 +400,43 @@ impl std::fmt::Debug for DeflateContext {
             .field("recv_window_bits", &self.recv_window_bits)
             .finish()
     }
+}
+
+thread_local! {
+    /// Compressors for messages sent without context takeover, by level and
+    /// window bits, shared by every connection on this thread (see the
+    /// module's "Memory").
+    static SHARED_DEFLATERS: RefCell<Vec<(u32, u8, Compress)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Deflate one whole message with a sync flush, then drop the trailing
+/// `00 00 FF FF` (RFC 7692 §7.2.1).
+fn deflate_message(deflater: &mut Compress, input: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(input.len() / 2 + 64);
+    let start = deflater.total_in();
+    loop {
+        let consumed = (deflater.total_in() - start) as usize;
+        deflater
+            .compress_vec(&input[consumed..], &mut out, FlushCompress::Sync)
+            .expect("deflate on valid state cannot fail");
+        let consumed = (deflater.total_in() - start) as usize;
+        // A sync flush is complete once all input is in and zlib left
+        // output space unused.
+        if consumed == input.len() && out.len() < out.capacity() {
+            break;
+        }
+        out.reserve(out.capacity().max(64));
+    }
+    if out.ends_with(&SYNC_FLUSH_TAIL) {
+        out.truncate(out.len() - 4);
+    } else if out.is_empty() {
+        // zlib emits nothing for empty input right after a flush; §7.2.3.6
+        // gives the single byte 0x00 (an empty fixed-Huffman block).
+        out.push(0x00);
+    } else {
+        unreachable!("a sync flush ends with 00 00 FF FF");
+    }
+    Bytes::from(out)
 }
 
 impl DeflateContext {
@@ -429,44 +474,30 @@ impl DeflateContext {
         self.send_window_bits.is_some() && len >= self.threshold
     }
 
-    /// Compress one whole message (RFC 7692 §7.2.1): deflate with a sync
-    /// flush, then drop the trailing `00 00 FF FF`.
+    /// Compress one whole message (RFC 7692 §7.2.1).
     pub(crate) fn compress(&mut self, input: &[u8]) -> Bytes {
         let bits = self
             .send_window_bits
             .expect("should_compress checked the window");
         let level = self.level;
-        let deflater = self.deflater.get_or_insert_with(|| {
-            Compress::new_with_window_bits(Compression::new(level), false, bits)
-        });
-        let mut out = Vec::with_capacity(input.len() / 2 + 64);
-        let start = deflater.total_in();
-        loop {
-            let consumed = (deflater.total_in() - start) as usize;
-            deflater
-                .compress_vec(&input[consumed..], &mut out, FlushCompress::Sync)
-                .expect("deflate on valid state cannot fail");
-            let consumed = (deflater.total_in() - start) as usize;
-            // A sync flush is complete once all input is in and zlib left
-            // output space unused.
-            if consumed == input.len() && out.len() < out.capacity() {
-                break;
-            }
-            out.reserve(out.capacity().max(64));
-        }
-        if out.ends_with(&SYNC_FLUSH_TAIL) {
-            out.truncate(out.len() - 4);
-        } else if out.is_empty() {
-            // zlib emits nothing for empty input right after a flush; §7.2.3.6
-            // gives the single byte 0x00 (an empty fixed-Huffman block).
-            out.push(0x00);
-        } else {
-            unreachable!("a sync flush ends with 00 00 FF FF");
-        }
+        let new = || Compress::new_with_window_bits(Compression::new(level), false, bits);
         if self.send_no_context_takeover {
-            deflater.reset();
+            return SHARED_DEFLATERS.with_borrow_mut(|shared| {
+                let index = match shared.iter().position(|s| (s.0, s.1) == (level, bits)) {
+                    Some(index) => index,
+                    None => {
+                        shared.push((level, bits, new()));
+                        shared.len() - 1
+                    }
+                };
+                let deflater = &mut shared[index].2;
+                let out = deflate_message(deflater, input);
+                deflater.reset();
+                out
+            });
         }
-        Bytes::from(out)
+        let deflater = self.deflater.get_or_insert_with(|| Box::new(new()));
+        deflate_message(deflater, input)
     }
 
     /// Inflate the next piece of a compressed message into `out`, failing
@@ -504,7 +535,7 @@ impl DeflateContext {
         let bits = self.recv_window_bits;
         let inflater = self
             .inflater
-            .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
+            .get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, bits)));
         let start = inflater.total_in();
         loop {
             let consumed = (inflater.total_in() - start) as usize;
@@ -676,6 +707,34 @@ mod tests {
             },
             msgs,
         );
+    }
+
+    #[test]
+    fn without_context_takeover_connections_share_one_compressor() {
+        let params = DeflateParams {
+            server_no_context_takeover: true,
+            ..DeflateParams::default()
+        };
+        let mut servers: Vec<_> = (0..3)
+            .map(|_| DeflateContext::new(Side::Server, &params, 1, 0))
+            .collect();
+        let mut clients: Vec<_> = (0..3)
+            .map(|_| DeflateContext::new(Side::Client, &params, 1, 0))
+            .collect();
+        // Interleaved: each message must not depend on another
+        // connection's (or its own earlier) messages.
+        for round in 0..3 {
+            for (i, (server, client)) in servers.iter_mut().zip(&mut clients).enumerate() {
+                let msg = format!("round {round} connection {i}: hello, hello, hello").repeat(20);
+                let wire = server.compress(msg.as_bytes());
+                let mut out = Vec::new();
+                client
+                    .decompress(&wire, true, &mut out, usize::MAX)
+                    .unwrap();
+                assert_eq!(out, msg.as_bytes());
+                assert!(server.deflater.is_none(), "no deflate state of its own");
+            }
+        }
     }
 
     #[test]

@@ -20,10 +20,16 @@ pub const COPY_THRESHOLD: usize = 1024;
 /// frames prepared for many connections are held as shared [`Bytes`]. A
 /// runtime writes them with [`Outgoing::chunks_vectored`] (many frames per
 /// syscall) and reports progress with [`Outgoing::advance`]. Once everything
-/// is written the staging buffer is released, so an idle connection holds no
-/// write buffer.
+/// is written the whole queue is released: an idle connection holds no write
+/// buffer, and its `Outgoing` is one null pointer.
 #[derive(Debug, Default)]
 pub struct Outgoing {
+    /// `Some` exactly while bytes are queued.
+    queue: Option<Box<Queue>>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
     /// Sealed chunks, oldest first; `staging` follows them.
     chunks: VecDeque<Bytes>,
     staging: BytesMut,
@@ -42,15 +48,75 @@ pub struct Outgoing {
 impl Outgoing {
     /// Bytes waiting to be written.
     pub fn len(&self) -> usize {
-        self.len
+        self.queue.as_ref().map_or(0, |q| q.len)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
+    }
+
+    fn queue(&mut self) -> &mut Queue {
+        self.queue.get_or_insert_with(Box::default)
+    }
+
+    /// Release the queue once it is empty: idle connections keep nothing.
+    fn release_if_empty(&mut self) {
+        if self.queue.as_ref().is_some_and(|q| q.len == 0) {
+            self.queue = None;
+        }
     }
 
     /// Queue an unmasked frame.
     pub(crate) fn push_frame(&mut self, header: &FrameHeader, payload: Bytes) {
+        self.queue().push_frame(header, payload);
+    }
+
+    /// Queue a masked frame: the payload is copied and masked in the copy
+    /// (the caller's bytes may be shared).
+    pub(crate) fn push_masked(&mut self, header: &FrameHeader, payload: &[u8]) {
+        self.queue().push_masked(header, payload);
+    }
+
+    /// Queue bytes that are already one or more complete encoded frames.
+    pub(crate) fn push_encoded(&mut self, frame: Bytes) {
+        self.queue().push_encoded(frame);
+    }
+
+    /// Drop every queued frame that has not started to go out, keeping the
+    /// one in flight (a frame cut in the middle would corrupt the stream).
+    /// Used when a consumer is too slow: its close frame then goes next
+    /// instead of behind megabytes it will never read.
+    pub(crate) fn discard_unstarted(&mut self) {
+        if let Some(queue) = &mut self.queue {
+            queue.discard_unstarted();
+        }
+        self.release_if_empty();
+    }
+
+    /// Fill `dst` with the queued bytes, in order; returns how many slices
+    /// were filled.
+    pub fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        self.queue.as_ref().map_or(0, |q| q.chunks_vectored(dst))
+    }
+
+    /// The oldest contiguous chunk, for transports without vectored writes.
+    pub fn chunk(&self) -> &[u8] {
+        self.queue.as_ref().map_or(&[], |q| q.chunk())
+    }
+
+    /// Mark `n` bytes as written.
+    pub fn advance(&mut self, n: usize) {
+        assert!(n <= self.len(), "advanced past the queued bytes");
+        if let Some(queue) = &mut self.queue {
+            queue.advance(n);
+        }
+        self.release_if_empty();
+    }
+}
+
+impl Queue {
+    /// Queue an unmasked frame.
+    fn push_frame(&mut self, header: &FrameHeader, payload: Bytes) {
         debug_assert!(header.mask.is_none());
         self.count(header.encoded_len() + payload.len());
         header.encode(&mut self.staging);
@@ -64,7 +130,7 @@ impl Outgoing {
 
     /// Queue a masked frame: the payload is copied and masked in the copy
     /// (the caller's bytes may be shared).
-    pub(crate) fn push_masked(&mut self, header: &FrameHeader, payload: &[u8]) {
+    fn push_masked(&mut self, header: &FrameHeader, payload: &[u8]) {
         let key = header.mask.expect("masked frame has a key");
         self.count(header.encoded_len() + payload.len());
         header.encode(&mut self.staging);
@@ -74,7 +140,7 @@ impl Outgoing {
     }
 
     /// Queue bytes that are already one or more complete encoded frames.
-    pub(crate) fn push_encoded(&mut self, frame: Bytes) {
+    fn push_encoded(&mut self, frame: Bytes) {
         self.count(frame.len());
         if frame.len() <= COPY_THRESHOLD {
             self.staging.extend_from_slice(&frame);
@@ -95,7 +161,7 @@ impl Outgoing {
     /// one in flight (a frame cut in the middle would corrupt the stream).
     /// Used when a consumer is too slow: its close frame then goes next
     /// instead of behind megabytes it will never read.
-    pub(crate) fn discard_unstarted(&mut self) {
+    fn discard_unstarted(&mut self) {
         // The front frame has started iff bytes past the previous frame's end
         // were written.
         let keep = match self.frame_ends.front() {
@@ -119,9 +185,6 @@ impl Outgoing {
         self.len = keep;
         self.queued_total = self.written_total + keep as u64;
         self.frame_ends.retain(|&end| end <= self.queued_total);
-        if self.len == 0 {
-            self.staging = BytesMut::new();
-        }
     }
 
     /// Move the staged bytes into a chunk of their own, so that a chunk can
@@ -135,7 +198,7 @@ impl Outgoing {
 
     /// Fill `dst` with the queued bytes, in order; returns how many slices
     /// were filled.
-    pub fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let staged = (!self.staging.is_empty()).then_some(&self.staging[..]);
         let all = self.chunks.iter().map(|c| &c[..]).chain(staged);
         let mut n = 0;
@@ -147,7 +210,7 @@ impl Outgoing {
     }
 
     /// The oldest contiguous chunk, for transports without vectored writes.
-    pub fn chunk(&self) -> &[u8] {
+    fn chunk(&self) -> &[u8] {
         match self.chunks.front() {
             Some(chunk) => chunk,
             None => &self.staging,
@@ -155,7 +218,7 @@ impl Outgoing {
     }
 
     /// Mark `n` bytes as written.
-    pub fn advance(&mut self, mut n: usize) {
+    fn advance(&mut self, mut n: usize) {
         assert!(n <= self.len, "advanced past the queued bytes");
         self.len -= n;
         self.written_total += n as u64;
@@ -180,12 +243,6 @@ impl Outgoing {
                     n = 0;
                 }
             }
-        }
-        if self.len == 0 {
-            // Idle connections keep no write buffer.
-            self.staging = BytesMut::new();
-            self.chunks = VecDeque::new();
-            self.frame_ends = VecDeque::new();
         }
     }
 }
@@ -237,7 +294,7 @@ mod tests {
             expected.extend_from_slice(b"de");
             assert_eq!(out.len(), expected.len());
             assert_eq!(drain(&mut out, step), expected, "step {step}");
-            assert_eq!(out.staging.capacity(), 0, "idle queue keeps no buffer");
+            assert!(out.queue.is_none(), "an idle queue keeps nothing");
         }
     }
 
