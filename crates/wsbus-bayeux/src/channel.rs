@@ -18,13 +18,13 @@
 //! `<`, `>`, `\`, `?`, non-ASCII) are rejected so that a channel name is safe
 //! to log, to put in a URL path and to show in the admin page.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::id::ClientId;
+use crate::id::{ClientId, IdSet};
 
 /// Longest channel name or pattern, in bytes. Bounds the memory of each
 /// subscription key; 1 KiB holds a long base64 record-watcher query.
@@ -562,14 +562,14 @@ impl<'a, T> Iterator for Matching<'a, '_, T> {
 /// The subscription index: pattern → subscribed clients.
 #[derive(Clone, Debug, Default)]
 pub struct Subscriptions {
-    patterns: PatternMap<HashSet<ClientId>>,
+    patterns: PatternMap<IdSet<ClientId>>,
 }
 
 impl Subscriptions {
     /// Records that `client` subscribed to `pattern`; `false` if it already was.
     pub fn subscribe(&mut self, pattern: &ChannelPattern, client: &ClientId) -> bool {
         self.patterns
-            .get_or_insert_with(pattern, HashSet::new)
+            .get_or_insert_with(pattern, IdSet::default)
             .insert(client.clone())
     }
 
@@ -600,6 +600,15 @@ impl Subscriptions {
         self.patterns
             .matching(channel)
             .flat_map(|(kind, clients)| clients.iter().map(move |client| (kind, client)))
+    }
+
+    /// The subscriber sets of the patterns matching `channel`, with how they
+    /// match (a client may be in several).
+    pub fn matching_sets<'a>(
+        &'a self,
+        channel: &'a ChannelName,
+    ) -> impl Iterator<Item = (MatchKind, &'a IdSet<ClientId>)> + 'a {
+        self.patterns.matching(channel)
     }
 
     /// Whether `client` has a subscription matching `channel` (at most

@@ -1,7 +1,7 @@
 //! The bus: sessions, meta channels, publishing, presence, history and timers.
 
 use std::cmp;
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use crate::channel::{ChannelName, ChannelPattern, MatchKind, PatternMap, Subscri
 use crate::config::{BusConfig, ChannelPolicy};
 use crate::error::BayeuxError;
 use crate::history::History;
-use crate::id::{ClientId, RandomSource};
+use crate::id::{ClientId, IdMap, IdSet, RandomSource};
 use crate::message::{
     Advice, Batch, Message, Outbound, Reconnect, encode_batch, error_reply, parse_batch,
 };
@@ -339,7 +339,7 @@ pub struct Engine {
     config: BusConfig,
     ids: Box<dyn RandomSource>,
     authorizer: Box<dyn Authorizer>,
-    sessions: HashMap<ClientId, Session>,
+    sessions: IdMap<ClientId, Session>,
     subscriptions: Subscriptions,
     policies: PatternMap<ChannelPolicy>,
     services: PatternMap<()>,
@@ -347,19 +347,21 @@ pub struct Engine {
     /// Sessions by expiry time (sessions holding a connect are absent).
     expiries: BTreeSet<(Instant, ClientId)>,
     /// Held connects: who holds them, and their deadlines in order.
-    holds: HashMap<HoldId, ClientId>,
+    holds: IdMap<HoldId, ClientId>,
     hold_deadlines: BTreeSet<(Instant, HoldId)>,
     next_hold_id: u64,
     /// Responses of held connects answered while their driver was not
     /// asking (superseded, deadline, session ended), until it polls; with
     /// their release time, so uncollected ones are dropped after
     /// `maxInterval`.
-    released: HashMap<HoldId, (ClientId, Vec<Outbound>)>,
+    released: IdMap<HoldId, (ClientId, Vec<Outbound>)>,
     released_order: VecDeque<(Instant, HoldId)>,
     /// Sessions to remove once the current operation is done (a session
     /// overflowing in the middle of a fan-out is removed after it).
     removals: Vec<(ClientId, CloseReason)>,
     events: VecDeque<Event>,
+    /// The `advice` of successful connect replies, as JSON.
+    connect_advice: String,
 }
 
 impl fmt::Debug for Engine {
@@ -381,20 +383,23 @@ impl Engine {
         for (pattern, policy) in &config.policies {
             policies.insert(pattern, *policy);
         }
+        let connect_advice =
+            serde_json::to_string(&connect_advice(&config)).expect("advice serializes");
         Engine {
+            connect_advice,
             history: History::new(config.history),
             config,
             ids: Box::new(ids),
             authorizer: Box::new(AllowAll),
-            sessions: HashMap::new(),
+            sessions: IdMap::default(),
             subscriptions: Subscriptions::default(),
             policies,
             services: PatternMap::default(),
             expiries: BTreeSet::new(),
-            holds: HashMap::new(),
+            holds: IdMap::default(),
             hold_deadlines: BTreeSet::new(),
             next_hold_id: 0,
-            released: HashMap::new(),
+            released: IdMap::default(),
             released_order: VecDeque::new(),
             removals: Vec::new(),
             events: VecDeque::new(),
@@ -540,13 +545,7 @@ impl Engine {
     }
 
     fn advice(&self) -> Advice {
-        Advice {
-            reconnect: Some(Reconnect::Retry),
-            interval: Some(millis(self.config.interval)),
-            timeout: Some(millis(self.config.timeout)),
-            max_interval: Some(millis(self.config.max_interval)),
-            ..Advice::default()
-        }
+        connect_advice(&self.config)
     }
 
     fn handshake(
@@ -725,21 +724,19 @@ impl Engine {
         now: Instant,
         message_id: Option<Value>,
     ) -> Vec<Outbound> {
-        let advice = self.advice();
         let session = self
             .sessions
             .get_mut(id)
             .expect("connect_reply of a live session");
         let (mut messages, batch) = session.queue.take_for_connect();
-        let mut reply = Message::on(META_CONNECT);
-        reply.id = message_id;
-        reply.client_id = Some(id.to_string());
-        reply.successful = Some(true);
-        reply.advice = Some(advice);
-        if let Some(batch) = batch {
-            reply.set_ext_field("ack", batch.into());
-        }
-        messages.push(Outbound::new(&reply));
+        // One per long-polling delivery: written directly, with the advice
+        // encoded once (the configuration does not change).
+        messages.push(Outbound::connect_reply(
+            message_id.as_ref(),
+            id,
+            &self.connect_advice,
+            batch,
+        ));
         let expiry = now + self.config.interval + self.config.max_interval;
         self.set_expiry(id, Some(expiry));
         messages
@@ -1044,52 +1041,58 @@ impl Engine {
             self.history.record(now, channel, offset, outbound.clone());
         }
 
-        let mut seen = HashSet::new();
-        let mut recipients = Vec::new();
-        for (kind, client) in self.subscriptions.matching(channel) {
-            if !policy.deliver_to_publisher && Some(client) == publisher {
-                continue;
-            }
-            if !seen.insert(client) {
-                continue;
-            }
-            // A wildcard subscription was checked against the pattern's
-            // policy; this channel's own may be stricter.
-            if kind == MatchKind::Wildcard {
-                let user = self.sessions.get(client).and_then(Session::user);
-                if !policy.subscribe.allows(user) {
+        // The subscriber sets of the patterns matching the channel, in
+        // order: the channel itself, its `/*`, the `/**` of each ancestor. A
+        // client in several of them gets the message once, through the first
+        // (an exact subscription before a wildcard one): a client is skipped
+        // if an earlier set holds it. Only the later sets' members are
+        // looked up, so the usual case (one exact set, maybe a few wildcard
+        // observers) costs no lookup per recipient and allocates nothing.
+        let sets: Vec<(MatchKind, &IdSet<ClientId>)> =
+            self.subscriptions.matching_sets(channel).collect();
+        let mut recipients = 0;
+        let mut queue = Enqueue {
+            sessions: &mut self.sessions,
+            events: &mut self.events,
+            removals: &mut self.removals,
+            max_queued: self.config.limits.max_queued_messages,
+        };
+        for (i, &(kind, clients)) in sets.iter().enumerate() {
+            for client in clients {
+                if !policy.deliver_to_publisher && Some(client) == publisher {
                     continue;
                 }
+                if sets[..i]
+                    .iter()
+                    .any(|(_, earlier)| earlier.contains(client))
+                {
+                    continue;
+                }
+                // A wildcard subscription was checked against the pattern's
+                // policy; this channel's own may be stricter.
+                if kind == MatchKind::Wildcard {
+                    let user = queue.sessions.get(client).and_then(Session::user);
+                    if !policy.subscribe.allows(user) {
+                        continue;
+                    }
+                }
+                queue.push(client, &outbound);
+                recipients += 1;
             }
-            recipients.push(client.clone());
         }
-        for client in &recipients {
-            self.enqueue(client, outbound.clone());
-        }
-        Published {
-            offset,
-            recipients: recipients.len(),
-        }
+        Published { offset, recipients }
     }
 
     /// Queues `message` for `client`, waking the driver if it can be sent
     /// now; schedules the session's removal if its queue is full.
     fn enqueue(&mut self, client: &ClientId, message: Outbound) {
-        let Some(session) = self.sessions.get_mut(client) else {
-            return;
-        };
-        if session.queue.len() >= self.config.limits.max_queued_messages {
-            if !session.closing {
-                session.closing = true;
-                self.removals
-                    .push((client.clone(), CloseReason::QueueOverflow));
-            }
-            return;
+        Enqueue {
+            sessions: &mut self.sessions,
+            events: &mut self.events,
+            removals: &mut self.removals,
+            max_queued: self.config.limits.max_queued_messages,
         }
-        session.queue.push(message);
-        if !session.delivers_with_connect() || session.held.is_some() {
-            self.wake(client);
-        }
+        .push(client, &message);
     }
 
     /// Emits one `Wake` for `client` until the driver polls it.
@@ -1450,6 +1453,39 @@ impl Engine {
     }
 }
 
+/// The part of the engine a delivery changes, borrowed apart from the
+/// subscriptions so that a broadcast queues while it walks them.
+struct Enqueue<'a> {
+    sessions: &'a mut IdMap<ClientId, Session>,
+    events: &'a mut VecDeque<Event>,
+    removals: &'a mut Vec<(ClientId, CloseReason)>,
+    max_queued: usize,
+}
+
+impl Enqueue<'_> {
+    /// Queues `message` for `client` and emits one `Wake` until the driver
+    /// polls (if the message can be sent now); schedules the session's
+    /// removal if its queue is full.
+    fn push(&mut self, client: &ClientId, message: &Outbound) {
+        let Some(session) = self.sessions.get_mut(client) else {
+            return;
+        };
+        if session.queue.len() >= self.max_queued {
+            if !session.closing {
+                session.closing = true;
+                self.removals
+                    .push((client.clone(), CloseReason::QueueOverflow));
+            }
+            return;
+        }
+        session.queue.push(message.clone());
+        if (!session.delivers_with_connect() || session.held.is_some()) && !session.wake_pending {
+            session.wake_pending = true;
+            self.events.push_back(Event::Wake(client.clone()));
+        }
+    }
+}
+
 /// The patterns of a subscribe or unsubscribe message.
 fn parse_subscription(message: &Message) -> Result<Vec<ChannelPattern>, BayeuxError> {
     let Some(subscription) = &message.subscription else {
@@ -1503,6 +1539,17 @@ fn presence_subject(pattern: &ChannelPattern) -> Option<ChannelName> {
         return None;
     }
     ChannelName::parse(subject).ok()
+}
+
+/// The advice of handshake and connect replies: retry after `interval`.
+fn connect_advice(config: &BusConfig) -> Advice {
+    Advice {
+        reconnect: Some(Reconnect::Retry),
+        interval: Some(millis(config.interval)),
+        timeout: Some(millis(config.timeout)),
+        max_interval: Some(millis(config.max_interval)),
+        ..Advice::default()
+    }
 }
 
 fn millis(duration: Duration) -> u64 {

@@ -12,7 +12,7 @@
 //! | `403` | a policy denies it | `Handshake denied`, `Subscribe denied`, `Publish denied`, `Cannot subscribe to a meta channel`, `Cannot subscribe to a service channel`, `Too many subscriptions` |
 //! | `404` | a `/service` channel without a server-side handler | `No handler for this service channel` |
 //! | `500` | the random source keeps repeating ids in use | `Could not allocate a client id` |
-//! | `503` | the server holds as many sessions as it may | `Too many sessions` |
+//! | `503` | the server is at a capacity limit: try later | `Too many sessions`, `Service busy` |
 //!
 //! The server-side API ([`Engine::publish`](crate::Engine::publish),
 //! [`Engine::deliver`](crate::Engine::deliver)) returns `400::Cannot publish
@@ -122,6 +122,10 @@ impl BayeuxError {
     pub(crate) const NO_SERVICE_HANDLER: Self =
         Self::fixed(404, "No handler for this service channel");
     pub(crate) const TOO_MANY_SESSIONS: Self = Self::fixed(503, "Too many sessions");
+    /// For an [`Authorizer`](crate::Authorizer) whose server-side handler of
+    /// a `/service` channel cannot take more work now (`wsbus::bus` refuses
+    /// publishes to a handler with too many calls pending).
+    pub const SERVICE_BUSY: Self = Self::fixed(503, "Service busy");
     /// The [`RandomSource`](crate::RandomSource) kept producing ids in use.
     pub(crate) const NO_CLIENT_ID: Self = Self::fixed(500, "Could not allocate a client id");
 }

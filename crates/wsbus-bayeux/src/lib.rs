@@ -29,8 +29,11 @@
 //! `*` (one segment) and `**` (any depth) may end a subscription or policy
 //! pattern. `/meta/**` channels are the protocol: never subscribed to, never
 //! relayed. `/service/**` channels go to server-side code only
-//! ([`Engine::add_service`], [`Event::Service`]); subscribing to them is
-//! refused. `/presence/**` channels are published by the server only.
+//! ([`Engine::add_service`], [`Event::Service`]; in the runtime, Rust
+//! handlers registered with `wsbus::bus::Bus::add_service`, which answer the
+//! sender with [`Engine::deliver`] on the same channel); subscribing to them
+//! is refused, and no broadcast ever reaches them. `/presence/**` channels
+//! are published by the server only.
 //!
 //! ## Messages
 //!
@@ -131,7 +134,7 @@ pub use engine::{
     RequestContext, ServiceRequest, SessionInfo, Stats,
 };
 pub use error::BayeuxError;
-pub use id::{ClientId, RandomSource};
+pub use id::{ClientId, IdHash, IdHasher, IdMap, IdSet, RandomSource};
 pub use message::{
     Advice, Batch, BatchLimits, Message, Outbound, Reconnect, encode_batch, parse_batch,
 };

@@ -672,6 +672,29 @@ fn a_wildcard_subscription_does_not_bypass_a_stricter_channel_policy() {
 }
 
 #[test]
+fn an_exact_subscription_delivers_even_where_the_clients_wildcard_would_not() {
+    // Existing subscriptions are not re-checked when a policy changes, but
+    // wildcard deliveries are: a client subscribed both ways gets the message
+    // once, through its exact subscription.
+    let mut bus = Bus::new();
+    let client = bus.session(&ws());
+    let observer = bus.session(&ws());
+    bus.subscribe(&ws(), &client, "/chat/*");
+    bus.subscribe(&ws(), &client, "/chat/secret");
+    bus.subscribe(&ws(), &observer, "/chat/*");
+    bus.engine.set_policy(
+        &pattern("/chat/secret"),
+        ChannelPolicy {
+            subscribe: SubscribePolicy::Nobody,
+            ..ChannelPolicy::DEFAULT
+        },
+    );
+    bus.server_publish("/chat/secret", json!("kept"));
+    assert_eq!(data_of(&bus.deliveries(&client)), [json!("kept")]);
+    assert!(data_of(&bus.deliveries(&observer)).is_empty());
+}
+
+#[test]
 fn wildcards_one_segment_and_any_depth() {
     let mut bus = Bus::new();
     let one = bus.session(&ws());
