@@ -14,29 +14,67 @@
 //! `bus.websocket_enabled = false` refuses upgrades on the bus path with 400
 //! and removes `websocket` from `supportedConnectionTypes`, so clients carry
 //! on over long-polling.
+//!
+//! A WebSocket text message larger than the engine's batch limit
+//! ([`BatchLimits::max_bytes`](wsbus_bayeux::BatchLimits), 1 MiB by default)
+//! closes the socket with 1009 (message too big); the sessions it carried
+//! are kept and may connect again (over a new socket or long-polling) within
+//! `maxInterval`, with nothing queued for them lost. Long-polling bodies are
+//! bounded before the bus by `ServerConfig::max_body_bytes` (413); `wsbus
+//! serve` sets the batch limit to that body limit (64 KiB), so that both
+//! transports take the same batches.
+//!
+//! # Server-side code
+//!
+//! * [`Bus::publish`] broadcasts on a channel, [`Bus::deliver`] sends to one
+//!   client, [`Bus::presence`] lists a channel's members, [`Bus::hub`] reaches
+//!   plain WebSocket sockets and groups.
+//! * [`Bus::add_service`] registers a handler for `/service/**` channels
+//!   (SPEC §4: delivered only to server-side handlers). A client's publish
+//!   there becomes a [`ServiceCall`] carrying the sender's client id, user and
+//!   data; the handler may [`reply`](ServiceCall::reply) to that client alone
+//!   on the same channel, publish, or use the hub:
+//!
+//! ```no_run
+//! # async fn doc(bus: wsbus::bus::Bus) -> Result<(), Box<dyn std::error::Error>> {
+//! use serde_json::json;
+//! bus.add_service("/service/echo", |call: wsbus::bus::ServiceCall| async move {
+//!     // Answer the sender only; other clients never see /service messages.
+//!     let _ = call.reply(json!({"echo": call.data, "user": call.user.as_deref()}));
+//!     // Tell everyone in /chat/room that someone used the service.
+//!     let _ = call.bus().publish("/chat/room", json!({"used": "echo"}));
+//! })?;
+//! # Ok(()) }
+//! ```
 
-use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rand::Rng;
 use serde_json::Value;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
+use wsbus_bayeux::channel::PatternMap;
 use wsbus_bayeux::{
-    BusConfig, ChannelName, ClientId, Engine, Event, HoldId, Outbound, Published, RequestContext,
-    encode_batch,
+    Authorizer, BayeuxError, BusConfig, ChannelName, ChannelPattern, ClientId, Engine, Event,
+    HoldId, IdMap, Outbound, Published, RequestContext, ServiceRequest, SessionInfo, encode_batch,
 };
-use wsbus_proto::Message;
+use wsbus_proto::{CloseCode, Message};
 
 use crate::app::{EventKind, HandshakeRequest, Upgrade, WebSocketApp, WebSocketConfig, WsEvent};
 use crate::hub::{Hub, SocketId};
 
-/// Why a server-side publish failed.
+/// Why a server-side publish or delivery failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublishError {
     /// The channel name is not a valid Bayeux channel.
     InvalidChannel(String),
-    /// The bus refused it (a `/meta` or `/service` channel).
+    /// The bus refused it: a `/meta` channel, or a broadcast on a `/service`
+    /// channel (services answer with [`Bus::deliver`]).
     Refused(String),
+    /// [`Bus::deliver`] to a session that does not exist (any more).
+    UnknownClient,
 }
 
 impl std::fmt::Display for PublishError {
@@ -44,32 +82,190 @@ impl std::fmt::Display for PublishError {
         match self {
             PublishError::InvalidChannel(why) => write!(f, "invalid channel: {why}"),
             PublishError::Refused(why) => write!(f, "publish refused: {why}"),
+            PublishError::UnknownClient => f.write_str("unknown client"),
         }
     }
 }
 
 impl std::error::Error for PublishError {}
 
-/// Where a session's deliveries go.
+/// Why [`Bus::add_service`] refused a pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceError {
+    /// Not a valid channel pattern.
+    InvalidPattern(String),
+    /// The pattern is not under `/service`: other channels are broadcast to
+    /// subscribers, not handed to server-side code.
+    NotAService(String),
+}
+
+impl std::fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServiceError::InvalidPattern(why) => write!(f, "invalid channel pattern: {why}"),
+            ServiceError::NotAService(pattern) => {
+                write!(f, "{pattern} is not a /service channel pattern")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ServiceError {}
+
+/// Most calls one service handler may have accepted but not finished (the
+/// one running and those waiting for it). Past it, a client's publish to the
+/// service is refused with `503::Service busy` in its publish reply: a slow
+/// or stuck handler cannot make the bus buffer without bound, and the client
+/// learns its message was not taken (nothing is dropped after an ack).
+pub const SERVICE_MAX_PENDING: usize = 1_000;
+
+/// A client's publish on a `/service` channel, as handed to the handler
+/// registered with [`Bus::add_service`].
+#[derive(Debug)]
+pub struct ServiceCall {
+    /// The sender's session.
+    pub client_id: ClientId,
+    /// The sender's user, as authenticated by the transport (HTTP session
+    /// cookie) when it handshook; `None` for anonymous sessions.
+    pub user: Option<Arc<str>>,
+    /// The channel the message was published on (matching the handler's
+    /// pattern).
+    pub channel: ChannelName,
+    /// The message's `data`.
+    pub data: Value,
+    /// The message's `id`, as the client sent it (its publish reply, already
+    /// sent, echoed it).
+    pub id: Option<Value>,
+    bus: Bus,
+}
+
+impl ServiceCall {
+    /// Sends `data` to the sender only, on [`channel`](Self::channel) (the
+    /// Bayeux convention for a service's answer; a CometD client receives it
+    /// with `cometd.addListener(channel, …)`). Queued like any delivery:
+    /// pushed over WebSocket, carried by the next `/meta/connect` reply over
+    /// long-polling or with the `ack` extension. Not kept in history. Fails
+    /// with [`PublishError::UnknownClient`] if the session has ended.
+    pub fn reply(&self, data: Value) -> Result<(), PublishError> {
+        self.bus.deliver_on(&self.client_id, &self.channel, data)
+    }
+
+    /// The bus, to publish, deliver to other clients, or reach the hub.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+}
+
+/// One registered handler: its queue and how many calls it owes.
+struct ServiceSlot {
+    calls: mpsc::UnboundedSender<ServiceCall>,
+    /// Calls accepted (reserved by [`ServiceGate`]) and not yet finished.
+    pending: Arc<AtomicUsize>,
+}
+
+type ServiceTable = Arc<Mutex<PatternMap<Arc<ServiceSlot>>>>;
+
+/// The engine's [`Authorizer`]: reserves room in the handler's queue for a
+/// `/service` publish before the engine acknowledges it, so that a refusal
+/// (`503::Service busy`) reaches the client in the publish reply. Runs under
+/// the engine lock; the table is only changed under it too, so the slot
+/// reserved here is the one [`Bus::after`] hands the call to.
+struct ServiceGate {
+    services: ServiceTable,
+}
+
+impl Authorizer for ServiceGate {
+    fn publish(
+        &mut self,
+        _session: &SessionInfo<'_>,
+        channel: &ChannelName,
+        _data: &Value,
+    ) -> Result<(), BayeuxError> {
+        if !channel.is_service() {
+            return Ok(());
+        }
+        let services = self.services.lock().expect("services lock");
+        // No handler: the engine answers 404 itself.
+        let Some((_, slot)) = services.matching(channel).next() else {
+            return Ok(());
+        };
+        slot.pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < SERVICE_MAX_PENDING).then_some(n + 1)
+            })
+            .map(|_| ())
+            .map_err(|_| BayeuxError::SERVICE_BUSY)
+    }
+}
+
+/// Releases a call's reservation when its handler is done with it (or
+/// panicked, or the call was never run).
+struct PendingGuard(Arc<AtomicUsize>);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs one registration's handler over its calls, one at a time, in order.
+async fn run_service<F, Fut>(
+    mut calls: mpsc::UnboundedReceiver<ServiceCall>,
+    pending: Arc<AtomicUsize>,
+    mut handler: F,
+) where
+    F: FnMut(ServiceCall) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    while let Some(call) = calls.recv().await {
+        let _done = PendingGuard(pending.clone());
+        let channel = call.channel.clone();
+        // A panicking handler loses that call only; the next ones still run.
+        let future = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(call))) {
+            Ok(future) => future,
+            Err(_) => {
+                tracing::error!(target: "wsbus::bus", channel = %channel.as_str(), "service handler panicked");
+                continue;
+            }
+        };
+        if let Err(error) = tokio::spawn(future).await {
+            tracing::error!(target: "wsbus::bus", channel = %channel.as_str(), %error, "service handler failed");
+        }
+    }
+}
+
+/// Where a session's deliveries go. Keyed by the engine's ids, with its
+/// fast hash ([`IdHash`](wsbus_bayeux::IdHash)): a delivery looks here on
+/// every wake-up.
 #[derive(Debug, Default)]
 struct Routes {
     /// WebSocket sessions: the socket carrying them.
-    sockets: HashMap<ClientId, SocketId>,
+    sockets: IdMap<ClientId, SocketId>,
     /// WebSocket sessions' held connects.
-    socket_holds: HashMap<ClientId, HoldId>,
+    socket_holds: IdMap<ClientId, HoldId>,
     /// Long-poll requests waiting on a held connect.
-    waiting: HashMap<HoldId, Arc<Notify>>,
+    waiting: IdMap<HoldId, Arc<Notify>>,
     /// Long-polling sessions' held connects, to wake on `Event::Wake`.
-    polling_holds: HashMap<ClientId, Vec<HoldId>>,
+    polling_holds: IdMap<ClientId, Vec<HoldId>>,
+    /// The engine deadline the timer task sleeps until (`None`: none). Only
+    /// an earlier deadline needs to wake it: most calls (a held connect, a
+    /// delivery) add none earlier than the ones it knows.
+    timer_at: Option<std::time::Instant>,
 }
 
 struct Inner {
     engine: Mutex<Engine>,
     routes: Mutex<Routes>,
+    /// `/service` handlers. Lock order: `engine`, then `services`.
+    services: ServiceTable,
     hub: Hub,
-    /// Wakes the timer task when the engine's next deadline may have moved.
+    /// Wakes the timer task when the engine's next deadline moved earlier
+    /// than [`Routes::timer_at`].
     timer: Notify,
     websocket_enabled: bool,
+    /// The engine's batch limit, checked on WebSocket messages before they
+    /// reach it (1009 instead of a Bayeux error).
+    max_batch_bytes: usize,
 }
 
 /// The bus: cheap to clone, shared by its transports and by Rust code that
@@ -96,14 +292,21 @@ impl Bus {
     /// task on the current tokio runtime.
     pub fn new(config: BusConfig, hub: Hub) -> Self {
         let websocket_enabled = config.websocket_enabled;
-        let engine = Engine::new(config, || rand::rng().random::<[u8; 16]>());
+        let max_batch_bytes = config.limits.batch.max_bytes;
+        let mut engine = Engine::new(config, || rand::rng().random::<[u8; 16]>());
+        let services = ServiceTable::default();
+        engine.set_authorizer(ServiceGate {
+            services: services.clone(),
+        });
         let bus = Bus {
             inner: Arc::new(Inner {
                 engine: Mutex::new(engine),
                 routes: Mutex::default(),
+                services,
                 hub,
                 timer: Notify::new(),
                 websocket_enabled,
+                max_batch_bytes,
             }),
         };
         tokio::spawn(timer_task(Arc::downgrade(&bus.inner)));
@@ -124,6 +327,148 @@ impl Bus {
         let result = engine.publish(now(), &channel, data);
         self.after(&mut engine);
         result.map_err(|e| PublishError::Refused(e.to_string()))
+    }
+
+    /// Sends `data` on `channel` to one client only (not kept in history,
+    /// not seen by anyone else), e.g. a service's answer to another client
+    /// than the sender. `channel` may be any non-`/meta` channel, the client
+    /// need not be subscribed to it. Fails with
+    /// [`PublishError::UnknownClient`] if the session has ended.
+    pub fn deliver(
+        &self,
+        client: &ClientId,
+        channel: &str,
+        data: Value,
+    ) -> Result<(), PublishError> {
+        let channel =
+            ChannelName::parse(channel).map_err(|e| PublishError::InvalidChannel(e.to_string()))?;
+        self.deliver_on(client, &channel, data)
+    }
+
+    fn deliver_on(
+        &self,
+        client: &ClientId,
+        channel: &ChannelName,
+        data: Value,
+    ) -> Result<(), PublishError> {
+        let mut engine = self.inner.engine.lock().expect("bus lock");
+        let result = engine.deliver(now(), client, channel, data);
+        self.after(&mut engine);
+        result.map_err(|e| {
+            if e == BayeuxError::UNKNOWN_CLIENT {
+                PublishError::UnknownClient
+            } else {
+                PublishError::Refused(e.to_string())
+            }
+        })
+    }
+
+    /// Registers `handler` for client publishes on the `/service` channels
+    /// matching `pattern` (`/service/echo`, `/service/rooms/*`,
+    /// `/service/**`). Must be called within the tokio runtime (it spawns
+    /// the handler's task).
+    ///
+    /// Semantics:
+    ///
+    /// * A client's publish on a matching channel is acknowledged
+    ///   (`successful: true`) when the bus has queued it for the handler; the
+    ///   handler runs afterwards, on its own task, never under the bus's
+    ///   lock, so it may call any `Bus` or [`Hub`] method and await freely.
+    /// * Calls to one registration run one at a time, in the order the bus
+    ///   accepted them (per client, that is the order the client sent them).
+    ///   The next call starts when the previous call's future completes; a
+    ///   handler that wants concurrency spawns its own tasks.
+    /// * At most [`SERVICE_MAX_PENDING`] calls wait per registration; further
+    ///   publishes are refused with `503::Service busy` in their reply.
+    /// * When patterns overlap, the most specific one handles a channel (the
+    ///   channel itself, then its parent's `/*`, then the nearest `/**`).
+    ///   Registering a pattern again replaces its handler; calls already
+    ///   queued for the old one are still run by it.
+    /// * A handler that panics loses that call (logged); later calls run.
+    /// * Without any handler for a channel, a client's publish there is
+    ///   refused with `404::No handler for this service channel`.
+    /// * The handler reaches the bus through [`ServiceCall::bus`]; one that
+    ///   captures a `Bus` clone keeps the bus alive until
+    ///   [`remove_service`](Self::remove_service).
+    pub fn add_service<F, Fut>(&self, pattern: &str, handler: F) -> Result<(), ServiceError>
+    where
+        F: FnMut(ServiceCall) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let pattern = ChannelPattern::parse(pattern)
+            .map_err(|e| ServiceError::InvalidPattern(e.to_string()))?;
+        if !pattern.is_service() {
+            return Err(ServiceError::NotAService(pattern.as_str().to_owned()));
+        }
+        let (calls, receiver) = mpsc::unbounded_channel();
+        let pending = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run_service(receiver, pending.clone(), handler));
+        let mut engine = self.inner.engine.lock().expect("bus lock");
+        engine.add_service(&pattern);
+        self.inner
+            .services
+            .lock()
+            .expect("services lock")
+            .insert(&pattern, Arc::new(ServiceSlot { calls, pending }));
+        Ok(())
+    }
+
+    /// Withdraws the handler registered for exactly `pattern`; `false` if
+    /// there was none. Calls already accepted are still run; later publishes
+    /// on its channels get `404` unless another pattern matches them.
+    pub fn remove_service(&self, pattern: &str) -> bool {
+        let Ok(pattern) = ChannelPattern::parse(pattern) else {
+            return false;
+        };
+        let mut engine = self.inner.engine.lock().expect("bus lock");
+        let removed = self
+            .inner
+            .services
+            .lock()
+            .expect("services lock")
+            .remove(&pattern)
+            .is_some();
+        if removed {
+            engine.remove_service(&pattern);
+        }
+        removed
+    }
+
+    /// The hub the bus's WebSocket sessions are served through: service
+    /// handlers use it to reach plain WebSocket sockets and groups.
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    /// Hands a service request to its handler (under the engine lock: only
+    /// queues it).
+    fn dispatch_service(&self, request: ServiceRequest) {
+        let slot = {
+            let services = self.inner.services.lock().expect("services lock");
+            services
+                .matching(&request.channel)
+                .next()
+                .map(|(_, slot)| slot.clone())
+        };
+        let Some(slot) = slot else {
+            // Unreachable while the gate and the engine agree (both change
+            // under the engine lock); nothing was reserved.
+            tracing::warn!(target: "wsbus::bus", channel = %request.channel.as_str(), "service message without a handler");
+            return;
+        };
+        let call = ServiceCall {
+            client_id: request.client_id,
+            user: request.user,
+            channel: request.channel,
+            data: request.data,
+            id: request.id,
+            bus: self.clone(),
+        };
+        if let Err(mpsc::error::SendError(call)) = slot.calls.send(call) {
+            // The handler's task is gone (its runtime shut down).
+            drop(PendingGuard(slot.pending.clone()));
+            tracing::warn!(target: "wsbus::bus", channel = %call.channel.as_str(), "service handler gone; call dropped");
+        }
     }
 
     /// The members present in `channel`.
@@ -297,14 +642,23 @@ impl Bus {
                         }
                     }
                 }
-                Event::Service(request) => {
-                    tracing::debug!(target: "wsbus::bus", channel = %request.channel.as_str(), "service message without a Rust handler");
-                }
+                Event::Service(request) => self.dispatch_service(request),
                 Event::SessionOpened { .. } | Event::Presence(_) => {}
             }
         }
-        drop(routes);
-        self.inner.timer.notify_one();
+        let next = engine.next_timeout();
+        let earlier = match (next, routes.timer_at) {
+            (Some(next), Some(armed)) => next < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if earlier {
+            // Set here too, so that the calls before the timer task runs do
+            // not wake it again.
+            routes.timer_at = next;
+            drop(routes);
+            self.inner.timer.notify_one();
+        }
     }
 }
 
@@ -338,7 +692,14 @@ async fn timer_task(inner: std::sync::Weak<Inner>) {
             return;
         };
         let bus = Bus { inner: strong };
-        let next = bus.inner.engine.lock().expect("bus lock").next_timeout();
+        let next = {
+            let engine = bus.inner.engine.lock().expect("bus lock");
+            let next = engine.next_timeout();
+            bus.inner.routes.lock().expect("routes lock").timer_at = next;
+            next
+        };
+        // Created after `timer_at` is set: an earlier deadline found by a
+        // call from now on stores a permit that ends this wait at once.
         let wake = bus.inner.timer.notified();
         let sleep = async {
             match next {
@@ -388,6 +749,18 @@ impl WebSocketApp for BusSocket {
 
     fn on_event(&self, mut event: WsEvent<'_, ()>) {
         match &event.kind {
+            EventKind::Message(message)
+                if message.payload().len() > self.bus.inner.max_batch_bytes =>
+            {
+                // Larger than any batch the engine takes: 1009, as for a
+                // message over the connection's own limit. The sessions on
+                // this socket stay and may connect again: they are detached
+                // now, before the close frame goes out, so that what is
+                // published meanwhile waits in the session instead of going
+                // to a socket that is closing.
+                self.bus.websocket_closed(event.session.id);
+                let _ = event.close(CloseCode::MESSAGE_TOO_BIG, "Bayeux batch too large");
+            }
             EventKind::Message(message) => {
                 let user = event.session.user.as_ref().map(|u| u.login.clone());
                 let reply =
@@ -397,7 +770,11 @@ impl WebSocketApp for BusSocket {
                     let _ = event.send(Message::Text(wsbus_proto::Utf8Bytes::from(json)));
                 }
             }
-            EventKind::Close(_) => self.bus.websocket_closed(event.session.id),
+            // An error means the socket is closing: detach its sessions
+            // at once (as above); CLOSE finds nothing left to detach.
+            EventKind::Error(_) | EventKind::Close(_) => {
+                self.bus.websocket_closed(event.session.id)
+            }
             _ => {}
         }
     }

@@ -2,26 +2,29 @@
 //! tokio side of the sans-IO contract written on `wsbus_proto::Connection`.
 //!
 //! The task sleeps until the transport is readable or writable, the hub
-//! queued something for it, a timer fired, or the server is shutting down.
-//! The read buffer is released whenever it holds no partial frame and the
-//! write queue once flushed, so an idle plain-TCP socket holds neither.
+//! queued something for it (a message, a close, the server's shutdown) or its
+//! one timer fired. The read buffer is released whenever it holds no partial
+//! frame and the write queue once flushed, so an idle plain-TCP socket holds
+//! neither: it is its task's state (the `socket_task_state_stays_small` test)
+//! and its hub entry.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use hyper::upgrade::OnUpgrade;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::CancellationToken;
 use wsbus_proto::{CloseCode, Connection, Event, State};
 
 use crate::app::{EventKind, SocketInfo, WebSocketApp, WsEvent};
-use crate::hub::{Hub, Outbound, SocketShared};
-use crate::session::{SessionId, Sessions};
-use crate::transport::Transport;
+use crate::hub::{Outbound, SocketShared};
+use crate::runtime::Runtime;
+use crate::session::SessionId;
+use crate::transport::{SocketIo, Transport};
 
 /// Most buffers handed to one `writev`. Linux accepts 1024; 64 covers a
 /// burst of queued frames while keeping the slice array on the stack.
@@ -82,10 +85,11 @@ impl Default for SocketSettings {
 
 /// The HTTP session a socket is bound to.
 pub(crate) struct SessionLink {
-    pub sessions: Arc<Sessions>,
     pub id: SessionId,
     pub access: bool,
     pub throttle: Duration,
+    /// When an inbound message last refreshed the session.
+    pub last_refresh: Option<Instant>,
 }
 
 /// Everything a socket task needs besides its transport.
@@ -94,10 +98,10 @@ pub(crate) struct SocketTask<A: WebSocketApp> {
     pub data: A::Data,
     pub info: SocketInfo,
     pub shared: Arc<SocketShared>,
-    pub hub: Hub,
-    pub settings: Arc<SocketSettings>,
-    pub session: Option<SessionLink>,
-    pub shutdown: CancellationToken,
+    /// The hub, the sessions and the socket settings.
+    pub runtime: Runtime,
+    /// Boxed: most sockets have none.
+    pub session: Option<Box<SessionLink>>,
 }
 
 enum Wake {
@@ -106,20 +110,24 @@ enum Wake {
     Flushed(io::Result<()>),
     Outbox,
     Timer,
-    Shutdown,
 }
 
 impl<A: WebSocketApp> SocketTask<A> {
     fn emit(&self, kind: EventKind, conn: Option<&mut Connection>) {
-        self.app
-            .on_event(WsEvent::new(kind, &self.info, &self.data, &self.hub, conn));
+        self.app.on_event(WsEvent::new(
+            kind,
+            &self.info,
+            &self.data,
+            self.runtime.hub(),
+            conn,
+        ));
     }
 
-    fn dispatch(&self, conn: &mut Connection, last_refresh: &mut Option<Instant>) {
+    fn dispatch(&mut self, conn: &mut Connection) {
         while let Some(event) = conn.poll_event() {
             match event {
                 Event::Message(message) => {
-                    self.refresh_session(last_refresh);
+                    self.refresh_session();
                     self.emit(EventKind::Message(message), Some(conn));
                 }
                 Event::Error(err) => {
@@ -133,22 +141,25 @@ impl<A: WebSocketApp> SocketTask<A> {
 
     /// `session_access`: inbound messages refresh the HTTP session, at most
     /// once per throttle window.
-    fn refresh_session(&self, last_refresh: &mut Option<Instant>) {
-        let Some(link) = self.session.as_ref().filter(|l| l.access) else {
+    fn refresh_session(&mut self) {
+        let Some(link) = self.session.as_mut().filter(|l| l.access) else {
             return;
         };
         let now = Instant::now();
-        if last_refresh.is_none_or(|at| now.duration_since(at) >= link.throttle) {
-            link.sessions.touch(&link.id);
-            *last_refresh = Some(now);
+        if link
+            .last_refresh
+            .is_none_or(|at| now.duration_since(at) >= link.throttle)
+        {
+            self.runtime.sessions().touch(&link.id);
+            link.last_refresh = Some(now);
         }
     }
 
     fn apply_outbound(&self, conn: &mut Connection, item: Outbound) {
         match item {
             Outbound::Message(prepared) => {
-                if conn.outgoing().len() >= self.settings.max_outbound_bytes {
-                    match self.settings.slow_consumer {
+                if conn.outgoing().len() >= self.runtime.socket_settings().max_outbound_bytes {
+                    match self.runtime.socket_settings().slow_consumer {
                         SlowConsumerPolicy::Close => {
                             if conn.state() == State::Open {
                                 tracing::info!(target: "wsbus::frames", id = self.info.id, "slow consumer closed");
@@ -172,159 +183,223 @@ impl<A: WebSocketApp> SocketTask<A> {
         }
     }
 
-    /// Run the socket until it closes; returns the close code reported.
-    pub(crate) async fn run<T: Transport>(
-        self,
-        mut transport: T,
+    /// The socket's task: wait for hyper to hand over the connection, then
+    /// run the socket until it closes.
+    ///
+    /// One future for the whole life of the socket, written so that its
+    /// state holds each value once (an `async fn` stores its arguments twice,
+    /// and an outer future awaiting an inner one holds both): this is most
+    /// of what an idle socket costs.
+    #[allow(clippy::manual_async_fn)] // deliberately not `async fn`: see above
+    pub(crate) fn run(
+        mut self,
         mut conn: Connection,
-        mut rbuf: BytesMut,
-    ) -> CloseCode {
-        let settings = self.settings.clone();
-        let mut last_refresh = None;
-        let mut last_seen = Instant::now();
-        let mut ping_outstanding = false;
-        let mut close_deadline: Option<Instant> = None;
-        let mut flush_pending = false;
-        let mut eof = false;
-        let mut shutting_down = false;
-        let mut timer = pin!(tokio::time::sleep(settings.keepalive_interval));
-        let mut cancelled = pin!(self.shutdown.cancelled());
+        upgrade: OnUpgrade,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            let Some((mut transport, mut rbuf)) = SocketIo::from_upgrade(upgrade).await else {
+                self.runtime.hub().unregister(self.info.id);
+                if let Some(link) = &self.session {
+                    self.runtime.sessions().unbind(&link.id, self.info.id);
+                }
+                return;
+            };
+            // The timer: while open, the keepalive deadline (reset when the
+            // peer is heard from: no `last_seen` is kept, the deadline says
+            // it); once closing, the close deadline.
+            let mut ping_outstanding = false;
+            let mut closing = false;
+            let mut flush_pending = false;
+            let mut eof = false;
+            let keepalive = self.runtime.socket_settings().keepalive_interval;
+            let mut timer = pin!(tokio::time::sleep(keepalive));
 
-        self.emit(EventKind::Open, Some(&mut conn));
-        loop {
-            while conn.handle_read(&mut rbuf) {
-                self.dispatch(&mut conn, &mut last_refresh);
-            }
-            self.dispatch(&mut conn, &mut last_refresh);
-            for item in self.shared.drain() {
-                self.apply_outbound(&mut conn, item);
-            }
-            if eof || conn.state() == State::Closed && conn.outgoing().is_empty() && !flush_pending
-            {
-                break;
-            }
-            if conn.state() != State::Open && close_deadline.is_none() {
-                close_deadline = Some(Instant::now() + settings.close_timeout);
-            }
-            let deadline = match close_deadline {
-                Some(deadline) => deadline,
-                None if ping_outstanding => last_seen + settings.keepalive_timeout,
-                None => last_seen + settings.keepalive_interval,
-            };
-            if timer.deadline() != deadline {
-                timer.as_mut().reset(deadline);
-            }
-            let reading =
-                conn.outgoing().len() < PAUSE_READING_ABOVE && conn.state() != State::Closed;
-            let wake = {
-                let outgoing = &*conn.outgoing();
-                let mut notified = pin!(self.shared.wake.notified());
-                poll_fn(|cx| {
-                    if !shutting_down && cancelled.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Wake::Shutdown);
-                    }
-                    if notified.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Wake::Outbox);
-                    }
-                    if !outgoing.is_empty() {
-                        // The slices live only for this poll, not in the
-                        // task's state: an idle socket's future stays small.
-                        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                        let n = outgoing.chunks_vectored(&mut slices);
-                        if let Poll::Ready(result) = transport.poll_write_vectored(cx, &slices[..n])
-                        {
-                            return Poll::Ready(Wake::Wrote(result));
+            self.emit(EventKind::Open, Some(&mut conn));
+            loop {
+                while conn.handle_read(&mut rbuf) {
+                    self.dispatch(&mut conn);
+                }
+                self.dispatch(&mut conn);
+                for item in self.shared.drain() {
+                    self.apply_outbound(&mut conn, item);
+                }
+                if eof
+                    || conn.state() == State::Closed && conn.outgoing().is_empty() && !flush_pending
+                {
+                    break;
+                }
+                if conn.state() != State::Open && !closing {
+                    closing = true;
+                    let close_timeout = self.runtime.socket_settings().close_timeout;
+                    timer.as_mut().reset(Instant::now() + close_timeout);
+                }
+                let reading =
+                    conn.outgoing().len() < PAUSE_READING_ABOVE && conn.state() != State::Closed;
+                let wake = {
+                    let outgoing = &*conn.outgoing();
+                    poll_fn(|cx| {
+                        if self.shared.poll_outbox(cx).is_ready() {
+                            return Poll::Ready(Wake::Outbox);
                         }
-                    } else if flush_pending && let Poll::Ready(result) = transport.poll_flush(cx) {
-                        return Poll::Ready(Wake::Flushed(result));
-                    }
-                    if reading && let Poll::Ready(result) = transport.poll_read_buf(cx, &mut rbuf) {
-                        return Poll::Ready(Wake::Read(result));
-                    }
-                    if Sleep::poll(timer.as_mut(), cx).is_ready() {
-                        return Poll::Ready(Wake::Timer);
-                    }
-                    Poll::Pending
-                })
-                .await
-            };
-            match wake {
-                Wake::Read(Ok(0))
-                | Wake::Read(Err(_))
-                | Wake::Wrote(Err(_))
-                | Wake::Flushed(Err(_)) => {
-                    conn.handle_eof();
-                    eof = true;
-                }
-                Wake::Read(Ok(_)) => {
-                    last_seen = Instant::now();
-                    ping_outstanding = false;
-                    while conn.handle_read(&mut rbuf) {
-                        self.dispatch(&mut conn, &mut last_refresh);
-                    }
-                    if rbuf.is_empty() {
-                        rbuf = BytesMut::new(); // idle sockets hold no read buffer
-                    }
-                }
-                Wake::Wrote(Ok(0)) => {
-                    conn.handle_eof();
-                    eof = true;
-                }
-                Wake::Wrote(Ok(written)) => {
-                    conn.outgoing().advance(written);
-                    flush_pending = true;
-                }
-                Wake::Flushed(Ok(())) => flush_pending = false,
-                Wake::Outbox => {}
-                Wake::Shutdown => {
-                    shutting_down = true;
-                    let _ = conn.close(CloseCode::GOING_AWAY, "server shutting down");
-                }
-                Wake::Timer => {
-                    if close_deadline.is_some() {
-                        tracing::debug!(target: "wsbus::frames", id = self.info.id, "no close reply in time");
+                        if !outgoing.is_empty() {
+                            // The slices live only for this poll, not in the
+                            // task's state: an idle socket's future stays small.
+                            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                            let n = outgoing.chunks_vectored(&mut slices);
+                            if let Poll::Ready(result) =
+                                transport.poll_write_vectored(cx, &slices[..n])
+                            {
+                                return Poll::Ready(Wake::Wrote(result));
+                            }
+                        } else if flush_pending
+                            && let Poll::Ready(result) = transport.poll_flush(cx)
+                        {
+                            return Poll::Ready(Wake::Flushed(result));
+                        }
+                        if reading
+                            && let Poll::Ready(result) = transport.poll_read_buf(cx, &mut rbuf)
+                        {
+                            return Poll::Ready(Wake::Read(result));
+                        }
+                        if Sleep::poll(timer.as_mut(), cx).is_ready() {
+                            return Poll::Ready(Wake::Timer);
+                        }
+                        Poll::Pending
+                    })
+                    .await
+                };
+                match wake {
+                    Wake::Read(Ok(0))
+                    | Wake::Read(Err(_))
+                    | Wake::Wrote(Err(_))
+                    | Wake::Flushed(Err(_)) => {
                         conn.handle_eof();
-                        break;
+                        eof = true;
                     }
-                    if ping_outstanding {
-                        tracing::debug!(target: "wsbus::frames", id = self.info.id, "peer silent past keepalive timeout");
+                    Wake::Read(Ok(_)) => {
+                        ping_outstanding = false;
+                        if !closing {
+                            let interval = self.runtime.socket_settings().keepalive_interval;
+                            timer.as_mut().reset(Instant::now() + interval);
+                        }
+                        while conn.handle_read(&mut rbuf) {
+                            self.dispatch(&mut conn);
+                        }
+                        if rbuf.is_empty() {
+                            rbuf = BytesMut::new(); // idle sockets hold no read buffer
+                        }
+                    }
+                    Wake::Wrote(Ok(0)) => {
                         conn.handle_eof();
-                        eof = true; // a dead peer gets no lingering close
-                        break;
+                        eof = true;
                     }
-                    let _ = conn.ping(bytes::Bytes::new());
-                    ping_outstanding = true;
+                    Wake::Wrote(Ok(written)) => {
+                        conn.outgoing().advance(written);
+                        flush_pending = true;
+                    }
+                    Wake::Flushed(Ok(())) => flush_pending = false,
+                    Wake::Outbox => {}
+                    Wake::Timer => {
+                        if closing {
+                            tracing::debug!(target: "wsbus::frames", id = self.info.id, "no close reply in time");
+                            conn.handle_eof();
+                            break;
+                        }
+                        if ping_outstanding {
+                            tracing::debug!(target: "wsbus::frames", id = self.info.id, "peer silent past keepalive timeout");
+                            conn.handle_eof();
+                            eof = true; // a dead peer gets no lingering close
+                            break;
+                        }
+                        let _ = conn.ping(bytes::Bytes::new());
+                        ping_outstanding = true;
+                        // The peer was last heard from one interval before
+                        // this deadline; it has until the keepalive timeout.
+                        let settings = self.runtime.socket_settings();
+                        let heard = timer.deadline() - settings.keepalive_interval;
+                        timer.as_mut().reset(heard + settings.keepalive_timeout);
+                    }
                 }
             }
+            self.dispatch(&mut conn);
+            let code = conn.close_status().unwrap_or(CloseCode::ABNORMAL);
+            self.runtime.hub().unregister(self.info.id);
+            if let Some(link) = &self.session {
+                self.runtime.sessions().unbind(&link.id, self.info.id);
+            }
+            self.emit(EventKind::Close(code), None);
+            drop(conn);
+            drop(rbuf);
+            if !eof {
+                let linger_for = self.runtime.socket_settings().linger;
+                timer.as_mut().reset(Instant::now() + linger_for);
+                linger(&mut transport, timer).await;
+            }
         }
-        self.dispatch(&mut conn, &mut last_refresh);
-        let code = conn.close_status().unwrap_or(CloseCode::ABNORMAL);
-        self.hub.unregister(self.info.id);
-        if let Some(link) = &self.session {
-            link.sessions.unbind(&link.id, self.info.id);
-        }
-        self.emit(EventKind::Close(code), None);
-        if !eof {
-            linger(&mut transport, settings.linger).await;
-        }
-        code
     }
 }
 
-/// Half-close, then drain the peer for a while before dropping the socket.
-pub(crate) async fn linger<T: Transport>(transport: &mut T, timeout: Duration) {
-    let drain = async {
-        if poll_fn(|cx| transport.poll_shutdown(cx)).await.is_err() {
-            return;
+/// Half-close, then drain the peer until it closes or `deadline` fires, before
+/// dropping the socket (the socket's own timer, so no second one is made).
+async fn linger<T: Transport>(transport: &mut T, mut deadline: Pin<&mut Sleep>) {
+    let mut shut_down = false;
+    let mut scratch = BytesMut::new();
+    poll_fn(|cx| {
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
         }
-        let mut scratch = BytesMut::new();
+        if !shut_down {
+            match ready!(transport.poll_shutdown(cx)) {
+                Ok(()) => shut_down = true,
+                Err(_) => return Poll::Ready(()),
+            }
+        }
         loop {
             scratch.clear();
-            match poll_fn(|cx| transport.poll_read_buf(cx, &mut scratch)).await {
-                Ok(0) | Err(_) => return,
+            match ready!(transport.poll_read_buf(cx, &mut scratch)) {
+                Ok(0) | Err(_) => return Poll::Ready(()),
                 Ok(_) => {}
             }
         }
-    };
-    let _ = tokio::time::timeout(timeout, drain).await;
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use wsbus_proto::Limits;
+
+    use super::*;
+    use crate::echo::Echo;
+    use crate::runtime::ServerConfig;
+
+    /// The task of a socket is most of what an idle socket costs
+    /// (ARCHITECTURE.md, "Memory per connection"); this guards its size.
+    #[test]
+    fn socket_task_state_stays_small() {
+        let runtime = Runtime::new(ServerConfig::default());
+        let (id, shared) = runtime.hub().register();
+        let task = SocketTask {
+            app: Arc::new(Echo),
+            data: (),
+            info: SocketInfo {
+                id,
+                path: "/".into(),
+                params: Default::default(),
+                user: None,
+            },
+            shared,
+            runtime: runtime.clone(),
+            session: None,
+        };
+        let conn = Connection::server(Limits::default());
+        eprintln!("Connection: {} bytes", std::mem::size_of_val(&conn));
+        let future = task.run(conn, hyper::upgrade::on(http::Request::new(())));
+        let size = std::mem::size_of_val(&future);
+        eprintln!("socket task future: {size} bytes");
+        // With tokio's header and trailer and the task tracker's token this
+        // fills a 768-byte task cell (cells are multiples of 128 bytes on
+        // x86-64): a few bytes more and every socket costs 128 more.
+        assert!(size <= 656, "the socket task's state grew to {size} bytes");
+    }
 }

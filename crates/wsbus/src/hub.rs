@@ -6,11 +6,11 @@
 //! to a group is encoded once ([`PreparedMessage`]) and the same bytes are
 //! queued on every member.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
-use tokio::sync::Notify;
 use wsbus_proto::{CloseCode, Message, PreparedMessage};
 
 /// A socket's id, unique within this process.
@@ -23,23 +23,55 @@ pub(crate) enum Outbound {
     Close(CloseCode, String),
 }
 
-/// The part of a socket that other tasks reach.
+/// The part of a socket that other tasks reach: its outbox, the waker of
+/// its task while it waits, and its groups.
 #[derive(Debug, Default)]
 pub(crate) struct SocketShared {
-    outbox: Mutex<VecDeque<Outbound>>,
-    pub(crate) wake: Notify,
+    outbox: Mutex<Outbox>,
     groups: Mutex<Vec<String>>,
+}
+
+/// A waker rather than a `Notify`: the socket's task registers it while it
+/// polls, so nothing else per socket sits in the task's state.
+#[derive(Debug, Default)]
+struct Outbox {
+    queue: VecDeque<Outbound>,
+    waker: Option<Waker>,
 }
 
 impl SocketShared {
     fn push(&self, item: Outbound) {
-        self.outbox.lock().expect("outbox lock").push_back(item);
-        self.wake.notify_one();
+        let waker = {
+            let mut outbox = self.outbox.lock().expect("outbox lock");
+            outbox.queue.push_back(item);
+            outbox.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Queue a close for the socket.
+    pub(crate) fn close(&self, code: CloseCode, reason: &str) {
+        self.push(Outbound::Close(code, reason.to_owned()));
     }
 
     /// Take everything queued for the socket.
     pub(crate) fn drain(&self) -> VecDeque<Outbound> {
-        std::mem::take(&mut *self.outbox.lock().expect("outbox lock"))
+        std::mem::take(&mut self.outbox.lock().expect("outbox lock").queue)
+    }
+
+    /// Ready when something is queued; otherwise the next push wakes `cx`.
+    pub(crate) fn poll_outbox(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut outbox = self.outbox.lock().expect("outbox lock");
+        if !outbox.queue.is_empty() {
+            return Poll::Ready(());
+        }
+        match &mut outbox.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 }
 
@@ -68,7 +100,9 @@ pub trait HubEngine: Send + Sync + std::fmt::Debug + 'static {
 pub struct LocalHub {
     next_id: AtomicU64,
     sockets: Mutex<HashMap<SocketId, Arc<SocketShared>>>,
-    groups: Mutex<HashMap<String, HashSet<SocketId>>>,
+    /// Each group's members, with their shared part at hand: a broadcast
+    /// pushes to them without a second lookup per member.
+    groups: Mutex<HashMap<String, HashMap<SocketId, Arc<SocketShared>>>>,
 }
 
 /// Handle to the sockets of this server: `send`, `send_to_group`, groups and
@@ -166,6 +200,8 @@ impl LocalHub {
         let Some(shared) = self.sockets.lock().expect("hub lock").remove(&id) else {
             return;
         };
+        // The task's waker refers to the task: let it go with the socket.
+        shared.outbox.lock().expect("outbox lock").waker = None;
         let groups = std::mem::take(&mut *shared.groups.lock().expect("groups lock"));
         let mut all = self.groups.lock().expect("hub lock");
         for group in groups {
@@ -175,6 +211,20 @@ impl LocalHub {
                     all.remove(&group);
                 }
             }
+        }
+    }
+
+    /// Close every socket of this process (server shutdown).
+    pub(crate) fn close_all(&self, code: CloseCode, reason: &str) {
+        let sockets: Vec<Arc<SocketShared>> = self
+            .sockets
+            .lock()
+            .expect("hub lock")
+            .values()
+            .cloned()
+            .collect();
+        for socket in sockets {
+            socket.close(code, reason);
         }
     }
 
@@ -207,18 +257,14 @@ impl HubEngine for LocalHub {
     /// Queue a message for every member of `group`, encoded once. Returns the
     /// number of sockets it was queued for.
     fn send_to_group(&self, group: &str, message: Message) -> usize {
-        let members: Vec<Arc<SocketShared>> = {
-            let groups = self.groups.lock().expect("hub lock");
-            let Some(ids) = groups.get(group) else {
-                return 0;
-            };
-            let sockets = self.sockets.lock().expect("hub lock");
-            ids.iter()
-                .filter_map(|id| sockets.get(id).cloned())
-                .collect()
-        };
         let prepared = PreparedMessage::new(message);
-        for socket in &members {
+        // Pushing under the groups lock keeps a broadcast free of per-member
+        // allocation; a push only appends to an outbox and takes a waker.
+        let groups = self.groups.lock().expect("hub lock");
+        let Some(members) = groups.get(group) else {
+            return 0;
+        };
+        for socket in members.values() {
             socket.push(Outbound::Message(prepared.clone()));
         }
         members.len()
@@ -235,7 +281,8 @@ impl HubEngine for LocalHub {
             .expect("hub lock")
             .entry(group.to_owned())
             .or_default()
-            .insert(id);
+            .insert(id, socket.clone())
+            .is_none();
         if added {
             socket
                 .groups
@@ -250,8 +297,10 @@ impl HubEngine for LocalHub {
     fn remove_from_group(&self, group: &str, id: SocketId) -> bool {
         let removed = {
             let mut groups = self.groups.lock().expect("hub lock");
-            let removed = groups.get_mut(group).is_some_and(|m| m.remove(&id));
-            if groups.get(group).is_some_and(HashSet::is_empty) {
+            let removed = groups
+                .get_mut(group)
+                .is_some_and(|m| m.remove(&id).is_some());
+            if groups.get(group).is_some_and(HashMap::is_empty) {
                 groups.remove(group);
             }
             removed
@@ -272,7 +321,7 @@ impl HubEngine for LocalHub {
             .lock()
             .expect("hub lock")
             .get(group)
-            .map_or(0, HashSet::len)
+            .map_or(0, HashMap::len)
     }
 
     /// Close a socket with a code and reason. Returns false if no such socket is open.

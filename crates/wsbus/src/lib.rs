@@ -11,7 +11,10 @@
 //! * [`session`]: HTTP sessions and the sockets bound to them;
 //! * [`Server`]: one hyper listener for upgrades and plain HTTP, ws and wss,
 //!   with graceful shutdown; or mount endpoints in axum ([`axum`]);
-//! * [`client`]: a `ws://` client.
+//! * [`client`]: a `ws://` client;
+//! * [`bus`]: the Bayeux message bus over WebSocket and long-polling, with
+//!   server-side publishing and `/service` handlers ([`bus::Bus`]); the
+//!   engine's types are re-exported as [`bayeux`].
 
 pub mod app;
 pub mod axum;
@@ -31,6 +34,7 @@ pub use driver::{SlowConsumerPolicy, SocketSettings};
 pub use hub::{Hub, HubEngine, LocalHub, SocketId};
 pub use runtime::{Metrics, Runtime, ServerConfig};
 pub use server::{HttpContext, HttpFuture, HttpHandler, Server, tls_acceptor};
+pub use wsbus_bayeux as bayeux;
 pub use wsbus_proto as proto;
 
 /// The default origin rule of SPEC §3 (no `Origin`, or the request's own

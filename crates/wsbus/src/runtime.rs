@@ -8,10 +8,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wsbus_proto::{DeflateConfig, Limits};
+use wsbus_proto::{CloseCode, DeflateConfig, Limits};
 
 use crate::driver::SocketSettings;
-use crate::hub::Hub;
+use crate::hub::{Hub, SocketId, SocketShared};
+
+/// The close reason sockets get when the server shuts down (with 1001).
+const SHUTDOWN_REASON: &str = "server shutting down";
 use crate::session::{MemorySessionStore, SessionStore, Sessions};
 
 /// Server settings. Every limit has a default chosen for a public endpoint.
@@ -90,7 +93,6 @@ impl Metrics {
 
 struct Inner {
     config: ServerConfig,
-    socket_settings: Arc<SocketSettings>,
     hub: Hub,
     sessions: Arc<Sessions>,
     shutdown: CancellationToken,
@@ -128,7 +130,6 @@ impl Runtime {
         ));
         Runtime {
             inner: Arc::new(Inner {
-                socket_settings: Arc::new(config.socket.clone()),
                 config,
                 hub,
                 sessions,
@@ -143,8 +144,8 @@ impl Runtime {
         &self.inner.config
     }
 
-    pub(crate) fn socket_settings(&self) -> Arc<SocketSettings> {
-        self.inner.socket_settings.clone()
+    pub(crate) fn socket_settings(&self) -> &SocketSettings {
+        &self.inner.config.socket
     }
 
     pub fn hub(&self) -> &Hub {
@@ -164,6 +165,16 @@ impl Runtime {
         &self.inner.shutdown
     }
 
+    /// Register a new socket with the hub. Shutdown closes every registered
+    /// socket through the hub; one registered after that is closed here.
+    pub(crate) fn register_socket(&self) -> (SocketId, Arc<SocketShared>) {
+        let (id, shared) = self.inner.hub.register();
+        if self.inner.shutdown.is_cancelled() {
+            shared.close(CloseCode::GOING_AWAY, SHUTDOWN_REASON);
+        }
+        (id, shared)
+    }
+
     pub(crate) fn tracker(&self) -> &TaskTracker {
         &self.inner.tracker
     }
@@ -171,7 +182,13 @@ impl Runtime {
     /// Graceful shutdown: every socket is closed with 1001 and gets up to the
     /// drain timeout to finish; returns whether all finished in time.
     pub async fn shutdown(&self) -> bool {
+        // Cancel first: a socket registered after `close_all` took the
+        // hub's lock then sees the token cancelled (`register_socket`).
         self.inner.shutdown.cancel();
+        self.inner
+            .hub
+            .local()
+            .close_all(CloseCode::GOING_AWAY, SHUTDOWN_REASON);
         self.inner.tracker.close();
         tokio::time::timeout(self.inner.config.drain_timeout, self.inner.tracker.wait())
             .await

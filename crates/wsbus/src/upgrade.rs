@@ -7,12 +7,10 @@ use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use wsbus_proto::Connection;
 use wsbus_proto::handshake::{Rejection, validate_upgrade};
 
@@ -20,7 +18,6 @@ use crate::app::{HandshakeRequest, SocketInfo, Upgrade, WebSocketApp, WebSocketC
 use crate::driver::{SessionLink, SocketTask};
 use crate::origin;
 use crate::runtime::Runtime;
-use crate::transport::Stream;
 
 /// A plain-text response.
 pub(crate) fn text_response(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
@@ -191,17 +188,17 @@ pub(crate) fn upgrade<A: WebSocketApp, B>(
     }
     runtime.metrics().handshake(101);
 
-    let (id, shared) = runtime.hub().register();
+    let (id, shared) = runtime.register_socket();
     let session = session.map(|s| {
         runtime
             .sessions()
             .bind(&s.id, id, config.terminate_on_session_exit);
-        SessionLink {
-            sessions: runtime.sessions().clone(),
+        Box::new(SessionLink {
             id: s.id,
             access: config.session_access,
             throttle: config.session_access_throttle,
-        }
+            last_refresh: None,
+        })
     });
     let task = SocketTask {
         app: app.clone(),
@@ -213,38 +210,12 @@ pub(crate) fn upgrade<A: WebSocketApp, B>(
             user: handshake.user,
         },
         shared,
-        hub: runtime.hub().clone(),
-        settings: runtime.socket_settings(),
+        runtime: runtime.clone(),
         session,
-        shutdown: runtime.shutdown_token().clone(),
     };
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    runtime.tracker().spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(err) => {
-                tracing::debug!(target: "wsbus::handshake", %err, "upgrade failed");
-                task.hub.unregister(task.info.id);
-                return;
-            }
-        };
-        // Plain TCP is unwrapped so the task can wait for readiness without
-        // holding a read buffer; anything else is driven as a stream.
-        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                task.run(
-                    parts.io.into_inner(),
-                    conn,
-                    BytesMut::from(&parts.read_buf[..]),
-                )
-                .await;
-                return;
-            }
-            Err(upgraded) => upgraded,
-        };
-        task.run(Stream(TokioIo::new(upgraded)), conn, BytesMut::new())
-            .await;
-    });
+    runtime
+        .tracker()
+        .spawn(task.run(conn, hyper::upgrade::on(&mut req)));
     response
 }
 

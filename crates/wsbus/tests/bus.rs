@@ -1,0 +1,496 @@
+//! The bus's Rust API for `/service/**` (SPEC §4: delivered only to
+//! server-side handlers), over real sockets: Bayeux clients speak raw HTTP
+//! long-polling and WebSocket (wsbus's own client) to a `Server` carrying a
+//! `Bus`, and handlers registered with `Bus::add_service` answer them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use http_body_util::Full;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc};
+use wsbus::app::{EventKind, HandshakeRequest, Upgrade, WebSocketApp, WebSocketConfig, WsEvent};
+use wsbus::bayeux::{BusConfig, ClientId};
+use wsbus::bus::{Bus, BusSocket, PublishError, SERVICE_MAX_PENDING, ServiceCall, ServiceError};
+use wsbus::client::{self, ClientOptions, WebSocket};
+use wsbus::proto::Message;
+use wsbus::{HttpHandler, Runtime, Server, ServerConfig};
+
+const STEP: Duration = Duration::from_secs(5);
+
+/// A plain WebSocket app at `/plain`: every socket joins the hub group
+/// `lobby`, which service handlers can reach through `bus.hub()`.
+struct Lobby;
+
+impl WebSocketApp for Lobby {
+    type Data = ();
+
+    fn upgrade(&self, _request: &HandshakeRequest) -> Upgrade<()> {
+        Upgrade::Accept(WebSocketConfig::new(()))
+    }
+
+    fn on_event(&self, event: WsEvent<'_, ()>) {
+        if let EventKind::Open = event.kind {
+            event.hub().add_to_group("lobby", event.session.id);
+        }
+    }
+}
+
+struct TestBus {
+    addr: String,
+    bus: Bus,
+}
+
+/// A server with the bus at `/amb` (WebSocket, and long-polling POSTs at
+/// `/amb` and below) and the `Lobby` app at `/plain`. The long-polling
+/// route takes the user from an `X-Test-User` header, standing in for the
+/// HTTP session `wsbus serve` reads it from: what matters here is that the
+/// transport's user reaches the service handler.
+async fn start() -> TestBus {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let runtime = Runtime::new(ServerConfig::default());
+    let bus = Bus::new(BusConfig::default(), runtime.hub().clone());
+    let lp = bus.clone();
+    let handler: HttpHandler = Arc::new(move |_ctx, req| {
+        let bus = lp.clone();
+        Box::pin(async move {
+            if req.method() != Method::POST || !req.uri().path().starts_with("/amb") {
+                let mut r = Response::new(Full::new(Bytes::new()));
+                *r.status_mut() = StatusCode::NOT_FOUND;
+                return r;
+            }
+            let user = req
+                .headers()
+                .get("x-test-user")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let json = bus.long_poll(req.body(), user.as_deref()).await;
+            Response::new(Full::new(Bytes::from(json)))
+        })
+    });
+    let server = Server::new(runtime)
+        .websocket("/amb", BusSocket::new(bus.clone()))
+        .websocket("/plain", Lobby)
+        .http(handler);
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    TestBus { addr, bus }
+}
+
+/// One long-polling request: POST `messages` to `/amb`, the response's
+/// messages.
+async fn post(addr: &str, messages: Value, user: Option<&str>) -> Vec<Value> {
+    let body = messages.to_string();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let user = user
+        .map(|u| format!("X-Test-User: {u}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "POST /amb HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{user}\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(STEP, stream.read_to_end(&mut response))
+        .await
+        .expect("long-poll response in time")
+        .unwrap();
+    let response = String::from_utf8(response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let (_, body) = response.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// Handshake and first connect over long-polling; the client id.
+async fn lp_client(addr: &str, user: Option<&str>) -> String {
+    let reply = post(
+        addr,
+        json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["long-polling"]}]),
+        user,
+    )
+    .await;
+    assert_eq!(reply[0]["successful"], true, "{reply:?}");
+    let id = reply[0]["clientId"].as_str().unwrap().to_owned();
+    let reply = post(
+        addr,
+        json!([{"channel": "/meta/connect", "clientId": id, "connectionType": "long-polling"}]),
+        user,
+    )
+    .await;
+    assert_eq!(reply[0]["successful"], true, "{reply:?}");
+    id
+}
+
+/// A `/meta/connect` over long-polling, held until something arrives.
+async fn lp_connect(addr: &str, id: &str, user: Option<&str>) -> Vec<Value> {
+    post(
+        addr,
+        json!([{"channel": "/meta/connect", "clientId": id, "connectionType": "long-polling"}]),
+        user,
+    )
+    .await
+}
+
+async fn ws_open(addr: &str, path: &str) -> WebSocket {
+    client::connect(&format!("ws://{addr}{path}"), ClientOptions::default())
+        .await
+        .unwrap()
+}
+
+async fn ws_send(ws: &mut WebSocket, messages: Value) {
+    ws.send(Message::text(messages.to_string())).await.unwrap();
+}
+
+/// The next text message on `ws`, as JSON.
+async fn ws_recv(ws: &mut WebSocket) -> Value {
+    let message = tokio::time::timeout(STEP, ws.recv_message())
+        .await
+        .expect("a message in time")
+        .unwrap()
+        .expect("socket open");
+    serde_json::from_slice(message.payload()).unwrap()
+}
+
+/// Messages on `ws` until one satisfies `pred`; every message seen.
+async fn ws_until(ws: &mut WebSocket, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let batch = ws_recv(ws).await;
+        let done = batch.as_array().unwrap().iter().any(&pred);
+        seen.extend(batch.as_array().unwrap().iter().cloned());
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// Handshake, first connect and a held connect over WebSocket; the client id.
+async fn ws_client(ws: &mut WebSocket) -> String {
+    ws_send(
+        ws,
+        json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["websocket"], "id": "h"}]),
+    )
+    .await;
+    let reply = ws_recv(ws).await;
+    let id = reply[0]["clientId"].as_str().unwrap().to_owned();
+    ws_send(
+        ws,
+        json!([{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket", "id": "c1"}]),
+    )
+    .await;
+    assert_eq!(ws_recv(ws).await[0]["successful"], true);
+    // Held: deliveries are pushed while it waits.
+    ws_send(
+        ws,
+        json!([{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket", "id": "c2"}]),
+    )
+    .await;
+    id
+}
+
+/// What a handler saw.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    client_id: String,
+    user: Option<String>,
+    channel: String,
+    data: Value,
+    id: Option<Value>,
+}
+
+impl From<&ServiceCall> for Seen {
+    fn from(call: &ServiceCall) -> Self {
+        Seen {
+            client_id: call.client_id.as_str().to_owned(),
+            user: call.user.as_deref().map(str::to_owned),
+            channel: call.channel.as_str().to_owned(),
+            data: call.data.clone(),
+            id: call.id.clone(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn long_polling_publish_reaches_the_handler_which_answers_the_sender_only() {
+    let t = start().await;
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    t.bus
+        .add_service("/service/echo", move |call: ServiceCall| {
+            let seen_tx = seen_tx.clone();
+            async move {
+                seen_tx.send(Seen::from(&call)).unwrap();
+                call.reply(json!({"echo": call.data})).unwrap();
+                // Then a broadcast, so that an observer's delivery proves the
+                // reply was already queued (and not for the observer).
+                call.bus()
+                    .publish("/chat/room", json!({"used": "echo"}))
+                    .unwrap();
+            }
+        })
+        .unwrap();
+
+    let alice = lp_client(&t.addr, Some("alice")).await;
+    // An observer subscribed to everything it may: it must see the
+    // broadcast, never the service traffic.
+    let observer = lp_client(&t.addr, None).await;
+    let reply = post(
+        &t.addr,
+        json!([{"channel": "/meta/subscribe", "clientId": observer, "subscription": ["/**", "/chat/room"]}]),
+        None,
+    )
+    .await;
+    assert_eq!(reply[0]["successful"], true, "{reply:?}");
+
+    let reply = post(
+        &t.addr,
+        json!([{"channel": "/service/echo", "clientId": alice, "data": {"q": 1}, "id": "7"}]),
+        Some("alice"),
+    )
+    .await;
+    // The publish reply: exactly channel, successful, id.
+    assert_eq!(
+        reply,
+        vec![json!({"channel": "/service/echo", "successful": true, "id": "7"})]
+    );
+
+    let call = tokio::time::timeout(STEP, seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        call,
+        Seen {
+            client_id: alice.clone(),
+            user: Some("alice".into()),
+            channel: "/service/echo".into(),
+            data: json!({"q": 1}),
+            id: Some(json!("7")),
+        }
+    );
+
+    // The sender's next connect carries the answer, on the service channel.
+    let delivered = lp_connect(&t.addr, &alice, Some("alice")).await;
+    let answers: Vec<&Value> = delivered
+        .iter()
+        .filter(|m| m["channel"] == "/service/echo")
+        .collect();
+    assert_eq!(answers.len(), 1, "{delivered:?}");
+    assert_eq!(answers[0]["data"], json!({"echo": {"q": 1}}));
+
+    // The observer gets the handler's broadcast, and nothing on /service.
+    let delivered = lp_connect(&t.addr, &observer, None).await;
+    assert!(
+        delivered
+            .iter()
+            .any(|m| m["channel"] == "/chat/room" && m["data"] == json!({"used": "echo"})),
+        "{delivered:?}"
+    );
+    assert!(
+        delivered
+            .iter()
+            .all(|m| !m["channel"].as_str().unwrap().starts_with("/service")),
+        "{delivered:?}"
+    );
+}
+
+#[tokio::test]
+async fn websocket_publish_is_answered_on_the_socket_and_the_handler_reaches_hub_groups() {
+    let t = start().await;
+    t.bus
+        .add_service("/service/rooms/*", |call: ServiceCall| async move {
+            let room = call.channel.as_str().rsplit('/').next().unwrap().to_owned();
+            call.reply(json!({"joined": room})).unwrap();
+            // Plain WebSocket sockets (not Bayeux clients) in a hub group.
+            let text = format!("{} joined {room}", call.client_id.as_str());
+            call.bus().hub().send_to_group("lobby", Message::text(text));
+        })
+        .unwrap();
+
+    let mut plain = ws_open(&t.addr, "/plain").await;
+    let mut ws = ws_open(&t.addr, "/amb").await;
+    let id = ws_client(&mut ws).await;
+    // The plain socket joins its group on open; make sure it has.
+    tokio::time::timeout(STEP, async {
+        while t.bus.hub().group_size("lobby") == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+
+    ws_send(
+        &mut ws,
+        json!([{"channel": "/service/rooms/blue", "clientId": id, "data": {}, "id": "p"}]),
+    )
+    .await;
+    let seen = ws_until(&mut ws, |m| {
+        m["channel"] == "/service/rooms/blue" && m.get("data").is_some()
+    })
+    .await;
+    assert!(
+        seen.iter()
+            .any(|m| m["id"] == "p" && m["successful"] == true && m.get("data").is_none()),
+        "publish reply: {seen:?}"
+    );
+    let answer = seen.iter().find(|m| m.get("data").is_some()).unwrap();
+    assert_eq!(answer["data"], json!({"joined": "blue"}));
+
+    let message = tokio::time::timeout(STEP, plain.recv_message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        std::str::from_utf8(message.payload()).unwrap(),
+        format!("{id} joined blue")
+    );
+}
+
+#[tokio::test]
+async fn registration_rules_and_channels_without_a_handler() {
+    let t = start().await;
+    assert!(matches!(
+        t.bus
+            .add_service("/chat/room", |_call: ServiceCall| async {}),
+        Err(ServiceError::NotAService(_))
+    ));
+    assert!(matches!(
+        t.bus
+            .add_service("/service/**/x", |_call: ServiceCall| async {}),
+        Err(ServiceError::InvalidPattern(_))
+    ));
+
+    let id = lp_client(&t.addr, None).await;
+    let publish = |n: u32| json!([{"channel": "/service/gone", "clientId": id, "data": n, "id": n.to_string()}]);
+    let reply = post(&t.addr, publish(1), None).await;
+    assert_eq!(
+        reply[0]["error"],
+        "404::No handler for this service channel"
+    );
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    t.bus
+        .add_service("/service/gone", move |_call: ServiceCall| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async {}
+        })
+        .unwrap();
+    let reply = post(&t.addr, publish(2), None).await;
+    assert_eq!(reply[0]["successful"], true, "{reply:?}");
+    tokio::time::timeout(STEP, async {
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+
+    assert!(t.bus.remove_service("/service/gone"));
+    assert!(!t.bus.remove_service("/service/gone"));
+    let reply = post(&t.addr, publish(3), None).await;
+    assert_eq!(
+        reply[0]["error"],
+        "404::No handler for this service channel"
+    );
+
+    // Delivering to a session that is gone says so.
+    let gone = ClientId::from_random([7; 16]);
+    assert_eq!(
+        t.bus.deliver(&gone, "/service/gone", json!(1)),
+        Err(PublishError::UnknownClient)
+    );
+}
+
+#[tokio::test]
+async fn a_stuck_handler_gets_calls_in_order_and_past_its_bound_publishes_are_refused() {
+    let t = start().await;
+    let release = Arc::new(Notify::new());
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let gate = release.clone();
+    t.bus
+        .add_service("/service/slow", move |call: ServiceCall| {
+            let gate = gate.clone();
+            let seen_tx = seen_tx.clone();
+            async move {
+                if call.data == json!(0) {
+                    gate.notified().await;
+                }
+                if call.data == json!("boom") {
+                    panic!("a handler bug");
+                }
+                seen_tx.send(call.data).unwrap();
+            }
+        })
+        .unwrap();
+
+    let mut ws = ws_open(&t.addr, "/amb").await;
+    let id = ws_client(&mut ws).await;
+    // SERVICE_MAX_PENDING calls in one batch: all taken (the first blocks
+    // the handler, the rest wait for it).
+    let batch: Vec<Value> = (0..SERVICE_MAX_PENDING)
+        .map(|n| json!({"channel": "/service/slow", "clientId": id, "data": n, "id": format!("p{n}")}))
+        .collect();
+    ws_send(&mut ws, Value::Array(batch)).await;
+    let replies = ws_until(&mut ws, |m| {
+        m["id"] == format!("p{}", SERVICE_MAX_PENDING - 1)
+    })
+    .await;
+    let acks: Vec<&Value> = replies
+        .iter()
+        .filter(|m| m["channel"] == "/service/slow")
+        .collect();
+    assert_eq!(acks.len(), SERVICE_MAX_PENDING);
+    assert!(acks.iter().all(|m| m["successful"] == true));
+
+    // One more: refused, precisely, in its publish reply.
+    ws_send(
+        &mut ws,
+        json!([{"channel": "/service/slow", "clientId": id, "data": "late", "id": "late"}]),
+    )
+    .await;
+    let reply = ws_until(&mut ws, |m| m["id"] == "late").await;
+    let late = reply.iter().find(|m| m["id"] == "late").unwrap();
+    assert_eq!(late["successful"], false);
+    assert_eq!(late["error"], "503::Service busy");
+
+    // Unblocked, the handler runs every accepted call, in order.
+    release.notify_one();
+    for n in 0..SERVICE_MAX_PENDING {
+        let data = tokio::time::timeout(STEP, seen.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(data, json!(n));
+    }
+
+    // A panicking call is lost alone: the next one runs, and there is room
+    // again.
+    ws_send(
+        &mut ws,
+        json!([
+            {"channel": "/service/slow", "clientId": id, "data": "boom", "id": "b"},
+            {"channel": "/service/slow", "clientId": id, "data": "after", "id": "a"}
+        ]),
+    )
+    .await;
+    let reply = ws_until(&mut ws, |m| m["id"] == "a").await;
+    assert!(
+        reply
+            .iter()
+            .filter(|m| m["id"] == "a" || m["id"] == "b")
+            .all(|m| m["successful"] == true),
+        "{reply:?}"
+    );
+    let data = tokio::time::timeout(STEP, seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(data, json!("after"));
+}
