@@ -267,6 +267,67 @@ describe('wsbus serve chat demo in headless Chromium', { timeout: 120_000 }, () 
     }
   });
 
+  test('rooms on the bus: presence and messages over WebSocket and long-polling', async () => {
+    const alice = await signIn('alice');
+    const bob = await signIn('bob');
+    const carol = await signIn('carol');
+    try {
+      // carol's page forces the long-polling transport: no WebSocket to /amb.
+      const carolSockets = [];
+      carol.page.on('websocket', (ws) => carolSockets.push(ws.url()));
+      await carol.page.goto(baseUrl + '/?bus=long-polling', { timeout: TIMEOUT });
+      const room = 'demo-room';
+      for (const [who, page, transport] of [
+        ['alice', alice.page, 'websocket'], ['bob', bob.page, 'websocket'], ['carol', carol.page, 'long-polling']]) {
+        await waitFor(page, who, 'the rooms section was not shown', () => !document.getElementById('bus').hidden);
+        await page.fill('#room', room, { timeout: TIMEOUT });
+        await page.click('#join', { timeout: TIMEOUT });
+        const expected = `in ${room} over ${transport}`;
+        await waitFor(page, who, `the bus status did not read ${JSON.stringify(expected)}`,
+          (s) => document.getElementById('bus-status').textContent === s, expected);
+      }
+      assert.ok(!carolSockets.some((u) => u.endsWith('/amb')), `carol opened ${JSON.stringify(carolSockets)}`);
+
+      const presenceIs = (page, who, names) =>
+        waitFor(page, who, `presence did not become ${JSON.stringify(names)}`,
+          (n) => JSON.stringify([...document.querySelectorAll('#presence > li')].map((li) => li.textContent)) === n,
+          JSON.stringify(names));
+      // Everyone sees everyone, whatever the transport (join events or the
+      // member list of the presence subscription).
+      for (const [who, page] of [['alice', alice.page], ['bob', bob.page], ['carol', carol.page]]) {
+        await presenceIs(page, who, ['alice', 'bob', 'carol']);
+      }
+
+      const busMessageShown = (page, who, text) =>
+        waitFor(page, who, `room message ${JSON.stringify(text)} was not shown`,
+          (t) => [...document.querySelectorAll('#bus-messages > li')].some((li) => li.textContent === t), text);
+      async function say(page, text) {
+        await page.fill('#bus-text', text, { timeout: TIMEOUT });
+        await page.click('#bus-send-button', { timeout: TIMEOUT });
+      }
+      await say(carol.page, 'hello over long-polling');
+      await say(alice.page, '<img src=x onerror=alert(1)> over websocket');
+      for (const [who, page] of [['alice', alice.page], ['bob', bob.page], ['carol', carol.page]]) {
+        await busMessageShown(page, who, 'carol: hello over long-polling');
+        await busMessageShown(page, who, 'alice: <img src=x onerror=alert(1)> over websocket');
+      }
+      // Each message shows once on each page (the bus does not echo to the sender).
+      const counts = await carol.page.evaluate(() =>
+        [...document.querySelectorAll('#bus-messages > li')].map((li) => li.textContent));
+      assert.deepEqual(counts.filter((t) => t === 'carol: hello over long-polling').length, 1, JSON.stringify(counts));
+      assert.equal(await bob.page.locator('#bus-messages img').count(), 0, 'markup in a room message was rendered');
+
+      // bob leaves: the others see him go.
+      await bob.page.click('#leave', { timeout: TIMEOUT });
+      await presenceIs(alice.page, 'alice', ['alice', 'carol']);
+      await presenceIs(carol.page, 'carol', ['alice', 'carol']);
+
+      for (const page of [alice.page, bob.page, carol.page]) await assertClean(page);
+    } finally {
+      for (const user of [alice, bob, carol]) await user.context.close();
+    }
+  });
+
   test('messages are shown as text, never as HTML', async () => {
     const alice = await signIn('alice');
     const bob = await signIn('bob');

@@ -56,6 +56,7 @@
     login.hidden = true;
     account.hidden = false;
     chat.hidden = false;
+    $('bus').hidden = false;
   }
 
   function addMessage(s) {
@@ -126,6 +127,111 @@
       connect();
     }
   }
+
+  // ------------------------------------------------ rooms on the message bus
+
+  const busStatus = $('bus-status');
+  const presence = $('presence');
+  const busMessages = $('bus-messages');
+  const busText = $('bus-text');
+  const busSendButton = $('bus-send-button');
+  const joinButton = $('join');
+  const leaveButton = $('leave');
+  // ?bus=long-polling (or websocket) forces a transport.
+  const busTransport = new URLSearchParams(location.search).get('bus') || 'auto';
+  let bus = null; // {client, room, user, members}
+
+  function setJoined(joined) {
+    busText.disabled = !joined;
+    busSendButton.disabled = !joined;
+    leaveButton.disabled = !joined;
+    joinButton.disabled = joined;
+    $('room').disabled = joined;
+  }
+
+  // Who is in the room, by session: {clientId: user}.
+  function renderPresence() {
+    presence.replaceChildren();
+    const names = Object.values(bus ? bus.members : {}).map((u) => u ?? 'anonymous').sort();
+    for (const name of names) {
+      const li = document.createElement('li');
+      li.textContent = name;
+      presence.appendChild(li);
+    }
+  }
+
+  function addBusMessage(s) {
+    const li = document.createElement('li');
+    li.textContent = s;
+    busMessages.appendChild(li);
+    busMessages.scrollTop = busMessages.scrollHeight;
+  }
+
+  async function join(room) {
+    const user = me.textContent;
+    const client = new BayeuxClient('/amb', {
+      transport: busTransport,
+      onState: (s) => { busStatus.textContent = s; },
+    });
+    bus = { client, room, user, members: {} };
+    setJoined(true);
+    try {
+      await client.start();
+      // Presence first, so this session's own join is seen too.
+      const reply = await client.subscribe('/presence/chat/' + room, (change) => {
+        if (change.action === 'join') bus.members[change.clientId] = change.user;
+        if (change.action === 'leave') delete bus.members[change.clientId];
+        renderPresence();
+      });
+      for (const m of (reply.ext && reply.ext.presence && reply.ext.presence.members) || []) {
+        bus.members[m.clientId] = m.user;
+      }
+      renderPresence();
+      await client.subscribe('/chat/' + room, (data) => {
+        if (data && typeof data.text === 'string') addBusMessage(String(data.user) + ': ' + data.text);
+      });
+      busStatus.textContent = 'in ' + room + ' over ' + client.transport;
+      busText.focus();
+    } catch (e) {
+      busStatus.textContent = 'could not join: ' + e.message;
+      await leave();
+    }
+  }
+
+  async function leave() {
+    const current = bus;
+    bus = null;
+    setJoined(false);
+    renderPresence();
+    if (current) {
+      try { await current.client.disconnect(); } catch (e) { /* already gone */ }
+      busStatus.textContent = 'left ' + current.room;
+    }
+  }
+
+  $('room-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const room = $('room').value;
+    if (bus === null && /^[a-z0-9-]{1,32}$/.test(room)) join(room);
+  });
+  leaveButton.addEventListener('click', () => { leave(); });
+
+  $('bus-send').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const s = busText.value;
+    if (s === '' || bus === null) return;
+    busText.value = '';
+    // The bus relays to the other members (seed 001), so show our own here.
+    // The name is what this page claims; a real application would have the
+    // server stamp it (an Authorizer or a /service handler).
+    try {
+      await bus.client.publish('/chat/' + bus.room, { user: bus.user, text: s });
+      addBusMessage(bus.user + ': ' + s);
+    } catch (e) {
+      busStatus.textContent = 'not sent: ' + e.message;
+    }
+    busText.focus();
+  });
 
   start();
 })();
