@@ -154,3 +154,62 @@ fn interactive_client_sends_lines_and_prints_messages() {
         "{stderr}"
     );
 }
+
+/// Run `wsbus bench <args>` against `server` and parse its JSON report.
+fn bench(server: &EchoProcess, path: &str, args: &[&str]) -> serde_json::Value {
+    let pid = server.child.id().to_string();
+    let url = format!("ws://{}{path}", server.addr);
+    let output = Command::new(env!("CARGO_BIN_EXE_wsbus"))
+        .arg("bench")
+        .args(args)
+        .args(["--url", &url, "--server-pid", &pid])
+        .args(["--duration", "0.5", "--warmup", "0.2"])
+        .output()
+        .expect("run wsbus bench");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON report on stdout")
+}
+
+#[test]
+fn bench_measures_every_scenario_against_wsbus_echo() {
+    let server = EchoProcess::start();
+
+    for extra in [&["--binary"][..], &["--deflate"][..]] {
+        let echo = bench(
+            &server,
+            "/",
+            &[["echo", "-c", "4", "-s", "1000"].as_slice(), extra].concat(),
+        );
+        assert_eq!(echo["errors"], 0, "{echo}");
+        assert!(echo["messages"].as_u64().unwrap() > 0, "{echo}");
+        assert!(echo["p99_us"].as_u64().unwrap() >= echo["p50_us"].as_u64().unwrap());
+        // The server's CPU is read from /proc: it did some work per message.
+        assert!(echo["server_cpu_us_per_op"].as_f64().is_some(), "{echo}");
+    }
+
+    // Every message reaches every subscriber once, in order.
+    let fanout = bench(
+        &server,
+        "/broadcast",
+        &["fanout", "-c", "200", "--window", "8"],
+    );
+    assert_eq!(fanout["lost"], 0, "{fanout}");
+    assert_eq!(fanout["errors"], 0, "{fanout}");
+    assert!(fanout["deliveries"].as_u64().unwrap() >= 200, "{fanout}");
+
+    let connect = bench(&server, "/", &["connect", "-k", "4"]);
+    assert_eq!(connect["errors"], 0, "{connect}");
+    assert!(connect["cycles"].as_u64().unwrap() > 0, "{connect}");
+
+    let idle = bench(&server, "/", &["idle", "-c", "300", "--settle", "0.3"]);
+    assert_eq!(idle["connections"], 300);
+    assert_eq!(idle["closed_by_server"], 0, "{idle}");
+    assert!(
+        idle["rss_after_kib"].as_u64() >= idle["rss_before_kib"].as_u64(),
+        "{idle}"
+    );
+}

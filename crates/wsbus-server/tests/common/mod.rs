@@ -10,6 +10,14 @@ pub struct Serve {
     pub addr: String,
 }
 
+impl Serve {
+    /// The server's process id (for `/proc/<pid>/status`).
+    #[allow(dead_code)] // not every process test reads it
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
