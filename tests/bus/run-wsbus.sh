@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The npm Bayeux clients (faye, cometd) against `wsbus serve`'s bus at /amb: once with
 # WebSocket enabled, once with WSBUS_BUS__WEBSOCKET_ENABLED=false (every client must fall
-# back to long-polling). Uses $WSBUS_BIN, else target/release/wsbus.
+# back to long-polling). Each time: the interop tests (clients.test.mjs, via run.sh), then
+# wsbus's own bus features (wsbus.test.mjs: ack through a connection-killing proxy, replay
+# after a reconnect, presence). Uses $WSBUS_BIN, else target/release/wsbus.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bin="${WSBUS_BIN:-$here/../../target/release/wsbus}"
@@ -33,9 +35,18 @@ start_server() {
   url="$url/amb"
 }
 
+# wsbus_tests: wsbus.test.mjs against $url (run.sh has installed node_modules).
+wsbus_tests() {
+  echo "==== wsbus.test.mjs against BUS_URL=$url (BUS_EXPECT_NO_WEBSOCKET=${BUS_EXPECT_NO_WEBSOCKET:-0})"
+  (cd "$here" && BUS_URL="$url" node --test --test-force-exit --test-reporter=spec wsbus.test.mjs)
+}
+
 start_server
 "$here/run.sh" "$url"
+wsbus_tests
 stop_server
 
 start_server WSBUS_BUS__WEBSOCKET_ENABLED=false
-BUS_EXPECT_NO_WEBSOCKET=1 "$here/run.sh" "$url"
+export BUS_EXPECT_NO_WEBSOCKET=1
+"$here/run.sh" "$url"
+wsbus_tests
