@@ -8,6 +8,8 @@ use tokio::net::TcpListener;
 use wsbus::proto::{DeflateConfig, Limits};
 use wsbus::{Runtime, Server, ServerConfig};
 
+mod alloc;
+mod bench;
 #[allow(dead_code)] // its `main` serves the example alone; here only `Chat` is used
 #[path = "../examples/chat.rs"]
 mod chat;
@@ -46,6 +48,12 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9001")]
         listen: SocketAddr,
     },
+    /// A load generator usable against any WebSocket server: prints one JSON
+    /// report on stdout (see BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        scenario: bench::Scenario,
+    },
     /// An interactive client for operators: each line of standard input is
     /// sent as a text message; every message received is printed.
     Client {
@@ -61,6 +69,8 @@ enum Command {
 const ECHO_MAX_MESSAGE: usize = 64 << 20;
 
 type MainResult = Result<(), Box<dyn std::error::Error>>;
+/// A server's result: sendable, because servers run on a worker thread.
+type ServerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 fn main() -> MainResult {
     tracing_subscriber::fmt()
@@ -71,29 +81,64 @@ fn main() -> MainResult {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let command = match cli.command {
+        // The generator picks its own runtime (one thread by default).
+        Command::Bench { scenario } => return bench::run(scenario),
+        command => command,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        match cli.command {
-            Command::Serve { config, listen } => serve(config, listen).await,
-            Command::Echo { listen } => echo(listen).await,
+        match command {
+            Command::Serve { config, listen } => on_worker(serve(config, listen)).await,
+            Command::Echo { listen } => on_worker(echo(listen)).await,
             Command::Client { url, deflate } => client(&url, deflate).await,
+            Command::Bench { .. } => unreachable!("handled above"),
         }
     })
 }
 
-async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> MainResult {
+/// Run a server on a worker thread rather than in `block_on` on the main
+/// thread: its accept loop then spawns connection tasks onto the worker it
+/// runs on, instead of waking that worker from another thread (a futex wake
+/// and a context switch per accepted connection).
+async fn on_worker<F>(server: F) -> MainResult
+where
+    F: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send + 'static,
+{
+    match tokio::spawn(server).await {
+        Ok(result) => result.map_err(|e| e as Box<dyn std::error::Error>),
+        Err(join_error) => Err(Box::new(join_error)),
+    }
+}
+
+async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> ServerResult {
     let flags: Vec<(&str, toml::Value)> = listen
         .map(|l| ("listen", toml::Value::String(l)))
         .into_iter()
         .collect();
     let config = config::Config::load(config_file.as_deref(), std::env::vars(), &flags)?;
-    let runtime = Runtime::new(config.server_config());
+    let server_config = config.server_config();
+    // A Bayeux batch must fit both transports: long-polling bodies stop at
+    // the HTTP body limit (413), so WebSocket batches stop there too (1009),
+    // and a client that falls back to long-polling can send whatever it sent
+    // over WebSocket.
+    let batch = wsbus_bayeux::BatchLimits {
+        max_bytes: server_config
+            .max_body_bytes
+            .min(wsbus_bayeux::BatchLimits::DEFAULT_MAX_BYTES),
+        ..wsbus_bayeux::BatchLimits::default()
+    };
+    let runtime = Runtime::new(server_config);
     let listener = TcpListener::bind(config.listen).await?;
     let bus = wsbus::bus::Bus::new(
         wsbus_bayeux::BusConfig {
             websocket_enabled: config.bus.websocket_enabled,
+            limits: wsbus_bayeux::Limits {
+                batch,
+                ..wsbus_bayeux::Limits::default()
+            },
             ..wsbus_bayeux::BusConfig::default()
         },
         runtime.hub().clone(),
@@ -126,7 +171,7 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> MainResu
     Ok(())
 }
 
-async fn echo(listen: SocketAddr) -> MainResult {
+async fn echo(listen: SocketAddr) -> ServerResult {
     let config = ServerConfig {
         limits: Limits::uniform(ECHO_MAX_MESSAGE),
         deflate: Some(DeflateConfig::default()),

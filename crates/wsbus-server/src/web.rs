@@ -24,6 +24,7 @@ const MAX_LOGIN_CHARS: usize = 64;
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
+const BUS_JS: &str = include_str!("../assets/bus.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
 
 fn response(
@@ -153,6 +154,9 @@ fn route(ctx: &HttpContext, req: &Request<Bytes>) -> Response<Full<Bytes>> {
         (&Method::GET, "/app.js") => {
             response(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS)
         }
+        (&Method::GET, "/bus.js") => {
+            response(StatusCode::OK, "text/javascript; charset=utf-8", BUS_JS)
+        }
         (&Method::GET, "/app.css") => response(StatusCode::OK, "text/css; charset=utf-8", APP_CSS),
         (&Method::GET, "/api/me") => me(ctx, req),
         (&Method::GET, "/metrics") => metrics(ctx),
@@ -161,9 +165,11 @@ fn route(ctx: &HttpContext, req: &Request<Bytes>) -> Response<Full<Bytes>> {
         }
         (&Method::POST, "/login") => login(ctx, req),
         (&Method::POST, "/logout") => logout(ctx, req),
-        (_, "/" | "/app.js" | "/app.css" | "/api/me" | "/metrics" | "/login" | "/logout") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
+        (
+            _,
+            "/" | "/app.js" | "/bus.js" | "/app.css" | "/api/me" | "/metrics" | "/login"
+            | "/logout",
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => text(StatusCode::NOT_FOUND, "not found"),
     }
 }
