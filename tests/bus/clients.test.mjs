@@ -45,6 +45,7 @@ import { createRequire } from 'node:module';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isDeepStrictEqual } from 'node:util';
 import { adapt } from 'cometd-nodejs-client';
+import { bypassProxyForLoopback, until, withTimeout } from './support.mjs';
 import { CometD } from 'cometd';
 import { WebSocket as WS } from 'ws';
 
@@ -74,35 +75,12 @@ const HELLO_1 = { text: 'hello', n: 1 };
 const HELLO_2 = { text: 'hello', n: 2 };
 
 const busUrl = new URL(BUS_URL);
-// faye's Node transports honour http_proxy / HTTPS_PROXY; a loopback server must not go
-// through a proxy.
-if (['127.0.0.1', 'localhost', '[::1]', '::1'].includes(busUrl.hostname)) {
-  for (const k of ['http_proxy', 'HTTP_PROXY', 'https_proxy', 'HTTPS_PROXY']) delete process.env[k];
-}
+bypassProxyForLoopback(busUrl);
 
 // CometD in Node: installs window.XMLHttpRequest (node:http) and window.WebSocket (`ws`).
 adapt();
 
 // ------------------------------------------------------------------ helpers
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-/** Resolves when pred() is true (polled), or rejects after ms. */
-async function until(pred, ms, what) {
-  const deadline = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 // Deep equality, not JSON text: a server may re-serialise the data with its keys in another order.
 const sameData = (a, b) => isDeepStrictEqual(a, b);

@@ -24,6 +24,7 @@ import net from 'node:net';
 import { createRequire } from 'node:module';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { adapt } from 'cometd-nodejs-client';
+import { bypassProxyForLoopback, until, withTimeout } from './support.mjs';
 import { AckExtension, CometD } from 'cometd';
 
 const require = createRequire(import.meta.url);
@@ -38,31 +39,11 @@ const STEP_TIMEOUT = 5_000;
 const GRACE = 500; // extra wait to catch duplicates
 
 const busUrl = new URL(BUS_URL);
-if (['127.0.0.1', 'localhost', '[::1]', '::1'].includes(busUrl.hostname)) {
-  for (const k of ['http_proxy', 'HTTP_PROXY', 'https_proxy', 'HTTPS_PROXY']) delete process.env[k];
-}
+bypassProxyForLoopback(busUrl);
 
 adapt();
 
 // ------------------------------------------------------------------ helpers
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-async function until(pred, ms, what) {
-  const deadline = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 /**
  * A TCP proxy in front of the server. `killWhen(text)` sees every chunk the server sends

@@ -20,6 +20,9 @@ const MAX_BODY: usize = 64 * 1024;
 /// The engine's cap (`Limits::max_subscriptions_per_client`).
 const MAX_SUBSCRIPTIONS: usize = 1_000;
 
+/// `bus.publish_token` of the servers these tests start.
+const PUBLISH_TOKEN: &str = "test-token";
+
 /// The server's resident memory, from `/proc/<pid>/status`.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -63,6 +66,23 @@ fn bayeux(addr: &str, messages: Value) -> Vec<Value> {
     serde_json::from_str::<Vec<Value>>(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
+/// `POST /api/publish` with the tests' bearer token; asserts 200 and returns
+/// how many subscribers the server counted.
+fn publish_as_server(addr: &str, channel: &str, data: Value) -> u64 {
+    let body = json!({"channel": channel, "data": data}).to_string();
+    let (status, answer) = post(
+        addr,
+        "/api/publish",
+        body.as_bytes(),
+        &format!("Authorization: Bearer {PUBLISH_TOKEN}\r\n"),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    answer["recipients"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no recipients in {answer}"))
+}
+
 fn handshake(addr: &str) -> String {
     let reply = bayeux(
         addr,
@@ -73,7 +93,7 @@ fn handshake(addr: &str) -> String {
 
 #[test]
 fn bad_input_gets_precise_errors() {
-    let server = serve(&[("WSBUS_BUS__PUBLISH_TOKEN", "test-token")]);
+    let server = serve(&[("WSBUS_BUS__PUBLISH_TOKEN", PUBLISH_TOKEN)]);
     let addr = &server.addr;
 
     // Malformed JSON: a Bayeux error, not a crash.
@@ -128,7 +148,7 @@ fn bad_input_gets_precise_errors() {
 
 #[test]
 fn server_side_publish_needs_the_bearer_token_and_reaches_subscribers() {
-    let server = serve(&[("WSBUS_BUS__PUBLISH_TOKEN", "test-token")]);
+    let server = serve(&[("WSBUS_BUS__PUBLISH_TOKEN", PUBLISH_TOKEN)]);
     let addr = &server.addr;
     let body = json!({"channel": "/news", "data": {"headline": "hello"}}).to_string();
     let (status, _) = post(addr, "/api/publish", body.as_bytes(), "");
@@ -150,14 +170,10 @@ fn server_side_publish_needs_the_bearer_token_and_reaches_subscribers() {
         addr,
         json!([{"channel": "/meta/subscribe", "clientId": client, "subscription": "/news"}]),
     );
-    let (status, answer) = post(
-        addr,
-        "/api/publish",
-        body.as_bytes(),
-        "Authorization: Bearer test-token\r\n",
+    assert_eq!(
+        publish_as_server(addr, "/news", json!({"headline": "hello"})),
+        1
     );
-    assert_eq!(status, 200, "{answer}");
-    assert!(answer.contains("\"recipients\":1"), "{answer}");
     let delivered = bayeux(
         addr,
         json!([{"channel": "/meta/connect", "clientId": client, "connectionType": "long-polling"}]),
@@ -199,7 +215,7 @@ fn bayeux_in_batches(addr: &str, messages: &[Value]) -> Vec<Value> {
 
 #[test]
 fn a_hundred_thousand_subscriptions_meet_the_cap_and_memory_stays_bounded() {
-    let server = serve(&[("WSBUS_BUS__PUBLISH_TOKEN", "test-token")]);
+    let server = serve(&[("WSBUS_BUS__PUBLISH_TOKEN", PUBLISH_TOKEN)]);
     let addr = &server.addr;
     let client = handshake(addr);
     bayeux(
@@ -264,17 +280,10 @@ fn a_hundred_thousand_subscriptions_meet_the_cap_and_memory_stays_bounded() {
     // What was accepted is kept: the first and the last accepted
     // subscriptions get a server-side publish; a refused one does not.
     for (channel, recipients) in [("/s/0", 1), ("/s/999", 1), ("/s/1000", 0)] {
-        let body = json!({"channel": channel, "data": channel}).to_string();
-        let (status, answer) = post(
-            addr,
-            "/api/publish",
-            body.as_bytes(),
-            "Authorization: Bearer test-token\r\n",
-        );
-        assert_eq!(status, 200, "{answer}");
-        assert!(
-            answer.contains(&format!("\"recipients\":{recipients}")),
-            "{channel}: {answer}"
+        assert_eq!(
+            publish_as_server(addr, channel, json!(channel)),
+            recipients,
+            "{channel}"
         );
     }
     let delivered = bayeux(
@@ -306,19 +315,9 @@ async fn ws_json(ws: &mut WebSocket) -> Vec<Value> {
 
 #[test]
 fn a_ten_megabyte_websocket_message_gets_1009_and_the_session_keeps_its_messages() {
-    let server = serve(&[("WSBUS_BUS__PUBLISH_TOKEN", "test-token")]);
+    let server = serve(&[("WSBUS_BUS__PUBLISH_TOKEN", PUBLISH_TOKEN)]);
     let addr = server.addr.clone();
-    let publish = |data: &str| {
-        let body = json!({"channel": "/chat/big", "data": data}).to_string();
-        let (status, answer) = post(
-            &addr,
-            "/api/publish",
-            body.as_bytes(),
-            "Authorization: Bearer test-token\r\n",
-        );
-        assert_eq!(status, 200, "{answer}");
-        assert!(answer.contains("\"recipients\":1"), "{answer}");
-    };
+    let publish = |data: &str| assert_eq!(publish_as_server(&addr, "/chat/big", json!(data)), 1);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
