@@ -128,6 +128,14 @@ fn bad_input_gets_precise_errors() {
         reply[0]["error"].as_str().unwrap().starts_with("403::"),
         "{reply:?}"
     );
+    // ... and nothing of it reaches a subscriber of that channel: B's next
+    // connect brings only the server's marker published after it.
+    let subscriber = handshake(addr);
+    bayeux(
+        addr,
+        json!([{"channel": "/meta/connect", "clientId": subscriber, "connectionType": "long-polling"},
+               {"channel": "/meta/subscribe", "clientId": subscriber, "subscription": "/chat/x"}]),
+    );
     let reply = bayeux(
         addr,
         json!([{"channel": "/chat/x", "clientId": client, "data": "hi", "id": "4"}]),
@@ -137,6 +145,17 @@ fn bad_input_gets_precise_errors() {
         reply[0]["error"].as_str().unwrap().starts_with("403::"),
         "{reply:?}"
     );
+    assert_eq!(publish_as_server(addr, "/chat/x", json!("marker")), 1);
+    let delivered = bayeux(
+        addr,
+        json!([{"channel": "/meta/connect", "clientId": subscriber, "connectionType": "long-polling"}]),
+    );
+    let data: Vec<&Value> = delivered
+        .iter()
+        .filter(|m| m["channel"] == "/chat/x")
+        .map(|m| &m["data"])
+        .collect();
+    assert_eq!(data, [&json!("marker")], "{delivered:?}");
 
     // A 10 MB body gets 413 before it is read whole.
     let (status, _) = post(addr, "/amb", &vec![b' '; 10 << 20], "");
