@@ -320,6 +320,26 @@ impl Connection {
         }
     }
 
+    /// How many more bytes the frame being read needs beyond the `buffered`
+    /// bytes already in the read buffer; 0 between frames.
+    ///
+    /// An uncompressed payload waits in the read buffer until its frame is
+    /// complete (it becomes the message without a copy), so a runtime that
+    /// reserves this much before its next read takes a large frame in few
+    /// reads and never regrows, and so copies, the buffer chunk by chunk.
+    /// The frame's length passed `Limits::max_frame_size` when its header
+    /// was read. Compressed payloads are inflated as they arrive: 0.
+    pub fn frame_bytes_wanted(&self, buffered: usize) -> usize {
+        match &self.read {
+            ReadState::Payload { header, .. }
+                if header.opcode.is_control() || !self.incoming.compressed =>
+            {
+                (header.payload_len as usize).saturating_sub(buffered)
+            }
+            _ => 0,
+        }
+    }
+
     /// The transport ended (EOF or error). Without a completed closing
     /// handshake that is an abnormal closure (1006, §7.1.5).
     pub fn handle_eof(&mut self) {

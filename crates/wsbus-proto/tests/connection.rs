@@ -754,3 +754,23 @@ fn data_after_a_final_deflate_block_is_ignored_however_reads_split() {
         );
     }
 }
+
+#[test]
+fn a_frame_in_progress_says_how_many_bytes_it_still_wants() {
+    let mut server = Connection::server(Limits::default());
+    let mut wire = BytesMut::new();
+    client_frame(&mut wire, OpCode::BINARY, true, &vec![7u8; 65_536]);
+    let header_len = wire.len() - 65_536;
+    assert_eq!(server.frame_bytes_wanted(0), 0, "between frames");
+
+    // The header and the first 1,000 payload bytes arrive.
+    let mut buf = wire.split_to(header_len + 1_000);
+    assert!(!server.handle_read(&mut buf));
+    assert_eq!(server.frame_bytes_wanted(buf.len()), 65_536 - 1_000);
+
+    // The rest arrives: the message is whole, the next frame not begun.
+    buf.extend_from_slice(&wire);
+    assert!(server.handle_read(&mut buf));
+    assert!(matches!(server.poll_event(), Some(Event::Message(m)) if m.payload().len() == 65_536));
+    assert_eq!(server.frame_bytes_wanted(buf.len()), 0);
+}

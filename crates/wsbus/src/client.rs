@@ -159,7 +159,7 @@ async fn connect_inner(url: WsUrl, options: ClientOptions) -> Result<WebSocket, 
     stream.write_all(&bytes).await?;
     let mut rbuf = BytesMut::new();
     let (negotiated, len) = loop {
-        if read_buf(&mut stream, &mut rbuf).await? == 0 {
+        if read_buf(&mut stream, &mut rbuf, 0).await? == 0 {
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
         }
         if let Some(done) = handshake
@@ -235,7 +235,8 @@ impl WebSocket {
             if self.conn.state() == State::Closed {
                 return Ok(None);
             }
-            match read_buf(&mut self.stream, &mut self.rbuf).await {
+            let want = self.conn.frame_bytes_wanted(self.rbuf.len());
+            match read_buf(&mut self.stream, &mut self.rbuf, want).await {
                 Ok(0) | Err(_) => self.conn.handle_eof(),
                 Ok(_) => {
                     self.conn.handle_read(&mut self.rbuf);
@@ -277,7 +278,7 @@ impl WebSocket {
             loop {
                 scratch.clear();
                 if matches!(
-                    read_buf(&mut self.stream, &mut scratch).await,
+                    read_buf(&mut self.stream, &mut scratch, 0).await,
                     Ok(0) | Err(_)
                 ) {
                     break;

@@ -235,6 +235,7 @@ impl<A: WebSocketApp> SocketTask<A> {
                 }
                 let reading =
                     conn.outgoing().len() < PAUSE_READING_ABOVE && conn.state() != State::Closed;
+                let want = conn.frame_bytes_wanted(rbuf.len());
                 let wake = {
                     let outgoing = &*conn.outgoing();
                     poll_fn(|cx| {
@@ -257,7 +258,8 @@ impl<A: WebSocketApp> SocketTask<A> {
                             return Poll::Ready(Wake::Flushed(result));
                         }
                         if reading
-                            && let Poll::Ready(result) = transport.poll_read_buf(cx, &mut rbuf)
+                            && let Poll::Ready(result) =
+                                transport.poll_read_buf(cx, &mut rbuf, want)
                         {
                             return Poll::Ready(Wake::Read(result));
                         }
@@ -356,7 +358,7 @@ async fn linger<T: Transport>(transport: &mut T, mut deadline: Pin<&mut Sleep>) 
         }
         loop {
             scratch.clear();
-            match ready!(transport.poll_read_buf(cx, &mut scratch)) {
+            match ready!(transport.poll_read_buf(cx, &mut scratch, 0)) {
                 Ok(0) | Err(_) => return Poll::Ready(()),
                 Ok(_) => {}
             }

@@ -15,13 +15,29 @@ use tokio::net::TcpStream;
 /// in one syscall without making a large allocation per readable socket.
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
 
+/// The most a read reserves for a frame in progress
+/// (`Connection::frame_bytes_wanted`): a 64 KiB frame is read in one
+/// syscall instead of four, into a buffer allocated once; a larger frame
+/// grows its buffer in steps of this size (amortised by `BytesMut`'s
+/// doubling) rather than of `READ_CHUNK`.
+pub(crate) const MAX_READ_RESERVE: usize = 1 << 20;
+
+/// What to reserve before a read, given the bytes the frame in progress
+/// still wants.
+fn read_reserve(want: usize) -> usize {
+    want.clamp(READ_CHUNK, MAX_READ_RESERVE)
+}
+
 /// A duplex byte stream, polled by the socket task.
 pub(crate) trait Transport: Send + Unpin + 'static {
-    /// Read into `buf`; `Ok(0)` is end of stream.
+    /// Read into `buf`; `Ok(0)` is end of stream. `want`: the bytes the
+    /// frame in progress still needs (0 if none), reserved up to
+    /// [`MAX_READ_RESERVE`].
     fn poll_read_buf(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
+        want: usize,
     ) -> Poll<io::Result<usize>>;
     fn poll_write_vectored(
         &mut self,
@@ -41,9 +57,10 @@ impl Transport for TcpStream {
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
+        want: usize,
     ) -> Poll<io::Result<usize>> {
         ready!(self.poll_read_ready(cx))?;
-        buf.reserve(READ_CHUNK);
+        buf.reserve(read_reserve(want));
         // Through `AsyncRead` rather than `try_read_buf`: after a short read
         // tokio marks the socket not-ready, so the next poll waits for epoll
         // instead of spending a read syscall on EAGAIN (40% of the reads of
@@ -83,8 +100,9 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for Stream<T>
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
+        want: usize,
     ) -> Poll<io::Result<usize>> {
-        buf.reserve(READ_CHUNK);
+        buf.reserve(read_reserve(want));
         tokio_util::io::poll_read_buf(Pin::new(&mut self.0), cx, buf)
     }
 
@@ -149,10 +167,11 @@ impl Transport for SocketIo {
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
+        want: usize,
     ) -> Poll<io::Result<usize>> {
         match self {
-            SocketIo::Tcp(tcp) => tcp.poll_read_buf(cx, buf),
-            SocketIo::Upgraded(stream) => stream.poll_read_buf(cx, buf),
+            SocketIo::Tcp(tcp) => tcp.poll_read_buf(cx, buf, want),
+            SocketIo::Upgraded(stream) => stream.poll_read_buf(cx, buf, want),
         }
     }
 
@@ -186,8 +205,9 @@ impl Transport for SocketIo {
 pub(crate) async fn read_buf<T: Transport>(
     transport: &mut T,
     buf: &mut BytesMut,
+    want: usize,
 ) -> io::Result<usize> {
-    std::future::poll_fn(|cx| transport.poll_read_buf(cx, buf)).await
+    std::future::poll_fn(|cx| transport.poll_read_buf(cx, buf, want)).await
 }
 
 /// Write everything the connection has queued, with vectored writes.
