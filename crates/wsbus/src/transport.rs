@@ -78,6 +78,12 @@ impl Transport for TcpStream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        // One slice (a lone reply, the common case of request/response
+        // traffic): send(2) rather than writev(2), which imports an iovec
+        // and goes through the VFS layer first.
+        if let [only] = bufs {
+            return Pin::new(self).poll_write(cx, only);
+        }
         Pin::new(self).poll_write_vectored(cx, bufs)
     }
 
