@@ -241,6 +241,10 @@ async fn run_service<F, Fut>(
 struct Routes {
     /// WebSocket sessions: the socket carrying them.
     sockets: IdMap<ClientId, SocketId>,
+    /// The same, the other way: the sessions each socket carries (usually
+    /// one), so that a closing socket finds its sessions without a scan of
+    /// every session on the bus.
+    carried: std::collections::HashMap<SocketId, Vec<ClientId>>,
     /// WebSocket sessions' held connects.
     socket_holds: IdMap<ClientId, HoldId>,
     /// Long-poll requests waiting on a held connect.
@@ -251,6 +255,48 @@ struct Routes {
     /// an earlier deadline needs to wake it: most calls (a held connect, a
     /// delivery) add none earlier than the ones it knows.
     timer_at: Option<std::time::Instant>,
+}
+
+impl Routes {
+    /// `client` is carried by `socket` from now on (a no-op when it already
+    /// was: the common case, once per message).
+    fn attach(&mut self, client: &ClientId, socket: SocketId) {
+        match self.sockets.insert(client.clone(), socket) {
+            Some(previous) if previous == socket => return,
+            Some(previous) => self.unlink(client, previous),
+            None => {}
+        }
+        self.carried.entry(socket).or_default().push(client.clone());
+    }
+
+    fn unlink(&mut self, client: &ClientId, socket: SocketId) {
+        if let Some(clients) = self.carried.get_mut(&socket) {
+            clients.retain(|c| c != client);
+            if clients.is_empty() {
+                self.carried.remove(&socket);
+            }
+        }
+    }
+
+    /// `client` is no longer carried by any socket.
+    fn detach(&mut self, client: &ClientId) {
+        if let Some(socket) = self.sockets.remove(client) {
+            self.unlink(client, socket);
+        }
+    }
+
+    /// Every session `socket` carried, detached; returns their held
+    /// connects.
+    fn detach_socket(&mut self, socket: SocketId) -> Vec<HoldId> {
+        let clients = self.carried.remove(&socket).unwrap_or_default();
+        clients
+            .iter()
+            .filter_map(|client| {
+                self.sockets.remove(client);
+                self.socket_holds.remove(client)
+            })
+            .collect()
+    }
 }
 
 struct Inner {
@@ -567,7 +613,7 @@ impl Bus {
         let outcome = engine.handle_body(now(), &context, body);
         if let Some(client) = &outcome.session {
             let mut routes = self.inner.routes.lock().expect("routes lock");
-            routes.sockets.insert(client.clone(), socket);
+            routes.attach(client, socket);
             if let Some(held) = &outcome.held {
                 routes
                     .socket_holds
@@ -587,22 +633,12 @@ impl Bus {
     /// the sessions expire after `maxInterval` unless they come back.
     fn websocket_closed(&self, socket: SocketId) {
         let mut engine = self.inner.engine.lock().expect("bus lock");
-        let holds: Vec<HoldId> = {
-            let mut routes = self.inner.routes.lock().expect("routes lock");
-            let clients: Vec<ClientId> = routes
-                .sockets
-                .iter()
-                .filter(|(_, s)| **s == socket)
-                .map(|(c, _)| c.clone())
-                .collect();
-            clients
-                .iter()
-                .filter_map(|c| {
-                    routes.sockets.remove(c);
-                    routes.socket_holds.remove(c)
-                })
-                .collect()
-        };
+        let holds = self
+            .inner
+            .routes
+            .lock()
+            .expect("routes lock")
+            .detach_socket(socket);
         for hold in holds {
             engine.cancel_connect(hold, now());
         }
@@ -634,7 +670,7 @@ impl Bus {
                     }
                 }
                 Event::SessionClosed { client_id, .. } => {
-                    routes.sockets.remove(&client_id);
+                    routes.detach(&client_id);
                     routes.socket_holds.remove(&client_id);
                     for hold in routes.polling_holds.remove(&client_id).unwrap_or_default() {
                         if let Some(waiter) = routes.waiting.get(&hold) {
