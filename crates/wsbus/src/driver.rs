@@ -24,11 +24,7 @@ use crate::app::{EventKind, SocketInfo, WebSocketApp, WsEvent};
 use crate::hub::{Outbound, SocketShared};
 use crate::runtime::Runtime;
 use crate::session::SessionId;
-use crate::transport::{SocketIo, Transport};
-
-/// Most buffers handed to one `writev`. Linux accepts 1024; 64 covers a
-/// burst of queued frames while keeping the slice array on the stack.
-const MAX_IOVECS: usize = 64;
+use crate::transport::{MAX_IOVECS, SocketIo, Transport};
 
 /// While this many bytes wait to be written the task stops reading, so a peer
 /// that sends without reading cannot make us queue replies without bound.

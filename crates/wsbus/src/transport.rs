@@ -22,6 +22,10 @@ pub(crate) const READ_CHUNK: usize = 16 * 1024;
 /// doubling) rather than of `READ_CHUNK`.
 pub(crate) const MAX_READ_RESERVE: usize = 1 << 20;
 
+/// Most buffers handed to one `writev`. Linux accepts 1024; 64 covers a
+/// burst of queued frames while keeping the slice array on the stack.
+pub(crate) const MAX_IOVECS: usize = 64;
+
 /// What to reserve before a read, given the bytes the frame in progress
 /// still wants.
 fn read_reserve(want: usize) -> usize {
@@ -221,8 +225,6 @@ pub(crate) async fn write_queued<T: Transport>(
     transport: &mut T,
     conn: &mut wsbus_proto::Connection,
 ) -> io::Result<()> {
-    /// Slices per `writev`; see the driver.
-    const MAX_IOVECS: usize = 64;
     while !conn.outgoing().is_empty() {
         let written = {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
