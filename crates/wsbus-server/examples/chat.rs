@@ -27,17 +27,17 @@ impl WebSocketApp for Chat {
         if let EventKind::Open = event.kind {
             // Send message back to client
             let name = event
-                .session
+                .socket
                 .user
                 .as_ref()
                 .map_or("anonymous", |user| &user.display_name);
             web_socket_lib.send(
-                event.session.id,
+                event.socket.id,
                 Message::text(format!("Welcome to our chat {name}")),
             );
 
             // Add client into a group
-            web_socket_lib.add_to_group("chat", event.session.id);
+            web_socket_lib.add_to_group("chat", event.socket.id);
 
             tracing::info!("New group size {}", web_socket_lib.group_size("chat"));
         }

@@ -1,5 +1,10 @@
-//! The application API (SPEC §3, seed 004): an upgrade decision and an
-//! ordered event handler.
+//! The application API: an upgrade decision and an ordered event handler.
+//!
+//! An application decides, for every HTTP request to its endpoint, whether
+//! to open a WebSocket ([`WebSocketApp::upgrade`] returns an [`Upgrade`]),
+//! then receives the socket's events in order ([`WebSocketApp::on_event`]).
+//! From an event it reaches its socket ([`WsEvent::send`]) and, through the
+//! [`Hub`], every other socket and group.
 //!
 //! ```no_run
 //! use wsbus::app::{HandshakeRequest, Upgrade, WebSocketApp, WebSocketConfig, WsEvent, EventKind};
@@ -29,7 +34,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
-use wsbus_proto::{ApiError, CloseCode, Connection, Message};
+use wsbus_proto::{ApiError, CloseCode, Connection, Message, ProtocolError};
 
 use crate::hub::{Hub, SocketId};
 use crate::session::{SessionId, User};
@@ -43,6 +48,7 @@ pub struct HandshakeRequest {
     pub path: String,
     /// Query parameters (the last value wins for a repeated name).
     pub params: BTreeMap<String, String>,
+    /// The request's headers, as received.
     pub headers: HeaderMap,
     /// The user of the request's HTTP session, if any.
     pub user: Option<User>,
@@ -101,6 +107,7 @@ impl<D> WebSocketConfig<D> {
         }
     }
 
+    /// The subprotocols the application speaks, most preferred first.
     pub fn sub_protocols<S: Into<String>>(
         mut self,
         protocols: impl IntoIterator<Item = S>,
@@ -109,6 +116,9 @@ impl<D> WebSocketConfig<D> {
         self
     }
 
+    /// Replace the default origin rule with `check`, which gets the raw
+    /// `Origin` value (`None` when absent). `Ok(false)`, an error or a panic
+    /// refuses the upgrade with 403.
     pub fn check_origin(
         mut self,
         check: impl Fn(Option<&str>) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
@@ -125,16 +135,22 @@ impl<D> WebSocketConfig<D> {
         self.check_origin(|_| Ok(true))
     }
 
+    /// Close the socket with 1008 `HTTP session ended` when the HTTP session
+    /// it was opened with ends (logout or idle expiry). Default true.
     pub fn terminate_on_session_exit(mut self, terminate: bool) -> Self {
         self.terminate_on_session_exit = terminate;
         self
     }
 
+    /// Let the socket's inbound messages refresh its HTTP session (outbound
+    /// ones never do). Default false.
     pub fn session_access(mut self, access: bool) -> Self {
         self.session_access = access;
         self
     }
 
+    /// With `session_access`, refresh at most once per `throttle`; messages
+    /// inside the window are delivered as usual. Default 60 s.
     pub fn session_access_throttle(mut self, throttle: Duration) -> Self {
         self.session_access_throttle = throttle;
         self
@@ -165,10 +181,10 @@ impl<D> Upgrade<D> {
     }
 }
 
-/// The socket an event is about (the seed's `event.session`).
+/// The socket an event is about.
 #[derive(Clone, Debug)]
 pub struct SocketInfo {
-    /// The WebSocket session id.
+    /// The socket's id, for the [`Hub`].
     pub id: SocketId,
     /// The path of the request that opened it.
     pub path: String,
@@ -178,15 +194,49 @@ pub struct SocketInfo {
     pub user: Option<User>,
 }
 
+/// Why a socket failed: the payload of [`EventKind::Error`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SocketError {
+    /// The peer broke RFC 6455 / RFC 7692 or exceeded a limit; the socket is
+    /// closing with the error's close code.
+    Protocol(ProtocolError),
+}
+
+impl SocketError {
+    /// The close code the socket is closing with.
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            SocketError::Protocol(err) => err.close_code(),
+        }
+    }
+}
+
+impl std::fmt::Display for SocketError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SocketError::Protocol(err) => write!(f, "protocol error: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for SocketError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SocketError::Protocol(err) => Some(err),
+        }
+    }
+}
+
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EventKind {
     /// First, once.
     Open,
+    /// A complete message from the peer.
     Message(Message),
-    /// The peer broke the protocol (the socket is closing) or another
-    /// failure occurred; CLOSE follows.
-    Error(String),
+    /// The socket failed and is closing; CLOSE follows.
+    Error(SocketError),
     /// Last, exactly once, with the close code (1005: none given; 1006: the
     /// connection dropped).
     Close(CloseCode),
@@ -195,8 +245,11 @@ pub enum EventKind {
 /// One event of one socket.
 #[derive(Debug)]
 pub struct WsEvent<'a, D> {
+    /// What happened.
     pub kind: EventKind,
-    pub session: &'a SocketInfo,
+    /// The socket it happened to.
+    pub socket: &'a SocketInfo,
+    /// The value the upgrade decision gave the socket.
     pub data: &'a D,
     hub: &'a Hub,
     conn: Option<&'a mut Connection>,
@@ -205,14 +258,14 @@ pub struct WsEvent<'a, D> {
 impl<'a, D> WsEvent<'a, D> {
     pub(crate) fn new(
         kind: EventKind,
-        session: &'a SocketInfo,
+        socket: &'a SocketInfo,
         data: &'a D,
         hub: &'a Hub,
         conn: Option<&'a mut Connection>,
     ) -> Self {
         WsEvent {
             kind,
-            session,
+            socket,
             data,
             hub,
             conn,
@@ -246,6 +299,12 @@ impl<'a, D> WsEvent<'a, D> {
 ///
 /// Per socket, `on_event` is called on the socket's own task, in order:
 /// OPEN first, MESSAGE / ERROR in between, CLOSE exactly once and last.
+///
+/// Handlers run on the runtime's worker threads: they must not block (hand
+/// slow work to a task). A handler that panics is isolated: the panic is
+/// logged, its socket is closed with 1011 and gets no more MESSAGE events,
+/// CLOSE still arrives, and the socket leaves the hub, its groups and its
+/// HTTP session as any closed socket does.
 pub trait WebSocketApp: Send + Sync + 'static {
     /// The per-socket value the decision hands to every event.
     type Data: Send + Sync + 'static;
@@ -253,5 +312,6 @@ pub trait WebSocketApp: Send + Sync + 'static {
     /// Called for every request to the endpoint, WebSocket or not.
     fn upgrade(&self, request: &HandshakeRequest) -> Upgrade<Self::Data>;
 
+    /// Called for each event of each accepted socket, in order per socket.
     fn on_event(&self, event: WsEvent<'_, Self::Data>);
 }

@@ -794,23 +794,21 @@ impl WebSocketApp for BusSocket {
                 // now, before the close frame goes out, so that what is
                 // published meanwhile waits in the session instead of going
                 // to a socket that is closing.
-                self.bus.websocket_closed(event.session.id);
+                self.bus.websocket_closed(event.socket.id);
                 let _ = event.close(CloseCode::MESSAGE_TOO_BIG, "Bayeux batch too large");
             }
             EventKind::Message(message) => {
-                let user = event.session.user.as_ref().map(|u| u.login.clone());
+                let user = event.socket.user.as_ref().map(|u| u.login.clone());
                 let reply =
                     self.bus
-                        .websocket_batch(event.session.id, message.payload(), user.as_deref());
+                        .websocket_batch(event.socket.id, message.payload(), user.as_deref());
                 if let Some(json) = reply {
                     let _ = event.send(Message::Text(wsbus_proto::Utf8Bytes::from(json)));
                 }
             }
             // An error means the socket is closing: detach its sessions
             // at once (as above); CLOSE finds nothing left to detach.
-            EventKind::Error(_) | EventKind::Close(_) => {
-                self.bus.websocket_closed(event.session.id)
-            }
+            EventKind::Error(_) | EventKind::Close(_) => self.bus.websocket_closed(event.socket.id),
             _ => {}
         }
     }

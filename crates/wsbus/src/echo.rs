@@ -26,10 +26,10 @@ impl WebSocketApp for Echo {
     }
 
     fn on_event(&self, mut event: WsEvent<'_, ()>) {
-        let broadcast = event.session.path == BROADCAST_PATH;
+        let broadcast = event.socket.path == BROADCAST_PATH;
         match &event.kind {
             EventKind::Open if broadcast => {
-                event.hub().add_to_group(BROADCAST_GROUP, event.session.id);
+                event.hub().add_to_group(BROADCAST_GROUP, event.socket.id);
             }
             EventKind::Message(message) if broadcast => {
                 event.hub().send_to_group(BROADCAST_GROUP, message.clone());

@@ -31,8 +31,8 @@ mod transport;
 mod upgrade;
 
 pub use driver::{SlowConsumerPolicy, SocketSettings};
-pub use hub::{Hub, HubEngine, LocalHub, SocketId};
-pub use runtime::{Metrics, Runtime, ServerConfig};
+pub use hub::{GroupSend, Hub, HubEngine, LocalHub, NodeId, Outcome, ParseSocketIdError, SocketId};
+pub use runtime::{Metrics, Runtime, RuntimeBuilder, ServerConfig};
 pub use server::{HttpContext, HttpFuture, HttpHandler, Server, tls_acceptor};
 pub use wsbus_bayeux as bayeux;
 pub use wsbus_proto as proto;

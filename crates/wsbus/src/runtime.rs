@@ -10,12 +10,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wsbus_proto::{CloseCode, DeflateConfig, Limits};
 
-use crate::driver::SocketSettings;
-use crate::hub::{Hub, SocketId, SocketShared};
+use crate::driver::{SessionRefresh, SocketSettings};
+use crate::hub::{Hub, HubEngine, LocalHub, NodeId, SocketId, SocketShared};
+use crate::session::{MemorySessionStore, SessionId, SessionStore, Sessions};
 
 /// The close reason sockets get when the server shuts down (with 1001).
 const SHUTDOWN_REASON: &str = "server shutting down";
-use crate::session::{MemorySessionStore, SessionStore, Sessions};
 
 /// Server settings. Every limit has a default chosen for a public endpoint.
 #[derive(Clone, Debug)]
@@ -91,6 +91,67 @@ impl Metrics {
     }
 }
 
+/// A socket's binding to the HTTP session it was opened with.
+#[derive(Debug)]
+pub(crate) struct SessionBinding {
+    pub(crate) id: SessionId,
+    /// Close the socket when the session ends.
+    pub(crate) terminate_on_exit: bool,
+    /// `session_access`: whether, and how often, inbound messages refresh
+    /// the session.
+    pub(crate) refresh: Option<SessionRefresh>,
+}
+
+/// A socket's place in the hub and its session binding, held by the socket's
+/// task: dropping it unregisters and unbinds, whether the task ends normally,
+/// unwinds from a panic or is aborted (as quinn's `ConnectionRef` releases a
+/// connection). Three words: it lives in every socket task's state.
+pub(crate) struct Registration {
+    runtime: Runtime,
+    shared: Arc<SocketShared>,
+    /// Boxed: most sockets have no session.
+    session: Option<Box<SessionBinding>>,
+}
+
+impl Registration {
+    pub(crate) fn id(&self) -> SocketId {
+        self.shared.id()
+    }
+
+    /// The socket's outbox and groups, as the hub reaches them.
+    pub(crate) fn shared(&self) -> &SocketShared {
+        &self.shared
+    }
+
+    /// An inbound message arrived at `now`: refresh the socket's session if
+    /// `session_access` asks for it and the throttle allows.
+    pub(crate) fn inbound_message(&mut self, now: tokio::time::Instant) {
+        if let Some(session) = self.session.as_deref_mut()
+            && session.refresh.as_mut().is_some_and(|r| r.due(now))
+        {
+            self.runtime.inner.sessions.touch(&session.id);
+        }
+    }
+
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Leave the hub and the session now (both idempotent; `drop` repeats it).
+    pub(crate) fn release(&self) {
+        self.runtime.inner.hub.unregister(self.id());
+        if let Some(session) = &self.session {
+            self.runtime.inner.sessions.unbind(&session.id, self.id());
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 struct Inner {
     config: ServerConfig,
     hub: Hub,
@@ -115,22 +176,70 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-impl Runtime {
-    /// A runtime with in-memory sessions and hub.
-    pub fn new(config: ServerConfig) -> Self {
-        Self::with_store(config, Arc::new(MemorySessionStore::default()))
+/// Makes the hub's engine from this node's [`LocalHub`].
+type EngineFactory = Box<dyn FnOnce(Arc<LocalHub>) -> Arc<dyn HubEngine> + Send>;
+
+/// Builds a [`Runtime`]: which node it is, where sessions live and which
+/// engine carries hub calls. [`Runtime::new`] is the builder's defaults: node
+/// 0, sessions in memory, this process's hub alone.
+pub struct RuntimeBuilder {
+    config: ServerConfig,
+    node: NodeId,
+    store: Arc<dyn SessionStore>,
+    engine: Option<EngineFactory>,
+}
+
+impl std::fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("config", &self.config)
+            .field("node", &self.node)
+            .field("engine", &self.engine.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RuntimeBuilder {
+    /// This node's id within a cluster: part of every [`SocketId`] it hands
+    /// out, so that a cluster engine can route a call to the node holding
+    /// the socket. Default 0.
+    pub fn node(mut self, node: NodeId) -> Self {
+        self.node = node;
+        self
     }
 
-    pub fn with_store(config: ServerConfig, store: Arc<dyn SessionStore>) -> Self {
-        let hub = Hub::new();
+    /// Where HTTP sessions live. Default: in memory ([`MemorySessionStore`]).
+    pub fn session_store(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Carry hub calls through the engine that `make` builds around this
+    /// node's sockets (a cluster engine). `make` is called once, by
+    /// [`build`](Self::build).
+    pub fn hub_engine(
+        mut self,
+        make: impl FnOnce(Arc<LocalHub>) -> Arc<dyn HubEngine> + Send + 'static,
+    ) -> Self {
+        self.engine = Some(Box::new(make));
+        self
+    }
+
+    /// The runtime.
+    pub fn build(self) -> Runtime {
+        let local = Arc::new(LocalHub::new(self.node));
+        let hub = match self.engine {
+            Some(make) => Hub::with_engine(local.clone(), make(local)),
+            None => Hub::with_local(local),
+        };
         let sessions = Arc::new(Sessions::new(
-            store,
-            config.session_idle_timeout,
+            self.store,
+            self.config.session_idle_timeout,
             hub.clone(),
         ));
         Runtime {
             inner: Arc::new(Inner {
-                config,
+                config: self.config,
                 hub,
                 sessions,
                 shutdown: CancellationToken::new(),
@@ -139,7 +248,25 @@ impl Runtime {
             }),
         }
     }
+}
 
+impl Runtime {
+    /// A runtime with in-memory sessions and this process's hub alone.
+    pub fn new(config: ServerConfig) -> Self {
+        Self::builder(config).build()
+    }
+
+    /// A builder, to install a session store or a hub engine.
+    pub fn builder(config: ServerConfig) -> RuntimeBuilder {
+        RuntimeBuilder {
+            config,
+            node: NodeId::default(),
+            store: Arc::new(MemorySessionStore::default()),
+            engine: None,
+        }
+    }
+
+    /// The settings it runs with.
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
     }
@@ -148,14 +275,17 @@ impl Runtime {
         &self.inner.config.socket
     }
 
+    /// The hub: send to sockets and groups, close sockets.
     pub fn hub(&self) -> &Hub {
         &self.inner.hub
     }
 
+    /// HTTP sessions and their bound sockets.
     pub fn sessions(&self) -> &Arc<Sessions> {
         &self.inner.sessions
     }
 
+    /// Counters for the metrics endpoint.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
@@ -165,14 +295,25 @@ impl Runtime {
         &self.inner.shutdown
     }
 
-    /// Register a new socket with the hub. Shutdown closes every registered
-    /// socket through the hub; one registered after that is closed here.
-    pub(crate) fn register_socket(&self) -> (SocketId, Arc<SocketShared>) {
-        let (id, shared) = self.inner.hub.register();
+    /// Register a new socket with the hub, bound to `session` if any.
+    /// Shutdown closes every registered socket through the hub; one
+    /// registered after that is closed here. The returned guard undoes both
+    /// when dropped, on whatever path the socket's task ends.
+    pub(crate) fn register_socket(&self, session: Option<SessionBinding>) -> Registration {
+        let shared = self.inner.hub.register();
         if self.inner.shutdown.is_cancelled() {
             shared.close(CloseCode::GOING_AWAY, SHUTDOWN_REASON);
         }
-        (id, shared)
+        if let Some(binding) = &session {
+            self.inner
+                .sessions
+                .bind(&binding.id, shared.id(), binding.terminate_on_exit);
+        }
+        Registration {
+            runtime: self.clone(),
+            shared,
+            session: session.map(Box::new),
+        }
     }
 
     pub(crate) fn tracker(&self) -> &TaskTracker {

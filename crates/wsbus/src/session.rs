@@ -1,14 +1,25 @@
-//! HTTP sessions and the sockets bound to them (SPEC §3, seed 004).
+//! HTTP sessions and the sockets bound to them.
 //!
-//! A session is a cookie-identified login. A WebSocket opened by a request
-//! that carries a session is bound to it: when the session ends — logout or
-//! idle expiry — sockets opened with `terminate_on_session_exit` are closed
-//! with 1008 `HTTP session ended`. Idle sessions are expired by a sweep that
-//! runs every idle-timeout / 10, clamped to [10 s, 10 min].
+//! In this crate "session" always means an HTTP session: a cookie-identified
+//! login. (A WebSocket connection is a *socket*; a Bayeux client's state on
+//! the bus is a *client*.) A WebSocket opened by a request that carries a
+//! session is bound to it: when the session ends — logout or idle expiry —
+//! sockets opened with `terminate_on_session_exit` are closed with 1008
+//! `HTTP session ended`. Idle sessions are expired by a sweep that runs every
+//! idle-timeout / 10, clamped to [10 s, 10 min].
+//!
+//! # Time
+//!
+//! Sessions carry a wall-clock expiry ([`Session::expires_at`]), so that a
+//! store shared by several processes (Redis) can keep it as a TTL. The wall
+//! clock is read once when [`Sessions`] is created and advanced from then on
+//! by tokio's monotonic clock: a step of the system clock (NTP, an operator)
+//! does not expire every session at once, and tests can pause time
+//! (`tokio::time::pause`) to expire sessions without waiting.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -29,10 +40,12 @@ pub const SESSION_ENDED_REASON: &str = "HTTP session ended";
 pub struct User {
     /// The login name, unique.
     pub login: String,
+    /// The name to show; the login unless set otherwise.
     pub display_name: String,
 }
 
 impl User {
+    /// A user whose display name is its login.
     pub fn new(login: impl Into<String>) -> Self {
         let login = login.into();
         User {
@@ -52,6 +65,7 @@ impl SessionId {
         SessionId(URL_SAFE_NO_PAD.encode(bytes))
     }
 
+    /// The id as it travels in the cookie. A bearer secret: never log it.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -66,22 +80,36 @@ impl std::fmt::Debug for SessionId {
 /// A session as stored.
 #[derive(Clone, Debug)]
 pub struct Session {
+    /// Its id (the cookie's value).
     pub id: SessionId,
+    /// Who logged in.
     pub user: User,
-    pub last_access: Instant,
+    /// When it ends unless used again: its last use plus the idle timeout.
+    pub expires_at: SystemTime,
 }
 
-/// Where sessions live. In memory by default; the cluster engine stores them
-/// in Redis so that a logout on any node ends them everywhere.
+/// Where sessions live. In memory by default ([`MemorySessionStore`]); a
+/// cluster keeps them in Redis, so that a logout on any node ends them
+/// everywhere.
+///
+/// Times are wall-clock instants handed in by [`Sessions`] (the store reads
+/// no clock), so a store can keep expiry as a TTL (`PEXPIREAT`). A store's
+/// methods are called from request handlers and socket tasks: they must not
+/// block for long.
 pub trait SessionStore: Send + Sync + 'static {
+    /// Store a new session.
     fn insert(&self, session: Session);
-    fn get(&self, id: &SessionId) -> Option<Session>;
-    /// Mark the session used now. Returns false if it does not exist.
-    fn touch(&self, id: &SessionId, now: Instant) -> bool;
+    /// The session with this id, unless it has expired by `now`.
+    fn get(&self, id: &SessionId, now: SystemTime) -> Option<Session>;
+    /// Move the session's expiry to `expires_at`. Returns false if it does
+    /// not exist.
+    fn touch(&self, id: &SessionId, expires_at: SystemTime) -> bool;
     /// Remove the session. Returns whether it existed.
     fn remove(&self, id: &SessionId) -> bool;
-    /// Remove and return every session idle since before `cutoff`.
-    fn remove_idle(&self, cutoff: Instant) -> Vec<SessionId>;
+    /// Remove every session expired by `now` and return their ids. A store
+    /// that expires entries by itself (a TTL) may return none: [`Sessions`]
+    /// also ends the bindings of sessions that `get` no longer finds.
+    fn remove_expired(&self, now: SystemTime) -> Vec<SessionId>;
 }
 
 /// The in-memory session store.
@@ -98,18 +126,19 @@ impl SessionStore for MemorySessionStore {
             .insert(session.id.clone(), session);
     }
 
-    fn get(&self, id: &SessionId) -> Option<Session> {
+    fn get(&self, id: &SessionId, now: SystemTime) -> Option<Session> {
         self.sessions
             .lock()
             .expect("sessions lock")
             .get(id)
+            .filter(|session| session.expires_at > now)
             .cloned()
     }
 
-    fn touch(&self, id: &SessionId, now: Instant) -> bool {
+    fn touch(&self, id: &SessionId, expires_at: SystemTime) -> bool {
         match self.sessions.lock().expect("sessions lock").get_mut(id) {
             Some(session) => {
-                session.last_access = now;
+                session.expires_at = expires_at;
                 true
             }
             None => false,
@@ -124,17 +153,17 @@ impl SessionStore for MemorySessionStore {
             .is_some()
     }
 
-    fn remove_idle(&self, cutoff: Instant) -> Vec<SessionId> {
+    fn remove_expired(&self, now: SystemTime) -> Vec<SessionId> {
         let mut sessions = self.sessions.lock().expect("sessions lock");
-        let idle: Vec<SessionId> = sessions
+        let expired: Vec<SessionId> = sessions
             .values()
-            .filter(|s| s.last_access < cutoff)
+            .filter(|s| s.expires_at <= now)
             .map(|s| s.id.clone())
             .collect();
-        for id in &idle {
+        for id in &expired {
             sessions.remove(id);
         }
-        idle
+        expired
     }
 }
 
@@ -145,10 +174,33 @@ struct Binding {
     terminate_on_exit: bool,
 }
 
-/// Sessions and their socket bindings.
+/// The wall clock of [`Sessions`]: read once, then advanced by tokio's
+/// monotonic clock (module docs, "Time").
+#[derive(Debug)]
+struct WallClock {
+    anchor: Instant,
+    anchor_wall: SystemTime,
+}
+
+impl WallClock {
+    fn new() -> Self {
+        WallClock {
+            anchor: Instant::now(),
+            anchor_wall: SystemTime::now(),
+        }
+    }
+
+    fn now(&self) -> SystemTime {
+        self.anchor_wall + self.anchor.elapsed()
+    }
+}
+
+/// Sessions and the sockets bound to them: login, lookup by cookie, logout,
+/// idle expiry. One per [`Runtime`](crate::Runtime).
 pub struct Sessions {
     store: Arc<dyn SessionStore>,
     idle_timeout: Duration,
+    clock: WallClock,
     hub: Hub,
     bindings: Mutex<HashMap<SessionId, Vec<Binding>>>,
 }
@@ -162,15 +214,19 @@ impl std::fmt::Debug for Sessions {
 }
 
 impl Sessions {
-    pub fn new(store: Arc<dyn SessionStore>, idle_timeout: Duration, hub: Hub) -> Self {
+    /// Sessions kept in `store`, ending after `idle_timeout` without use;
+    /// bound sockets are closed through `hub`.
+    pub(crate) fn new(store: Arc<dyn SessionStore>, idle_timeout: Duration, hub: Hub) -> Self {
         Sessions {
             store,
             idle_timeout,
+            clock: WallClock::new(),
             hub,
             bindings: Mutex::default(),
         }
     }
 
+    /// How long a session lives without use.
     pub fn idle_timeout(&self) -> Duration {
         self.idle_timeout
     }
@@ -187,19 +243,22 @@ impl Sessions {
         self.store.insert(Session {
             id: id.clone(),
             user,
-            last_access: Instant::now(),
+            expires_at: self.clock.now() + self.idle_timeout,
         });
         id
     }
 
     /// The live session with this id, refreshed (an HTTP request is activity).
     pub fn resolve(&self, id: &SessionId) -> Option<Session> {
-        let session = self.store.get(id)?;
-        if session.last_access + self.idle_timeout < Instant::now() {
+        let now = self.clock.now();
+        let Some(mut session) = self.store.get(id, now) else {
+            // Unknown, or expired and not swept yet: end it now.
+            self.store.remove(id);
             self.end(id);
             return None;
-        }
-        self.store.touch(id, Instant::now());
+        };
+        session.expires_at = now + self.idle_timeout;
+        self.store.touch(id, session.expires_at);
         Some(session)
     }
 
@@ -218,8 +277,9 @@ impl Sessions {
     }
 
     /// Refresh a session (inbound WebSocket activity with `session_access`).
+    /// Returns false if it does not exist.
     pub fn touch(&self, id: &SessionId) -> bool {
-        self.store.touch(id, Instant::now())
+        self.store.touch(id, self.clock.now() + self.idle_timeout)
     }
 
     /// End a session (logout): bound sockets with `terminate_on_session_exit`
@@ -230,9 +290,26 @@ impl Sessions {
         existed
     }
 
-    /// Expire idle sessions now; returns how many ended.
+    /// Expire idle sessions now and close their bound sockets; returns how
+    /// many sessions with bindings or in the store ended.
     pub fn sweep(&self) -> usize {
-        let ended = self.store.remove_idle(Instant::now() - self.idle_timeout);
+        let now = self.clock.now();
+        let mut ended: HashSet<SessionId> = self.store.remove_expired(now).into_iter().collect();
+        // Sessions that the store expired by itself (a TTL), or that another
+        // process removed: their sockets here are bound to nothing.
+        let bound: Vec<SessionId> = self
+            .bindings
+            .lock()
+            .expect("bindings lock")
+            .keys()
+            .filter(|id| !ended.contains(*id))
+            .cloned()
+            .collect();
+        for id in bound {
+            if self.store.get(&id, now).is_none() {
+                ended.insert(id);
+            }
+        }
         for id in &ended {
             self.end(id);
         }
@@ -276,6 +353,15 @@ impl Sessions {
         }
     }
 
+    /// The number of open sockets of this node bound to session `id`.
+    pub fn bound_sockets(&self, id: &SessionId) -> usize {
+        self.bindings
+            .lock()
+            .expect("bindings lock")
+            .get(id)
+            .map_or(0, Vec::len)
+    }
+
     pub(crate) fn bind(&self, id: &SessionId, socket: SocketId, terminate_on_exit: bool) {
         self.bindings
             .lock()
@@ -317,6 +403,7 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::SocketShared;
 
     #[test]
     fn sweep_interval_is_clamped() {
@@ -338,6 +425,83 @@ mod tests {
         );
         assert!(Sessions::cookie(&id, true).ends_with("; Secure"));
         assert!(format!("{id:?}").contains("redacted"));
+    }
+
+    fn sessions(idle: Duration) -> (Sessions, Hub) {
+        let hub = Hub::new();
+        let sessions = Sessions::new(Arc::new(MemorySessionStore::default()), idle, hub.clone());
+        (sessions, hub)
+    }
+
+    /// Idle expiry on tokio's paused clock: no real waiting, no timing window.
+    #[tokio::test(start_paused = true)]
+    async fn idle_sessions_expire_and_use_keeps_them() {
+        let idle = Duration::from_secs(30 * 60);
+        let (sessions, _hub) = sessions(idle);
+        let idle_one = sessions.login(User::new("idle"));
+        let used = sessions.login(User::new("used"));
+        tokio::time::advance(idle - Duration::from_secs(1)).await;
+        assert_eq!(sessions.sweep(), 0);
+        assert!(sessions.touch(&used));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(sessions.sweep(), 1, "only the unused session ends");
+        assert!(sessions.resolve(&idle_one).is_none());
+        assert_eq!(sessions.resolve(&used).unwrap().user.login, "used");
+        // resolve is use too: a full idle timeout later, it is still alive.
+        tokio::time::advance(idle - Duration::from_secs(1)).await;
+        assert!(sessions.resolve(&used).is_some());
+        tokio::time::advance(idle).await;
+        assert!(sessions.resolve(&used).is_none());
+    }
+
+    /// A session that expired before the sweep saw it closes its sockets on
+    /// the next lookup, and the sweep closes bound sockets with 1008.
+    #[tokio::test(start_paused = true)]
+    async fn expiry_closes_bound_sockets_with_1008() {
+        let idle = Duration::from_secs(60);
+        let (sessions, hub) = sessions(idle);
+        let swept = sessions.login(User::new("swept"));
+        let looked_up = sessions.login(User::new("looked-up"));
+        let (a_shared, b_shared, c_shared) = (hub.register(), hub.register(), hub.register());
+        let (a, b, c) = (a_shared.id(), b_shared.id(), c_shared.id());
+        sessions.bind(&swept, a, true);
+        sessions.bind(&swept, b, false);
+        sessions.bind(&looked_up, c, true);
+        tokio::time::advance(idle).await;
+        assert!(sessions.resolve(&looked_up).is_none());
+        let closes = |shared: &SocketShared| {
+            shared
+                .drain()
+                .into_iter()
+                .filter_map(|item| match item {
+                    crate::hub::Outbound::Close(code, reason) => Some((code, reason)),
+                    crate::hub::Outbound::Message(_) => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let ended = vec![(CloseCode::POLICY_VIOLATION, SESSION_ENDED_REASON.to_owned())];
+        assert_eq!(closes(&c_shared), ended);
+        assert_eq!(sessions.sweep(), 1);
+        assert_eq!(closes(&a_shared), ended);
+        assert_eq!(
+            closes(&b_shared),
+            vec![],
+            "terminate_on_session_exit = false"
+        );
+        assert!(sessions.bindings.lock().unwrap().is_empty());
+    }
+
+    /// A store that expires sessions by itself (a TTL) returns nothing from
+    /// `remove_expired`; the sweep still ends the bindings of what is gone.
+    #[tokio::test(start_paused = true)]
+    async fn sessions_gone_from_the_store_end_their_bindings() {
+        let (sessions, hub) = sessions(Duration::from_secs(60));
+        let id = sessions.login(User::new("elsewhere"));
+        let shared = hub.register();
+        sessions.bind(&id, shared.id(), true);
+        assert!(sessions.store.remove(&id), "removed by another node");
+        assert_eq!(sessions.sweep(), 1);
+        assert_eq!(shared.drain().len(), 1);
     }
 
     #[tokio::test]

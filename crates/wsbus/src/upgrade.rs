@@ -15,9 +15,9 @@ use wsbus_proto::Connection;
 use wsbus_proto::handshake::{Rejection, validate_upgrade};
 
 use crate::app::{HandshakeRequest, SocketInfo, Upgrade, WebSocketApp, WebSocketConfig};
-use crate::driver::{SessionLink, SocketTask};
+use crate::driver::{SessionRefresh, SocketTask};
 use crate::origin;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, SessionBinding};
 
 /// A plain-text response.
 pub(crate) fn text_response(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
@@ -188,30 +188,25 @@ pub(crate) fn upgrade<A: WebSocketApp, B>(
     }
     runtime.metrics().handshake(101);
 
-    let (id, shared) = runtime.register_socket();
-    let session = session.map(|s| {
-        runtime
-            .sessions()
-            .bind(&s.id, id, config.terminate_on_session_exit);
-        Box::new(SessionLink {
+    let registration = runtime.register_socket(session.map(|s| {
+        SessionBinding {
             id: s.id,
-            access: config.session_access,
-            throttle: config.session_access_throttle,
-            last_refresh: None,
-        })
-    });
+            terminate_on_exit: config.terminate_on_session_exit,
+            refresh: config
+                .session_access
+                .then(|| SessionRefresh::new(config.session_access_throttle)),
+        }
+    }));
     let task = SocketTask {
         app: app.clone(),
         data: config.data,
         info: SocketInfo {
-            id,
+            id: registration.id(),
             path: handshake.path,
             params: handshake.params,
             user: handshake.user,
         },
-        shared,
-        runtime: runtime.clone(),
-        session,
+        registration,
     };
     runtime
         .tracker()

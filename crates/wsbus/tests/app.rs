@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -12,7 +12,7 @@ use wsbus::app::{EventKind, HandshakeRequest, Upgrade, WebSocketApp, WebSocketCo
 use wsbus::client::{self, ClientError, ClientOptions, WebSocket};
 use wsbus::proto::{CloseCode, CloseFrame, Event, Message};
 use wsbus::session::{MemorySessionStore, Session, SessionId, SessionStore, User};
-use wsbus::{Runtime, Server, ServerConfig, SocketId, SocketSettings};
+use wsbus::{GroupSend, Outcome, Runtime, Server, ServerConfig, SocketId, SocketSettings};
 
 type Decide = Box<dyn Fn(&HandshakeRequest) -> Upgrade<String> + Send + Sync>;
 
@@ -30,7 +30,7 @@ impl WebSocketApp for Recorder {
     }
 
     fn on_event(&self, mut event: WsEvent<'_, String>) {
-        let id = event.session.id;
+        let id = event.socket.id;
         self.events
             .lock()
             .unwrap()
@@ -61,7 +61,7 @@ async fn start_with(
 ) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let runtime = Runtime::with_store(config, store);
+    let runtime = Runtime::builder(config).session_store(store).build();
     let events = Arc::new(Mutex::new(Vec::new()));
     let app = Recorder {
         decide,
@@ -351,12 +351,13 @@ async fn logout_closes_bound_sockets_with_1008() {
     }
 }
 
-#[tokio::test]
+/// On tokio's paused clock: the sweep (every 10 s at this idle timeout) runs
+/// as soon as the test waits, with no real waiting.
+#[tokio::test(start_paused = true)]
 async fn idle_session_expiry_closes_bound_sockets_with_1008() {
-    // The sweep runs every timeout/10 clamped to at least 10 s: this test
-    // takes up to ~11 s.
+    let idle = Duration::from_secs(60);
     let config = ServerConfig {
-        session_idle_timeout: Duration::from_millis(500),
+        session_idle_timeout: idle,
         ..ServerConfig::default()
     };
     let server = start_with(
@@ -368,14 +369,19 @@ async fn idle_session_expiry_closes_bound_sockets_with_1008() {
     let id = server.runtime.sessions().login(User::new("idle"));
     let mut ws = connect(&server.addr, Some(&id)).await;
     let started = Instant::now();
-    let frame = expect_close(&mut ws, Duration::from_secs(15))
-        .await
-        .expect("a close code");
+    // The socket's keepalive pings (every 30 s) are answered while we wait:
+    // the client reads until the close frame.
+    let frame = expect_close(&mut ws, idle * 2).await.expect("a close code");
     assert_eq!(
         frame,
         CloseFrame::new(CloseCode::POLICY_VIOLATION, "HTTP session ended")
     );
-    assert!(started.elapsed() >= Duration::from_millis(400));
+    let waited = started.elapsed();
+    let sweep = server.runtime.sessions().sweep_interval();
+    assert!(
+        waited >= idle - Duration::from_secs(1) && waited <= idle + sweep,
+        "closed after {waited:?}"
+    );
 }
 
 /// A store that counts refreshes.
@@ -389,33 +395,45 @@ impl SessionStore for CountingStore {
     fn insert(&self, session: Session) {
         self.inner.insert(session);
     }
-    fn get(&self, id: &SessionId) -> Option<Session> {
-        self.inner.get(id)
+    fn get(&self, id: &SessionId, now: SystemTime) -> Option<Session> {
+        self.inner.get(id, now)
     }
-    fn touch(&self, id: &SessionId, now: Instant) -> bool {
+    fn touch(&self, id: &SessionId, expires_at: SystemTime) -> bool {
         self.touches.fetch_add(1, Ordering::SeqCst);
-        self.inner.touch(id, now)
+        self.inner.touch(id, expires_at)
     }
     fn remove(&self, id: &SessionId) -> bool {
         self.inner.remove(id)
     }
-    fn remove_idle(&self, cutoff: Instant) -> Vec<SessionId> {
-        self.inner.remove_idle(cutoff)
+    fn remove_expired(&self, now: SystemTime) -> Vec<SessionId> {
+        self.inner.remove_expired(now)
     }
 }
 
-#[tokio::test]
+/// On tokio's paused clock: the round trips take no virtual time, and the
+/// window is crossed by waiting, not by racing a real clock.
+#[tokio::test(start_paused = true)]
 async fn session_access_refreshes_at_most_once_per_throttle_window() {
+    const THROTTLE: Duration = Duration::from_secs(60);
     let store = Arc::new(CountingStore::default());
     let decide: Decide = Box::new(|req| {
         let access = req.params.contains_key("access");
         Upgrade::Accept(
             WebSocketConfig::new(String::new())
                 .session_access(access)
-                .session_access_throttle(Duration::from_millis(300)),
+                .session_access_throttle(THROTTLE),
         )
     });
-    let server = start_with(ServerConfig::default(), store.clone(), decide).await;
+    // No keepalive ping inside the test's waits.
+    let config = ServerConfig {
+        socket: SocketSettings {
+            keepalive_interval: THROTTLE * 10,
+            keepalive_timeout: THROTTLE * 20,
+            ..SocketSettings::default()
+        },
+        ..ServerConfig::default()
+    };
+    let server = start_with(config, store.clone(), decide).await;
     let id = server.runtime.sessions().login(User::new("active"));
     let cookie = vec![(
         "Cookie".to_owned(),
@@ -459,7 +477,7 @@ async fn session_access_refreshes_at_most_once_per_throttle_window() {
         );
     }
     assert_eq!(store.touches.load(Ordering::SeqCst) - before, 1);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(THROTTLE).await;
     ws.send(Message::text("after the window")).await.unwrap();
     ws.recv_message().await.unwrap();
     assert_eq!(store.touches.load(Ordering::SeqCst) - before, 2);
@@ -509,7 +527,13 @@ async fn hub_fan_out_group_size_and_close_from_outside() {
     }
     let hub = server.runtime.hub().clone();
     wait_for("three members", || hub.group_size("all") == 3).await;
-    assert_eq!(hub.send_to_group("all", Message::text("news")), 3);
+    assert_eq!(
+        hub.send_to_group("all", Message::text("news")),
+        GroupSend {
+            local: 3,
+            forwarded: false
+        }
+    );
     for ws in &mut sockets {
         assert_eq!(
             ws.recv_message().await.unwrap(),
@@ -523,17 +547,19 @@ async fn hub_fan_out_group_size_and_close_from_outside() {
         .iter()
         .map(|(id, _, _)| *id)
         .collect();
-    assert!(hub.remove_from_group("all", ids[0]));
+    assert_eq!(hub.remove_from_group("all", ids[0]), Outcome::Done);
     assert_eq!(hub.group_size("all"), 2);
-    assert!(hub.send(ids[0], Message::text("just you")));
+    assert_eq!(hub.send(ids[0], Message::text("just you")), Outcome::Done);
     assert_eq!(
         sockets[0].recv_message().await.unwrap(),
         Some(Message::text("just you"))
     );
-    assert!(hub.close(ids[1], CloseCode(4000), "kicked"));
+    assert_eq!(hub.close(ids[1], CloseCode(4000), "kicked"), Outcome::Done);
     let frame = expect_close(&mut sockets[1], Duration::from_secs(5)).await;
     assert_eq!(frame, Some(CloseFrame::new(CloseCode(4000), "kicked")));
     wait_for("membership to end", || hub.group_size("all") == 1).await;
+    wait_for("the socket to leave the hub", || hub.len() == 2).await;
+    assert_eq!(hub.send(ids[1], Message::text("gone")), Outcome::NotFound);
 }
 
 #[tokio::test]
@@ -658,5 +684,121 @@ async fn slow_consumer_gets_1008_next_when_it_reads_again() {
     assert!(
         received < 32 << 20,
         "read {received} bytes before the close"
+    );
+}
+
+/// Joins group `g` on OPEN; panics on the message "boom" (or on OPEN with
+/// `?panic_on_open`); echoes everything else. Counts CLOSE events per socket.
+#[derive(Default)]
+struct Panicker {
+    closes: Arc<Mutex<Vec<(SocketId, CloseCode)>>>,
+}
+
+impl WebSocketApp for Panicker {
+    type Data = ();
+
+    fn upgrade(&self, _request: &HandshakeRequest) -> Upgrade<()> {
+        Upgrade::Accept(WebSocketConfig::new(()))
+    }
+
+    fn on_event(&self, mut event: WsEvent<'_, ()>) {
+        match &event.kind {
+            EventKind::Open => {
+                event.hub().add_to_group("g", event.socket.id);
+                assert!(
+                    !event.socket.params.contains_key("panic_on_open"),
+                    "handler bug on open"
+                );
+            }
+            EventKind::Message(message) if message == &Message::text("boom") => {
+                panic!("handler bug")
+            }
+            EventKind::Message(message) => {
+                let echo = message.clone();
+                let _ = event.send(echo);
+            }
+            EventKind::Close(code) => self.closes.lock().unwrap().push((event.socket.id, *code)),
+            EventKind::Error(_) => {}
+        }
+    }
+}
+
+/// A panicking handler costs its own socket only: the socket is closed with
+/// 1011, its handler still gets CLOSE exactly once, and it leaves the hub,
+/// its group and its HTTP session; other sockets carry on.
+#[tokio::test]
+async fn panicking_handler_closes_its_socket_with_1011_and_leaves_nothing_behind() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let runtime = Runtime::new(ServerConfig::default());
+    let app = Panicker::default();
+    let closes = app.closes.clone();
+    let server = Server::new(runtime.clone()).websocket("/ws", app);
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    let hub = runtime.hub().clone();
+    let sessions = runtime.sessions().clone();
+    let login = sessions.login(User::new("victim"));
+    let cookie = |id: &SessionId| ClientOptions {
+        headers: vec![(
+            "Cookie".to_owned(),
+            format!("wsbus_session={}", id.as_str()),
+        )],
+        ..ClientOptions::default()
+    };
+
+    let mut bystander = client::connect(&format!("ws://{addr}/ws"), ClientOptions::default())
+        .await
+        .unwrap();
+    let mut victim = client::connect(&format!("ws://{addr}/ws"), cookie(&login))
+        .await
+        .unwrap();
+    wait_for("both in the group", || hub.group_size("g") == 2).await;
+    assert_eq!(sessions.bound_sockets(&login), 1);
+
+    victim.send(Message::text("boom")).await.unwrap();
+    // Sent before the close reached us: not delivered to the failed handler.
+    let _ = victim.send(Message::text("after the panic")).await;
+    let frame = expect_close(&mut victim, Duration::from_secs(5)).await;
+    assert_eq!(
+        frame,
+        Some(CloseFrame::new(CloseCode::INTERNAL_ERROR, "internal error"))
+    );
+    wait_for("the victim's CLOSE", || closes.lock().unwrap().len() == 1).await;
+    wait_for("the victim to leave the hub", || hub.len() == 1).await;
+    assert_eq!(hub.group_size("g"), 1);
+    assert_eq!(sessions.bound_sockets(&login), 0);
+
+    // A panic on OPEN: closed with 1011 too, CLOSE delivered, nothing left.
+    let mut on_open = client::connect(&format!("ws://{addr}/ws?panic_on_open"), cookie(&login))
+        .await
+        .unwrap();
+    let frame = expect_close(&mut on_open, Duration::from_secs(5)).await;
+    assert_eq!(frame.map(|f| f.code), Some(CloseCode::INTERNAL_ERROR));
+    wait_for("the second CLOSE", || closes.lock().unwrap().len() == 2).await;
+    wait_for("it to leave the hub", || hub.len() == 1).await;
+    assert_eq!(hub.group_size("g"), 1);
+    assert_eq!(sessions.bound_sockets(&login), 0);
+
+    // The bystander carries on, in the group, and the slots are free again.
+    bystander.send(Message::text("still here")).await.unwrap();
+    assert_eq!(
+        bystander.recv_message().await.unwrap(),
+        Some(Message::text("still here"))
+    );
+    assert_eq!(hub.send_to_group("g", Message::text("to all")).local, 1);
+    assert_eq!(
+        bystander.recv_message().await.unwrap(),
+        Some(Message::text("to all"))
+    );
+    let closes = closes.lock().unwrap().clone();
+    assert_eq!(
+        closes.len(),
+        2,
+        "CLOSE exactly once per failed socket: {closes:?}"
+    );
+    assert!(
+        closes
+            .iter()
+            .all(|(_, code)| *code == CloseCode::INTERNAL_ERROR)
     );
 }

@@ -36,7 +36,7 @@ impl WebSocketApp for Lobby {
 
     fn on_event(&self, event: WsEvent<'_, ()>) {
         if let EventKind::Open = event.kind {
-            event.hub().add_to_group("lobby", event.session.id);
+            event.hub().add_to_group("lobby", event.socket.id);
         }
     }
 }
