@@ -16,7 +16,12 @@ use crate::id::{ClientId, IdMap, IdSet, RandomSource};
 use crate::message::{
     Advice, Batch, Message, Outbound, Reconnect, encode_batch, error_reply, parse_batch,
 };
-use crate::session::{Held, HoldId, Session, Transport};
+use crate::session::{Session, Transport};
+
+mod holds;
+
+pub use holds::HoldId;
+use holds::Holds;
 
 /// The first segment of presence channels: joins and leaves of `/chat/room`
 /// are published on `/presence/chat/room`.
@@ -346,16 +351,10 @@ pub struct Engine {
     history: History,
     /// Sessions by expiry time (sessions holding a connect are absent).
     expiries: BTreeSet<(Instant, ClientId)>,
-    /// Held connects: who holds them, and their deadlines in order.
-    holds: IdMap<HoldId, ClientId>,
-    hold_deadlines: BTreeSet<(Instant, HoldId)>,
-    next_hold_id: u64,
-    /// Responses of held connects answered while their driver was not
-    /// asking (superseded, deadline, session ended), until it polls; with
-    /// their release time, so uncollected ones are dropped after
-    /// `maxInterval`.
-    released: IdMap<HoldId, (ClientId, Vec<Outbound>)>,
-    released_order: VecDeque<(Instant, HoldId)>,
+    /// Held connects, and the responses of those answered while their
+    /// driver was not asking. Every client holding a connect is a live
+    /// session: removing a session releases its hold.
+    holds: Holds,
     /// Sessions to remove once the current operation is done (a session
     /// overflowing in the middle of a fan-out is removed after it).
     removals: Vec<(ClientId, CloseReason)>,
@@ -388,6 +387,7 @@ impl Engine {
         Engine {
             connect_advice,
             history: History::new(config.history),
+            holds: Holds::new(config.max_interval),
             config,
             ids: Box::new(ids),
             authorizer: Box::new(AllowAll),
@@ -396,11 +396,6 @@ impl Engine {
             policies,
             services: PatternMap::default(),
             expiries: BTreeSet::new(),
-            holds: IdMap::default(),
-            hold_deadlines: BTreeSet::new(),
-            next_hold_id: 0,
-            released: IdMap::default(),
-            released_order: VecDeque::new(),
             removals: Vec::new(),
             events: VecDeque::new(),
         }
@@ -478,7 +473,7 @@ impl Engine {
             self.process_removals(now);
         }
         if let Some(held) = out.held.clone() {
-            if let Some((_, replies)) = self.released.remove(&held.hold_id) {
+            if let Some((_, replies)) = self.holds.take_released(held.hold_id) {
                 // The connect held by this batch was answered by a later
                 // message of it (a disconnect): answer it now.
                 out.replies.extend(replies);
@@ -486,11 +481,8 @@ impl Engine {
             } else if context.transport == Transport::LongPolling {
                 // One HTTP response carries every reply: they wait with the
                 // connect.
-                if let Some(session) = self.sessions.get_mut(&held.client_id) {
-                    if let Some(session_held) = &mut session.held {
-                        session_held.pending_replies.append(&mut out.replies);
-                    }
-                }
+                self.holds
+                    .add_pending_replies(held.hold_id, &mut out.replies);
             }
         }
         if context.transport == Transport::WebSocket {
@@ -667,7 +659,7 @@ impl Engine {
                 out.replies.extend(replies);
                 out.held = None;
             } else {
-                self.stash_released(now, &id, hold_id, replies);
+                self.holds.stash_released(now, &id, hold_id, replies);
                 self.wake(&id);
             }
         }
@@ -696,17 +688,8 @@ impl Engine {
             out.replies.extend(replies);
             return;
         }
-        let hold_id = HoldId(self.next_hold_id);
-        self.next_hold_id += 1;
         let deadline = now + timeout;
-        session.held = Some(Held {
-            hold_id,
-            message_id: message.id,
-            deadline,
-            pending_replies: Vec::new(),
-        });
-        self.holds.insert(hold_id, id.clone());
-        self.hold_deadlines.insert((deadline, hold_id));
+        let hold_id = self.holds.hold(&id, message.id, deadline);
         // A session holding a connect is alive.
         self.set_expiry(&id, None);
         out.held = Some(HeldConnect {
@@ -744,23 +727,10 @@ impl Engine {
 
     /// Answers the session's held connect, if any.
     fn release_hold(&mut self, id: &ClientId, now: Instant) -> Option<(HoldId, Vec<Outbound>)> {
-        let held = self.sessions.get_mut(id)?.held.take()?;
-        self.holds.remove(&held.hold_id);
-        self.hold_deadlines.remove(&(held.deadline, held.hold_id));
+        let held = self.holds.release(id)?;
         let mut replies = held.pending_replies;
         replies.extend(self.connect_reply(id, now, held.message_id));
         Some((held.hold_id, replies))
-    }
-
-    fn stash_released(
-        &mut self,
-        now: Instant,
-        client: &ClientId,
-        hold_id: HoldId,
-        replies: Vec<Outbound>,
-    ) {
-        self.released.insert(hold_id, (client.clone(), replies));
-        self.released_order.push_back((now, hold_id));
     }
 
     fn subscribe(
@@ -850,7 +820,7 @@ impl Engine {
                 "replay",
                 json!({"after": after, "count": count, "complete": complete}),
             );
-            if count > 0 && (!session.delivers_with_connect() || session.held.is_some()) {
+            if count > 0 && (!session.delivers_with_connect() || self.holds.is_held(&id)) {
                 self.wake(&id);
             }
         }
@@ -1053,6 +1023,7 @@ impl Engine {
         let mut recipients = 0;
         let mut queue = Enqueue {
             sessions: &mut self.sessions,
+            holds: &self.holds,
             events: &mut self.events,
             removals: &mut self.removals,
             max_queued: self.config.limits.max_queued_messages,
@@ -1088,6 +1059,7 @@ impl Engine {
     fn enqueue(&mut self, client: &ClientId, message: Outbound) {
         Enqueue {
             sessions: &mut self.sessions,
+            holds: &self.holds,
             events: &mut self.events,
             removals: &mut self.removals,
             max_queued: self.config.limits.max_queued_messages,
@@ -1146,18 +1118,18 @@ impl Engine {
     /// `Some` is the complete response; the hold is then finished. `None`:
     /// keep waiting (also for an unknown or finished `hold_id`).
     pub fn poll_connect(&mut self, hold_id: HoldId, now: Instant) -> Option<Vec<Outbound>> {
-        if let Some((client, replies)) = self.released.remove(&hold_id) {
+        if let Some((client, replies)) = self.holds.take_released(hold_id) {
             if let Some(session) = self.sessions.get_mut(&client) {
                 session.wake_pending = false;
             }
             return Some(replies);
         }
-        let id = self.holds.get(&hold_id)?.clone();
+        let id = self.holds.client_of(hold_id)?.clone();
         let session = self.sessions.get_mut(&id)?;
         session.wake_pending = false;
-        let held = session.held.as_ref()?;
+        let deadline = self.holds.get(&id)?.deadline;
         let ready =
-            now >= held.deadline || (session.delivers_with_connect() && !session.queue.is_empty());
+            now >= deadline || (session.delivers_with_connect() && !session.queue.is_empty());
         if !ready {
             return None;
         }
@@ -1168,16 +1140,9 @@ impl Engine {
     /// (queued deliveries stay queued) and the session expires after
     /// `maxInterval` unless the client connects again.
     pub fn cancel_connect(&mut self, hold_id: HoldId, now: Instant) {
-        self.released.remove(&hold_id);
-        let Some(id) = self.holds.remove(&hold_id) else {
+        let Some(id) = self.holds.cancel(hold_id) else {
             return;
         };
-        let Some(session) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        if let Some(held) = session.held.take() {
-            self.hold_deadlines.remove(&(held.deadline, held.hold_id));
-        }
         self.set_expiry(&id, Some(now + self.config.max_interval));
     }
 
@@ -1198,23 +1163,10 @@ impl Engine {
     /// sessions without a connect for `maxInterval` (their subscriptions go,
     /// presence leaves are published), drops history past its window.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(deadline, hold_id)) = self.hold_deadlines.first() {
-            if deadline > now {
-                break;
-            }
-            let Some(id) = self.holds.get(&hold_id).cloned() else {
-                self.hold_deadlines.remove(&(deadline, hold_id));
-                continue;
-            };
-            match self.release_hold(&id, now) {
-                Some((hold_id, replies)) => {
-                    self.stash_released(now, &id, hold_id, replies);
-                    self.wake(&id);
-                }
-                None => {
-                    self.hold_deadlines.remove(&(deadline, hold_id));
-                }
-            }
+        while let Some(id) = self.holds.first_due(now).cloned() {
+            let (hold_id, replies) = self.release_hold(&id, now).expect("a due connect is held");
+            self.holds.stash_released(now, &id, hold_id, replies);
+            self.wake(&id);
         }
         while let Some((expiry, id)) = self.expiries.first().cloned() {
             if expiry > now {
@@ -1228,24 +1180,16 @@ impl Engine {
         }
         self.process_removals(now);
         self.history.expire(now);
-        while let Some(&(released_at, hold_id)) = self.released_order.front() {
-            if released_at + self.config.max_interval > now {
-                break;
-            }
-            self.released_order.pop_front();
-            self.released.remove(&hold_id);
-        }
+        self.holds.drop_uncollected(now);
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) next has work.
     pub fn next_timeout(&self) -> Option<Instant> {
         [
-            self.hold_deadlines.first().map(|(t, _)| *t),
+            self.holds.next_deadline(),
             self.expiries.first().map(|(t, _)| *t),
             self.history.next_expiry(),
-            self.released_order
-                .front()
-                .map(|(t, _)| *t + self.config.max_interval),
+            self.holds.next_uncollected_drop(),
         ]
         .into_iter()
         .flatten()
@@ -1407,9 +1351,7 @@ impl Engine {
                 left.push(channel);
             }
         }
-        if let Some(held) = session.held.take() {
-            self.holds.remove(&held.hold_id);
-            self.hold_deadlines.remove(&(held.deadline, held.hold_id));
+        if let Some(held) = self.holds.release(id) {
             let reply = match reason {
                 // The client ended it, or the server did on purpose: stop.
                 CloseReason::Disconnected | CloseReason::ServerDisconnect => {
@@ -1432,7 +1374,7 @@ impl Engine {
             };
             let mut replies = held.pending_replies;
             replies.push(Outbound::new(&reply));
-            self.stash_released(now, id, held.hold_id, replies);
+            self.holds.stash_released(now, id, held.hold_id, replies);
             self.events.push_back(Event::Wake(id.clone()));
         }
         self.events.push_back(Event::SessionClosed {
@@ -1457,6 +1399,7 @@ impl Engine {
 /// subscriptions so that a broadcast queues while it walks them.
 struct Enqueue<'a> {
     sessions: &'a mut IdMap<ClientId, Session>,
+    holds: &'a Holds,
     events: &'a mut VecDeque<Event>,
     removals: &'a mut Vec<(ClientId, CloseReason)>,
     max_queued: usize,
@@ -1479,7 +1422,9 @@ impl Enqueue<'_> {
             return;
         }
         session.queue.push(message.clone());
-        if (!session.delivers_with_connect() || session.held.is_some()) && !session.wake_pending {
+        // `wake_pending` first: in a burst, the hold is not looked up again.
+        if !session.wake_pending && (!session.delivers_with_connect() || self.holds.is_held(client))
+        {
             session.wake_pending = true;
             self.events.push_back(Event::Wake(client.clone()));
         }

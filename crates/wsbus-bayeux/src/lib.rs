@@ -129,13 +129,13 @@ mod session;
 pub use channel::{ChannelError, ChannelName, ChannelPattern, Wildcard};
 pub use config::{BusConfig, ChannelPolicy, HistoryConfig, Limits, PublishPolicy, SubscribePolicy};
 pub use engine::{
-    AllowAll, Authorizer, CloseReason, Engine, Event, HandshakeRequest, HeldConnect, Member,
-    Outcome, PRESENCE_PREFIX, PRESENCE_SNAPSHOT_LIMIT, PresenceAction, PresenceChange, Published,
-    RequestContext, ServiceRequest, SessionInfo, Stats,
+    AllowAll, Authorizer, CloseReason, Engine, Event, HandshakeRequest, HeldConnect, HoldId,
+    Member, Outcome, PRESENCE_PREFIX, PRESENCE_SNAPSHOT_LIMIT, PresenceAction, PresenceChange,
+    Published, RequestContext, ServiceRequest, SessionInfo, Stats,
 };
 pub use error::BayeuxError;
 pub use id::{ClientId, IdHash, IdHasher, IdMap, IdSet, RandomSource};
 pub use message::{
     Advice, Batch, BatchLimits, Message, Outbound, Reconnect, encode_batch, parse_batch,
 };
-pub use session::{HoldId, Transport};
+pub use session::Transport;

@@ -1,12 +1,11 @@
 //! One client's session: its subscriptions, its delivery queue (with the
-//! `ack` extension's batches), and its held `/meta/connect`.
+//! `ack` extension's batches). Its held `/meta/connect`, if any, is in the
+//! engine's `Holds`.
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
-
-use serde_json::Value;
 
 use crate::channel::ChannelPattern;
 use crate::id::ClientId;
@@ -41,11 +40,6 @@ impl Transport {
         }
     }
 }
-
-/// Identifies one held `/meta/connect`, so that its reply reaches the request
-/// (or socket) that sent it even after the client has sent another.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HoldId(pub(crate) u64);
 
 /// Messages waiting for a client.
 ///
@@ -122,17 +116,6 @@ impl DeliveryQueue {
     }
 }
 
-/// A `/meta/connect` waiting for something to deliver or for its deadline.
-pub(crate) struct Held {
-    pub hold_id: HoldId,
-    /// The connect's `id`, echoed in its reply.
-    pub message_id: Option<Value>,
-    pub deadline: Instant,
-    /// Long-polling: replies to the other messages of the connect's request,
-    /// which share its response.
-    pub pending_replies: Vec<Outbound>,
-}
-
 pub(crate) struct Session {
     pub id: ClientId,
     pub user: Option<Arc<str>>,
@@ -142,7 +125,6 @@ pub(crate) struct Session {
     pub connected: bool,
     pub subscriptions: HashSet<ChannelPattern>,
     pub queue: DeliveryQueue,
-    pub held: Option<Held>,
     /// When the session expires; `None` while a connect is held.
     pub expires_at: Option<Instant>,
     /// Whether a `Wake` event is outstanding (so that a burst of publishes
@@ -161,7 +143,6 @@ impl Session {
             connected: false,
             subscriptions: HashSet::new(),
             queue: DeliveryQueue::new(ack),
-            held: None,
             expires_at: None,
             wake_pending: false,
             closing: false,
@@ -188,7 +169,6 @@ impl fmt::Debug for Session {
             .field("transport", &self.transport)
             .field("subscriptions", &self.subscriptions.len())
             .field("queued", &self.queue.len())
-            .field("held", &self.held.is_some())
             .finish_non_exhaustive()
     }
 }
