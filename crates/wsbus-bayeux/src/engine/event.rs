@@ -1,0 +1,62 @@
+//! What the engine tells its driver.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::channel::ChannelName;
+use crate::id::ClientId;
+use crate::session::Transport;
+
+use super::PresenceChange;
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent `/meta/disconnect`.
+    Disconnected,
+    /// [`Engine::disconnect`].
+    ServerDisconnect,
+    /// No `/meta/connect` for `maxInterval`.
+    Expired,
+    /// More than `max_queued_messages` waited for it.
+    QueueOverflow,
+}
+
+/// A message published by a client on a `/service` channel, for server-side
+/// code. Reply with [`Engine::deliver`] if the service answers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceRequest {
+    pub client_id: ClientId,
+    pub user: Option<Arc<str>>,
+    pub channel: ChannelName,
+    pub data: Value,
+    /// The message's `id`.
+    pub id: Option<Value>,
+}
+
+/// What the engine tells its driver. Drain with [`Engine::poll_event`] after
+/// every call.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// Something is ready for this client: call [`Engine::poll_connect`] for
+    /// every connect you hold for it, and [`Engine::take_deliveries`] if it is
+    /// on WebSocket.
+    Wake(ClientId),
+    /// A client published on a `/service` channel with a handler.
+    Service(ServiceRequest),
+    /// A handshake created a session.
+    SessionOpened {
+        client_id: ClientId,
+        user: Option<Arc<str>>,
+        transport: Transport,
+    },
+    /// A session ended; its subscriptions are gone.
+    SessionClosed {
+        client_id: ClientId,
+        user: Option<Arc<str>>,
+        reason: CloseReason,
+    },
+    /// A presence change, already published on its presence channel.
+    Presence(PresenceChange),
+}
