@@ -53,17 +53,35 @@ const META_SUBSCRIBE: &str = "/meta/subscribe";
 const META_UNSUBSCRIBE: &str = "/meta/unsubscribe";
 const META_DISCONNECT: &str = "/meta/disconnect";
 
-/// Counters for metrics and the admin page.
+/// Counters for metrics and the admin page: a snapshot taken by
+/// [`Engine::stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Live sessions (handshaken, not yet disconnected or expired).
     pub sessions: usize,
+    /// Sessions whose latest `/meta/connect` (or handshake) came over
+    /// WebSocket.
     pub websocket_sessions: usize,
+    /// Sessions whose latest `/meta/connect` (or handshake) came over
+    /// long-polling; with `websocket_sessions`, sums to `sessions`.
     pub long_polling_sessions: usize,
+    /// `/meta/connect`s held now, at most one per session.
     pub held_connects: usize,
+    /// Distinct patterns with at least one subscriber (a pattern subscribed
+    /// by many clients counts once).
     pub subscription_patterns: usize,
+    /// Messages waiting in sessions' queues, over all sessions, including
+    /// those sent but not yet acknowledged under the `ack` extension.
     pub queued_messages: usize,
+    /// Messages kept for replay, over all channels.
     pub history_messages: usize,
+    /// Bytes charged for the messages kept for replay: their JSON plus a
+    /// fixed overhead per message (what [`HistoryConfig::max_bytes`]
+    /// bounds).
+    ///
+    /// [`HistoryConfig::max_bytes`]: crate::HistoryConfig::max_bytes
     pub history_bytes: usize,
+    /// Channels with at least one message kept for replay.
     pub history_channels: usize,
 }
 
@@ -76,7 +94,7 @@ pub struct Stats {
 /// `&mut self` and returns quickly).
 ///
 /// 1. **Requests**: for each long-polling POST body or WebSocket text message
-///    call [`handle_body`](Self::handle_body) (or [`parse_batch`] and
+///    call [`handle_body`](Self::handle_body) (or [`parse_batch`](crate::parse_batch) and
 ///    [`handle`](Self::handle)) with the current time and a
 ///    [`RequestContext`]. Send [`Outcome::reply_json`] if it is `Some`.
 ///    * Long-polling: if [`Outcome::held`] is set, keep the HTTP request

@@ -63,8 +63,8 @@
 //! authenticated, nobody) and who may publish (anyone, authenticated,
 //! subscribers, nobody), whether the publisher gets its own message back,
 //! whether history is kept. Default: anyone subscribes, only subscribers
-//! publish, and the server relays to the *other* subscribers (the seed's
-//! rule). An [`Authorizer`] adds rules in code (tokens in the handshake `ext`,
+//! publish, and the server relays to the *other* subscribers (a chat
+//! client shows its own line as it sends it). An [`Authorizer`] adds rules in code (tokens in the handshake `ext`,
 //! schema validation of published data).
 //!
 //! ## Presence
@@ -116,6 +116,7 @@
 //! [`HistoryConfig`] for names, defaults and reasons.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod channel;
 mod config;

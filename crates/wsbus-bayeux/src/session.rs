@@ -58,7 +58,7 @@ pub(crate) struct DeliveryQueue {
 }
 
 impl DeliveryQueue {
-    pub fn new(ack: bool) -> Self {
+    pub(crate) fn new(ack: bool) -> Self {
         DeliveryQueue {
             ack,
             open_batch: 1,
@@ -66,37 +66,37 @@ impl DeliveryQueue {
         }
     }
 
-    pub fn ack_enabled(&self) -> bool {
+    pub(crate) fn ack_enabled(&self) -> bool {
         self.ack
     }
 
-    pub fn push(&mut self, message: Outbound) {
+    pub(crate) fn push(&mut self, message: Outbound) {
         self.items.push_back((self.open_batch, message));
     }
 
     /// Messages queued, unacknowledged ones included.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.items.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
 
     /// Room left under `limit`.
-    pub fn room(&self, limit: usize) -> usize {
+    pub(crate) fn room(&self, limit: usize) -> usize {
         limit.saturating_sub(self.items.len())
     }
 
     /// Hands every message out (they leave the queue). Only without ack.
-    pub fn drain(&mut self) -> Vec<Outbound> {
+    pub(crate) fn drain(&mut self) -> Vec<Outbound> {
         debug_assert!(!self.ack);
         self.items.drain(..).map(|(_, message)| message).collect()
     }
 
     /// The messages for a `/meta/connect` reply, and in ack mode the number of
     /// the batch the reply closes.
-    pub fn take_for_connect(&mut self) -> (Vec<Outbound>, Option<u64>) {
+    pub(crate) fn take_for_connect(&mut self) -> (Vec<Outbound>, Option<u64>) {
         if !self.ack {
             return (self.items.drain(..).map(|(_, m)| m).collect(), None);
         }
@@ -109,7 +109,7 @@ impl DeliveryQueue {
     }
 
     /// The client received every batch up to `batch`.
-    pub fn acknowledge(&mut self, batch: u64) {
+    pub(crate) fn acknowledge(&mut self, batch: u64) {
         while self.items.front().is_some_and(|(b, _)| *b <= batch) {
             self.items.pop_front();
         }
@@ -117,25 +117,30 @@ impl DeliveryQueue {
 }
 
 pub(crate) struct Session {
-    pub id: ClientId,
-    pub user: Option<Arc<str>>,
+    pub(crate) id: ClientId,
+    pub(crate) user: Option<Arc<str>>,
     /// The transport of the latest `/meta/connect` (of the handshake before).
-    pub transport: Transport,
+    pub(crate) transport: Transport,
     /// Whether a `/meta/connect` was answered: the first is answered at once.
-    pub connected: bool,
-    pub subscriptions: HashSet<ChannelPattern>,
-    pub queue: DeliveryQueue,
+    pub(crate) connected: bool,
+    pub(crate) subscriptions: HashSet<ChannelPattern>,
+    pub(crate) queue: DeliveryQueue,
     /// When the session expires; `None` while a connect is held.
-    pub expires_at: Option<Instant>,
+    pub(crate) expires_at: Option<Instant>,
     /// Whether a `Wake` event is outstanding (so that a burst of publishes
     /// wakes the runtime once).
-    pub wake_pending: bool,
+    pub(crate) wake_pending: bool,
     /// Already scheduled for removal (its queue overflowed).
-    pub closing: bool,
+    pub(crate) closing: bool,
 }
 
 impl Session {
-    pub fn new(id: ClientId, user: Option<Arc<str>>, transport: Transport, ack: bool) -> Self {
+    pub(crate) fn new(
+        id: ClientId,
+        user: Option<Arc<str>>,
+        transport: Transport,
+        ack: bool,
+    ) -> Self {
         Session {
             id,
             user,
@@ -152,11 +157,11 @@ impl Session {
     /// Whether deliveries wait for a `/meta/connect` reply (long-polling, or
     /// any transport with the ack extension, whose batches are delimited by
     /// connect replies) rather than being pushed as they happen.
-    pub fn delivers_with_connect(&self) -> bool {
+    pub(crate) fn delivers_with_connect(&self) -> bool {
         self.queue.ack_enabled() || self.transport == Transport::LongPolling
     }
 
-    pub fn user(&self) -> Option<&str> {
+    pub(crate) fn user(&self) -> Option<&str> {
         self.user.as_deref()
     }
 }

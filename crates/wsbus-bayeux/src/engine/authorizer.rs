@@ -15,6 +15,7 @@ use crate::session::{Session, Transport};
 pub struct HandshakeRequest<'a> {
     /// The `/meta/handshake` message (its `ext` may carry a token).
     pub message: &'a Message,
+    /// The transport the handshake arrived on.
     pub transport: Transport,
     /// The user authenticated by the transport layer.
     pub user: Option<&'a Arc<str>>,
@@ -23,8 +24,13 @@ pub struct HandshakeRequest<'a> {
 /// A session, as shown to an [`Authorizer`].
 #[derive(Clone, Copy, Debug)]
 pub struct SessionInfo<'a> {
+    /// The session's `clientId`.
     pub client_id: &'a ClientId,
+    /// The session's user, fixed at its handshake; `None` for an anonymous
+    /// session.
     pub user: Option<&'a str>,
+    /// The transport of the session's latest `/meta/connect` (of its
+    /// handshake before the first).
     pub transport: Transport,
 }
 

@@ -23,7 +23,10 @@ pub const PRESENCE_SNAPSHOT_LIMIT: usize = 1_000;
 /// `join` or `leave`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PresenceAction {
+    /// The client subscribed to exactly the channel.
     Join,
+    /// The client's exact subscription went: it unsubscribed, or its
+    /// session ended.
     Leave,
 }
 
@@ -42,15 +45,20 @@ impl PresenceAction {
 pub struct PresenceChange {
     /// The channel (e.g. `/chat/room`).
     pub channel: ChannelName,
+    /// The client that joined or left.
     pub client_id: ClientId,
+    /// Its session's user; `None` for an anonymous session.
     pub user: Option<Arc<str>>,
+    /// Joined or left.
     pub action: PresenceAction,
 }
 
 /// A member of a channel's presence.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
+    /// The member's session.
     pub client_id: ClientId,
+    /// Its session's user; `None` for an anonymous session.
     pub user: Option<Arc<str>>,
 }
 

@@ -17,10 +17,13 @@ use super::{
 /// What the runtime knows about the request a batch arrived in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestContext {
+    /// The transport the batch arrived on. It decides how the session is
+    /// served from then on (pushed deliveries or connect replies), whatever
+    /// the message's `connectionType` says.
     pub transport: Transport,
     /// The user the transport layer authenticated (cookie, `Authorization`
     /// header, `access_token`), if any. A handshake's session takes it as its
-    /// user (unless an [`Authorizer`] decides otherwise); later requests that
+    /// user (unless an [`Authorizer`](crate::Authorizer) decides otherwise); later requests that
     /// carry a different user are treated as from an unknown client, so that
     /// a client id leaked to another user is useless to them.
     pub user: Option<Arc<str>>,
@@ -53,6 +56,8 @@ impl RequestContext {
 /// A `/meta/connect` the engine is holding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeldConnect {
+    /// The session whose connect is held: [`Event::Wake`](crate::Event::Wake)
+    /// for it means this connect may be ready.
     pub client_id: ClientId,
     /// Pass to [`Engine::poll_connect`] / [`Engine::cancel_connect`].
     pub hold_id: HoldId,
@@ -71,7 +76,7 @@ pub struct Outcome {
     /// The batch's `/meta/connect`, if it is being held.
     pub held: Option<HeldConnect>,
     /// The session the batch belongs to (created by its handshake, or named
-    /// by its messages), for the runtime to route [`Event::Wake`] to this
+    /// by its messages), for the runtime to route [`Event::Wake`](crate::Event::Wake) to this
     /// socket or request. `None` when no message named a known session.
     pub session: Option<ClientId>,
 }
