@@ -24,8 +24,9 @@ pub struct BusConfig {
     /// enough that a closed tab's subscriptions and presence go quickly.
     pub max_interval: Duration,
     /// Whether `websocket` is offered in `supportedConnectionTypes` and
-    /// accepted on `/meta/connect`. `false` (the seed's A/B diagnosis) leaves
-    /// every client on long-polling.
+    /// accepted on `/meta/connect`. `false` leaves every client on
+    /// long-polling: a switch for telling whether a problem is WebSocket's
+    /// (a proxy that drops upgrades, say) by comparing with and without it.
     pub websocket_enabled: bool,
     /// Per-client and per-batch bounds.
     pub limits: Limits,
@@ -185,8 +186,8 @@ pub enum PublishPolicy {
     /// Sessions with a user.
     Authenticated,
     /// Sessions subscribed to the channel (directly or through a wildcard):
-    /// the seed's rule, "clients can send messages on channels they have
-    /// subscribed to".
+    /// a client talks where it listens, so a publish cannot reach a channel
+    /// its sender is not part of.
     #[default]
     Subscribers,
     /// No client; only the server-side publish API.
@@ -218,10 +219,15 @@ impl PublishPolicy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ChannelPolicy {
+    /// Who may subscribe to the channels (checked when a client subscribes,
+    /// and again per channel for messages reached through a wildcard).
     pub subscribe: SubscribePolicy,
+    /// Who may publish on the channels (the server-side
+    /// [`Engine::publish`](crate::Engine::publish) is not subject to it).
     pub publish: PublishPolicy,
     /// Whether a client's publish is also delivered back to it when it is
-    /// subscribed. Default `false`: the seed relays "to other clients".
+    /// subscribed. Default `false`: messages are relayed to the *other*
+    /// subscribers, the publisher having its message already.
     pub deliver_to_publisher: bool,
     /// Whether messages are kept for replay. Default `true`.
     pub history: bool,

@@ -42,10 +42,10 @@ struct LogEntry {
 /// What a replay found.
 #[derive(Debug)]
 pub(crate) struct Replay {
-    pub messages: Vec<Outbound>,
+    pub(crate) messages: Vec<Outbound>,
     /// `false` when messages after the requested offset may have been dropped
     /// (out of the window or the limits), or did not fit the client's queue.
-    pub complete: bool,
+    pub(crate) complete: bool,
 }
 
 pub(crate) struct History {
@@ -62,7 +62,7 @@ pub(crate) struct History {
 }
 
 impl History {
-    pub fn new(config: HistoryConfig) -> Self {
+    pub(crate) fn new(config: HistoryConfig) -> Self {
         History {
             config,
             next_offset: 1,
@@ -74,14 +74,20 @@ impl History {
     }
 
     /// A fresh offset for a message to [`record`](Self::record).
-    pub fn allocate_offset(&mut self) -> u64 {
+    pub(crate) fn allocate_offset(&mut self) -> u64 {
         let offset = self.next_offset;
         self.next_offset += 1;
         offset
     }
 
     /// Keeps `message`, published on `channel` at `now` with `offset`.
-    pub fn record(&mut self, now: Instant, channel: &ChannelName, offset: u64, message: Outbound) {
+    pub(crate) fn record(
+        &mut self,
+        now: Instant,
+        channel: &ChannelName,
+        offset: u64,
+        message: Outbound,
+    ) {
         if !self.config.enabled() {
             // Offsets are handed out but nothing is kept: a replay must not
             // claim to be complete.
@@ -128,7 +134,7 @@ impl History {
     }
 
     /// Drops what is older than the window.
-    pub fn expire(&mut self, now: Instant) {
+    pub(crate) fn expire(&mut self, now: Instant) {
         while let Some(oldest) = self.log.front() {
             if oldest.at + self.config.window > now {
                 break;
@@ -138,7 +144,7 @@ impl History {
     }
 
     /// When [`expire`](Self::expire) next has something to do.
-    pub fn next_expiry(&self) -> Option<Instant> {
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
         self.log
             .front()
             .map(|oldest| oldest.at + self.config.window)
@@ -146,7 +152,7 @@ impl History {
 
     /// The kept messages after `after` on channels matching `pattern`, in
     /// offset order, at most `room` of them.
-    pub fn replay(&self, pattern: &ChannelPattern, after: u64, room: usize) -> Replay {
+    pub(crate) fn replay(&self, pattern: &ChannelPattern, after: u64, room: usize) -> Replay {
         let mut found: Vec<(u64, Outbound)> = Vec::new();
         let mut complete;
         if let Some(name) = pattern.as_name() {
@@ -193,17 +199,17 @@ impl History {
     }
 
     /// Messages kept, over all channels.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.rings.values().map(|r| r.entries.len()).sum()
     }
 
     /// Bytes charged for kept messages.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
 
     /// Channels with kept messages.
-    pub fn channel_count(&self) -> usize {
+    pub(crate) fn channel_count(&self) -> usize {
         self.rings.len()
     }
 }

@@ -63,8 +63,8 @@
 //! authenticated, nobody) and who may publish (anyone, authenticated,
 //! subscribers, nobody), whether the publisher gets its own message back,
 //! whether history is kept. Default: anyone subscribes, only subscribers
-//! publish, and the server relays to the *other* subscribers (the seed's
-//! rule). An [`Authorizer`] adds rules in code (tokens in the handshake `ext`,
+//! publish, and the server relays to the *other* subscribers (a chat
+//! client shows its own line as it sends it). An [`Authorizer`] adds rules in code (tokens in the handshake `ext`,
 //! schema validation of published data).
 //!
 //! ## Presence
@@ -116,6 +116,7 @@
 //! [`HistoryConfig`] for names, defaults and reasons.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod channel;
 mod config;
@@ -129,13 +130,13 @@ mod session;
 pub use channel::{ChannelError, ChannelName, ChannelPattern, Wildcard};
 pub use config::{BusConfig, ChannelPolicy, HistoryConfig, Limits, PublishPolicy, SubscribePolicy};
 pub use engine::{
-    AllowAll, Authorizer, CloseReason, Engine, Event, HandshakeRequest, HeldConnect, Member,
-    Outcome, PRESENCE_PREFIX, PRESENCE_SNAPSHOT_LIMIT, PresenceAction, PresenceChange, Published,
-    RequestContext, ServiceRequest, SessionInfo, Stats,
+    AllowAll, Authorizer, CloseReason, Engine, Event, HandshakeRequest, HeldConnect, HoldId,
+    Member, Outcome, PRESENCE_PREFIX, PRESENCE_SNAPSHOT_LIMIT, PresenceAction, PresenceChange,
+    Published, RequestContext, ServiceRequest, SessionInfo, Stats,
 };
 pub use error::BayeuxError;
 pub use id::{ClientId, IdHash, IdHasher, IdMap, IdSet, RandomSource};
 pub use message::{
     Advice, Batch, BatchLimits, Message, Outbound, Reconnect, encode_batch, parse_batch,
 };
-pub use session::{HoldId, Transport};
+pub use session::Transport;

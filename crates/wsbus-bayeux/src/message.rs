@@ -23,35 +23,60 @@ use crate::id::ClientId;
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
+    /// The channel, as written (validated by the engine, not here): a
+    /// `/meta/…` channel for the protocol, any other for a publish or a
+    /// delivery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
     /// Echoed verbatim in the reply (Bayeux says a string; some clients send
     /// numbers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Value>,
+    /// The session the message belongs to, given by the handshake reply;
+    /// required on every message but the handshake.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     /// `Some(Value::Null)` for `"data": null`, `None` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
+    /// The pattern(s) of a `/meta/subscribe` or `/meta/unsubscribe`, echoed
+    /// in its reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription: Option<Subscription>,
+    /// In a reply: whether the request it answers succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub successful: Option<bool>,
+    /// In a failed reply: the [`BayeuxError`] in its wire form
+    /// `code::message`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the client should do next (handshake and connect replies, and
+    /// `402` errors); a client may send `timeout` on `/meta/connect` to ask
+    /// for a shorter hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advice: Option<Advice>,
+    /// Extension fields: `ack` (the `ack` extension), `replay` and
+    /// `offset` (history), `presence` (subscribe replies), tokens for an
+    /// [`Authorizer`](crate::Authorizer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ext: Option<Map<String, Value>>,
+    /// Handshake and its reply: the transport names (`websocket`,
+    /// `long-polling`) the sender supports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supported_connection_types: Option<Vec<String>>,
+    /// Handshake and its reply: the Bayeux version, `1.0` (any `1.x` is
+    /// accepted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Handshake and its reply: the oldest version the sender accepts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_version: Option<String>,
+    /// `/meta/connect`: the transport the client says it uses. Informative
+    /// only: the engine goes by the transport the request arrived on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_type: Option<String>,
+    /// When the message was sent, as the sender wrote it; kept, never
+    /// interpreted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<String>,
     /// Fields not defined by Bayeux 1.0.
@@ -225,7 +250,9 @@ impl Message {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Subscription {
+    /// `"subscription": "/chat/*"`.
     One(String),
+    /// `"subscription": ["/chat/a", "/chat/b"]`: all or nothing.
     Many(Vec<String>),
 }
 
@@ -270,16 +297,21 @@ impl Subscription {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Advice {
+    /// What to do after this reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconnect: Option<Reconnect>,
+    /// Milliseconds to wait before the next `/meta/connect` (or handshake).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<u64>,
+    /// Milliseconds the server holds a `/meta/connect` with nothing to
+    /// deliver; sent by a client, the longest hold it wants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
     /// CometD's extension: how long the server keeps a session without a
     /// `/meta/connect`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_interval: Option<u64>,
+    /// Fields not defined by Bayeux 1.0 or CometD, kept as received.
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }
@@ -329,8 +361,11 @@ pub enum Reconnect {
 /// are kept when they were readable, so that the error reply can echo them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InvalidMessage {
+    /// The message's `id`, if it had one (echoed in the error reply).
     pub id: Option<Value>,
+    /// The message's `channel`, if it was a string.
     pub channel: Option<String>,
+    /// Why it could not be read (`400`).
     pub error: BayeuxError,
 }
 

@@ -1,12 +1,11 @@
 //! One client's session: its subscriptions, its delivery queue (with the
-//! `ack` extension's batches), and its held `/meta/connect`.
+//! `ack` extension's batches). Its held `/meta/connect`, if any, is in the
+//! engine's `Holds`.
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
-
-use serde_json::Value;
 
 use crate::channel::ChannelPattern;
 use crate::id::ClientId;
@@ -42,11 +41,6 @@ impl Transport {
     }
 }
 
-/// Identifies one held `/meta/connect`, so that its reply reaches the request
-/// (or socket) that sent it even after the client has sent another.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HoldId(pub(crate) u64);
-
 /// Messages waiting for a client.
 ///
 /// Without the `ack` extension a message leaves the queue when it is handed
@@ -64,7 +58,7 @@ pub(crate) struct DeliveryQueue {
 }
 
 impl DeliveryQueue {
-    pub fn new(ack: bool) -> Self {
+    pub(crate) fn new(ack: bool) -> Self {
         DeliveryQueue {
             ack,
             open_batch: 1,
@@ -72,37 +66,37 @@ impl DeliveryQueue {
         }
     }
 
-    pub fn ack_enabled(&self) -> bool {
+    pub(crate) fn ack_enabled(&self) -> bool {
         self.ack
     }
 
-    pub fn push(&mut self, message: Outbound) {
+    pub(crate) fn push(&mut self, message: Outbound) {
         self.items.push_back((self.open_batch, message));
     }
 
     /// Messages queued, unacknowledged ones included.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.items.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
 
     /// Room left under `limit`.
-    pub fn room(&self, limit: usize) -> usize {
+    pub(crate) fn room(&self, limit: usize) -> usize {
         limit.saturating_sub(self.items.len())
     }
 
     /// Hands every message out (they leave the queue). Only without ack.
-    pub fn drain(&mut self) -> Vec<Outbound> {
+    pub(crate) fn drain(&mut self) -> Vec<Outbound> {
         debug_assert!(!self.ack);
         self.items.drain(..).map(|(_, message)| message).collect()
     }
 
     /// The messages for a `/meta/connect` reply, and in ack mode the number of
     /// the batch the reply closes.
-    pub fn take_for_connect(&mut self) -> (Vec<Outbound>, Option<u64>) {
+    pub(crate) fn take_for_connect(&mut self) -> (Vec<Outbound>, Option<u64>) {
         if !self.ack {
             return (self.items.drain(..).map(|(_, m)| m).collect(), None);
         }
@@ -115,45 +109,38 @@ impl DeliveryQueue {
     }
 
     /// The client received every batch up to `batch`.
-    pub fn acknowledge(&mut self, batch: u64) {
+    pub(crate) fn acknowledge(&mut self, batch: u64) {
         while self.items.front().is_some_and(|(b, _)| *b <= batch) {
             self.items.pop_front();
         }
     }
 }
 
-/// A `/meta/connect` waiting for something to deliver or for its deadline.
-pub(crate) struct Held {
-    pub hold_id: HoldId,
-    /// The connect's `id`, echoed in its reply.
-    pub message_id: Option<Value>,
-    pub deadline: Instant,
-    /// Long-polling: replies to the other messages of the connect's request,
-    /// which share its response.
-    pub pending_replies: Vec<Outbound>,
-}
-
 pub(crate) struct Session {
-    pub id: ClientId,
-    pub user: Option<Arc<str>>,
+    pub(crate) id: ClientId,
+    pub(crate) user: Option<Arc<str>>,
     /// The transport of the latest `/meta/connect` (of the handshake before).
-    pub transport: Transport,
+    pub(crate) transport: Transport,
     /// Whether a `/meta/connect` was answered: the first is answered at once.
-    pub connected: bool,
-    pub subscriptions: HashSet<ChannelPattern>,
-    pub queue: DeliveryQueue,
-    pub held: Option<Held>,
+    pub(crate) connected: bool,
+    pub(crate) subscriptions: HashSet<ChannelPattern>,
+    pub(crate) queue: DeliveryQueue,
     /// When the session expires; `None` while a connect is held.
-    pub expires_at: Option<Instant>,
+    pub(crate) expires_at: Option<Instant>,
     /// Whether a `Wake` event is outstanding (so that a burst of publishes
     /// wakes the runtime once).
-    pub wake_pending: bool,
+    pub(crate) wake_pending: bool,
     /// Already scheduled for removal (its queue overflowed).
-    pub closing: bool,
+    pub(crate) closing: bool,
 }
 
 impl Session {
-    pub fn new(id: ClientId, user: Option<Arc<str>>, transport: Transport, ack: bool) -> Self {
+    pub(crate) fn new(
+        id: ClientId,
+        user: Option<Arc<str>>,
+        transport: Transport,
+        ack: bool,
+    ) -> Self {
         Session {
             id,
             user,
@@ -161,7 +148,6 @@ impl Session {
             connected: false,
             subscriptions: HashSet::new(),
             queue: DeliveryQueue::new(ack),
-            held: None,
             expires_at: None,
             wake_pending: false,
             closing: false,
@@ -171,11 +157,11 @@ impl Session {
     /// Whether deliveries wait for a `/meta/connect` reply (long-polling, or
     /// any transport with the ack extension, whose batches are delimited by
     /// connect replies) rather than being pushed as they happen.
-    pub fn delivers_with_connect(&self) -> bool {
+    pub(crate) fn delivers_with_connect(&self) -> bool {
         self.queue.ack_enabled() || self.transport == Transport::LongPolling
     }
 
-    pub fn user(&self) -> Option<&str> {
+    pub(crate) fn user(&self) -> Option<&str> {
         self.user.as_deref()
     }
 }
@@ -188,7 +174,6 @@ impl fmt::Debug for Session {
             .field("transport", &self.transport)
             .field("subscriptions", &self.subscriptions.len())
             .field("queued", &self.queue.len())
-            .field("held", &self.held.is_some())
             .finish_non_exhaustive()
     }
 }

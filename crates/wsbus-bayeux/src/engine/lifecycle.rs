@@ -1,0 +1,207 @@
+//! Sessions from handshake to removal: `/meta/handshake`, `/meta/disconnect`,
+//! the server-side disconnect, and what removing a session undoes.
+
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::error::BayeuxError;
+use crate::id::ClientId;
+use crate::message::{Advice, Message, Outbound, Reconnect, error_reply};
+use crate::session::Session;
+
+use super::presence::presence_tracked;
+use super::{
+    CloseReason, Engine, Event, HandshakeRequest, META_CONNECT, META_DISCONNECT, META_HANDSHAKE,
+    Outcome, PresenceAction, RequestContext,
+};
+
+/// Attempts at drawing an unused client id before giving up (a working
+/// random source collides with probability 2⁻¹²⁸).
+const CLIENT_ID_ATTEMPTS: usize = 8;
+
+impl Engine {
+    pub(super) fn handshake(
+        &mut self,
+        now: Instant,
+        context: &RequestContext,
+        message: Message,
+        out: &mut Outcome,
+    ) {
+        let supported = self.supported_connection_types();
+        let refuse = |out: &mut Outcome, error: &BayeuxError, reconnect: Reconnect| {
+            let mut reply = error_reply(Some(META_HANDSHAKE), message.id.clone(), error);
+            reply.version = Some("1.0".into());
+            reply.supported_connection_types =
+                Some(supported.iter().map(|t| (*t).to_owned()).collect());
+            reply.advice = Some(Advice {
+                reconnect: Some(reconnect),
+                interval: Some(0),
+                ..Advice::default()
+            });
+            out.push(&reply);
+        };
+        if let Some(version) = &message.version {
+            if !(version == "1" || version.starts_with("1.")) {
+                return refuse(out, &BayeuxError::UNSUPPORTED_VERSION, Reconnect::None);
+            }
+        }
+        if let Some(types) = &message.supported_connection_types {
+            if !types.iter().any(|t| supported.contains(&t.as_str())) {
+                return refuse(
+                    out,
+                    &BayeuxError::UNSUPPORTED_CONNECTION_TYPE,
+                    Reconnect::None,
+                );
+            }
+        }
+        if self.sessions.len() >= self.config.limits.max_sessions {
+            return refuse(out, &BayeuxError::TOO_MANY_SESSIONS, Reconnect::Handshake);
+        }
+        let request = HandshakeRequest {
+            message: &message,
+            transport: context.transport,
+            user: context.user.as_ref(),
+        };
+        let user = match self.authorizer.handshake(&request) {
+            Ok(user) => user,
+            Err(error) => return refuse(out, &error, Reconnect::None),
+        };
+        let Some(id) = self.new_client_id() else {
+            return refuse(out, &BayeuxError::NO_CLIENT_ID, Reconnect::Handshake);
+        };
+        // CometD's ack extension: the client asks with `ext.ack: true`.
+        let ack = message.ext_field("ack") == Some(&Value::Bool(true));
+        self.sessions.insert(
+            id.clone(),
+            Session::new(id.clone(), user.clone(), context.transport, ack),
+        );
+        self.set_expiry(&id, Some(now + self.config.max_interval));
+        self.events.push_back(Event::SessionOpened {
+            client_id: id.clone(),
+            user,
+            transport: context.transport,
+        });
+
+        let mut reply = Message::on(META_HANDSHAKE);
+        reply.id = message.id;
+        reply.version = Some("1.0".into());
+        reply.minimum_version = Some("1.0".into());
+        reply.supported_connection_types =
+            Some(supported.iter().map(|t| (*t).to_owned()).collect());
+        reply.client_id = Some(id.to_string());
+        reply.successful = Some(true);
+        reply.advice = Some(self.advice());
+        if ack {
+            reply.set_ext_field("ack", Value::Bool(true));
+        }
+        out.push(&reply);
+        out.session = Some(id);
+    }
+
+    fn new_client_id(&mut self) -> Option<ClientId> {
+        (0..CLIENT_ID_ATTEMPTS)
+            .map(|_| ClientId::from_random(self.ids.random_bytes()))
+            .find(|id| !self.sessions.contains_key(id))
+    }
+
+    pub(super) fn client_disconnect(
+        &mut self,
+        now: Instant,
+        context: &RequestContext,
+        message: Message,
+        out: &mut Outcome,
+    ) {
+        let Some(id) = self.session_for(&message, context) else {
+            out.push(&error_reply(
+                Some(META_DISCONNECT),
+                message.id,
+                &BayeuxError::UNKNOWN_CLIENT,
+            ));
+            return;
+        };
+        self.remove_session(&id, CloseReason::Disconnected, now);
+        let mut reply = Message::on(META_DISCONNECT);
+        reply.id = message.id;
+        reply.client_id = Some(id.to_string());
+        reply.successful = Some(true);
+        out.push(&reply);
+        if out.session.as_ref() == Some(&id) {
+            out.session = None;
+        }
+    }
+
+    /// Ends a session from the server side. A held connect is answered with
+    /// advice `reconnect: none`. `false` if there was no such session.
+    pub fn disconnect(&mut self, client: &ClientId, now: Instant) -> bool {
+        let existed = self.sessions.contains_key(client);
+        self.remove_session(client, CloseReason::ServerDisconnect, now);
+        self.process_removals(now);
+        existed
+    }
+
+    pub(super) fn process_removals(&mut self, now: Instant) {
+        // Removing a session publishes presence leaves, which may overflow
+        // further queues: loop until quiet. Each session goes once.
+        while let Some((id, reason)) = self.removals.pop() {
+            self.remove_session(&id, reason, now);
+        }
+    }
+
+    pub(super) fn remove_session(&mut self, id: &ClientId, reason: CloseReason, now: Instant) {
+        let Some(mut session) = self.sessions.remove(id) else {
+            return;
+        };
+        if let Some(expiry) = session.expires_at {
+            self.expiries.remove(&(expiry, id.clone()));
+        }
+        let mut left = Vec::new();
+        for pattern in session.subscriptions.drain() {
+            self.subscriptions.unsubscribe(&pattern, id);
+            if let Some(channel) = presence_tracked(&pattern) {
+                left.push(channel);
+            }
+        }
+        if let Some(held) = self.holds.release(id) {
+            let reply = match reason {
+                // The client ended it, or the server did on purpose: stop.
+                CloseReason::Disconnected | CloseReason::ServerDisconnect => {
+                    let mut reply = Message::on(META_CONNECT);
+                    reply.id = held.message_id;
+                    reply.client_id = Some(id.to_string());
+                    reply.successful = Some(true);
+                    reply.advice = Some(Advice {
+                        reconnect: Some(Reconnect::None),
+                        ..Advice::default()
+                    });
+                    reply
+                }
+                // The client may come back: handshake, resubscribe, replay.
+                CloseReason::Expired | CloseReason::QueueOverflow => error_reply(
+                    Some(META_CONNECT),
+                    held.message_id,
+                    &BayeuxError::UNKNOWN_CLIENT,
+                ),
+            };
+            let mut replies = held.pending_replies;
+            replies.push(Outbound::new(&reply));
+            self.holds.stash_released(now, id, held.hold_id, replies);
+            self.events.push_back(Event::Wake(id.clone()));
+        }
+        self.events.push_back(Event::SessionClosed {
+            client_id: id.clone(),
+            user: session.user.clone(),
+            reason,
+        });
+        left.sort();
+        for channel in left {
+            self.announce_presence(
+                now,
+                &channel,
+                id,
+                session.user.clone(),
+                PresenceAction::Leave,
+            );
+        }
+    }
+}

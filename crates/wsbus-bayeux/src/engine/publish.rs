@@ -1,0 +1,283 @@
+//! Publishing and delivery: client publishes, the server-side `publish` and
+//! `deliver`, the fan-out to subscribers, and per-client queues.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::channel::{ChannelName, ChannelPattern, MatchKind};
+use crate::config::ChannelPolicy;
+use crate::error::BayeuxError;
+use crate::id::{ClientId, IdMap, IdSet};
+use crate::message::{Message, Outbound, error_reply};
+use crate::session::Session;
+
+use super::holds::Holds;
+use super::presence::is_presence_channel;
+use super::{CloseReason, Engine, Event, Outcome, RequestContext, ServiceRequest, SessionInfo};
+
+/// The result of a broadcast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The message's offset (see the crate docs, "No loss"); `None` on a
+    /// channel whose policy keeps no history.
+    pub offset: Option<u64>,
+    /// How many sessions it was queued for.
+    pub recipients: usize,
+}
+
+impl Engine {
+    pub(super) fn client_publish(
+        &mut self,
+        now: Instant,
+        context: &RequestContext,
+        channel_text: &str,
+        message: Message,
+        out: &mut Outcome,
+    ) {
+        let fail = |out: &mut Outcome, error: &BayeuxError| {
+            out.push(&error_reply(Some(channel_text), message.id.clone(), error));
+        };
+        let pattern = match ChannelPattern::parse(channel_text) {
+            Ok(pattern) => pattern,
+            Err(error) => return fail(out, &BayeuxError::invalid_channel(error)),
+        };
+        if pattern.is_meta() {
+            return fail(out, &BayeuxError::UNKNOWN_META_CHANNEL);
+        }
+        let Some(id) = self.session_for(&message, context) else {
+            return fail(out, &BayeuxError::UNKNOWN_CLIENT);
+        };
+        out.session = Some(id.clone());
+        let Some(channel) = pattern.as_name() else {
+            return fail(out, &BayeuxError::PUBLISH_TO_WILDCARD);
+        };
+        let Some(data) = &message.data else {
+            return fail(out, &BayeuxError::MISSING_DATA);
+        };
+        // Presence channels speak for the server only.
+        if is_presence_channel(&channel) {
+            return fail(out, &BayeuxError::PUBLISH_DENIED);
+        }
+        let policy = self.policy_for(&channel);
+        let session = &self.sessions[&id];
+        let subscriptions = &self.subscriptions;
+        if !policy.publish.allows(session.user(), || {
+            subscriptions.is_subscribed(&channel, &id)
+        }) {
+            return fail(out, &BayeuxError::PUBLISH_DENIED);
+        }
+        if let Err(error) = self
+            .authorizer
+            .publish(&SessionInfo::of(session), &channel, data)
+        {
+            return fail(out, &error);
+        }
+
+        if channel.is_service() {
+            if self.services.matching(&channel).next().is_none() {
+                return fail(out, &BayeuxError::NO_SERVICE_HANDLER);
+            }
+            self.events.push_back(Event::Service(ServiceRequest {
+                client_id: id.clone(),
+                user: session.user.clone(),
+                channel: channel.clone(),
+                data: data.clone(),
+                id: message.id.clone(),
+            }));
+        } else {
+            let data = data.clone();
+            self.broadcast(now, &channel, data, Some(&id), policy);
+        }
+        // The acknowledgement: channel, successful, id; never the data.
+        let mut reply = Message::on(channel_text);
+        reply.id = message.id;
+        reply.successful = Some(true);
+        out.push(&reply);
+    }
+
+    // --- server-side API -------------------------------------------------
+
+    /// Broadcasts `data` on `channel` from the server: no policy applies, the
+    /// message is kept in history and queued for every subscriber.
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        channel: &ChannelName,
+        data: Value,
+    ) -> Result<Published, BayeuxError> {
+        if channel.is_meta() {
+            return Err(BayeuxError::META_PUBLISH);
+        }
+        if channel.is_service() {
+            return Err(BayeuxError::SERVICE_BROADCAST);
+        }
+        let policy = self.policy_for(channel);
+        let published = self.broadcast(now, channel, data, None, policy);
+        self.process_removals(now);
+        Ok(published)
+    }
+
+    /// Sends `data` on `channel` to one client only (e.g. a service's answer),
+    /// without history.
+    pub fn deliver(
+        &mut self,
+        now: Instant,
+        client: &ClientId,
+        channel: &ChannelName,
+        data: Value,
+    ) -> Result<(), BayeuxError> {
+        if channel.is_meta() {
+            return Err(BayeuxError::META_PUBLISH);
+        }
+        if !self.sessions.contains_key(client) {
+            return Err(BayeuxError::UNKNOWN_CLIENT);
+        }
+        let mut message = Message::on(channel.as_str());
+        message.data = Some(data);
+        self.enqueue(client, Outbound::new(&message));
+        self.process_removals(now);
+        Ok(())
+    }
+
+    /// Records `data` on `channel` in history and queues it for every
+    /// subscriber (but the publisher, unless the policy says otherwise).
+    pub(super) fn broadcast(
+        &mut self,
+        now: Instant,
+        channel: &ChannelName,
+        data: Value,
+        publisher: Option<&ClientId>,
+        policy: ChannelPolicy,
+    ) -> Published {
+        // Only messages meant for history get an offset: a client replays
+        // from offsets it has seen.
+        let offset = policy.history.then(|| self.history.allocate_offset());
+        let mut message = Message::on(channel.as_str());
+        message.data = Some(data);
+        if let Some(offset) = offset {
+            message.set_ext_field("offset", offset.into());
+        }
+        let outbound = Outbound::new(&message);
+        if let Some(offset) = offset {
+            self.history.record(now, channel, offset, outbound.clone());
+        }
+
+        // The subscriber sets of the patterns matching the channel, in
+        // order: the channel itself, its `/*`, the `/**` of each ancestor. A
+        // client in several of them gets the message once, through the first
+        // (an exact subscription before a wildcard one): a client is skipped
+        // if an earlier set holds it. Only the later sets' members are
+        // looked up, so the usual case (one exact set, maybe a few wildcard
+        // observers) costs no lookup per recipient and allocates nothing.
+        let sets: Vec<(MatchKind, &IdSet<ClientId>)> =
+            self.subscriptions.matching_sets(channel).collect();
+        let mut recipients = 0;
+        let mut queue = Enqueue {
+            sessions: &mut self.sessions,
+            holds: &self.holds,
+            events: &mut self.events,
+            removals: &mut self.removals,
+            max_queued: self.config.limits.max_queued_messages,
+        };
+        for (i, &(kind, clients)) in sets.iter().enumerate() {
+            for client in clients {
+                if !policy.deliver_to_publisher && Some(client) == publisher {
+                    continue;
+                }
+                if sets[..i]
+                    .iter()
+                    .any(|(_, earlier)| earlier.contains(client))
+                {
+                    continue;
+                }
+                // A wildcard subscription was checked against the pattern's
+                // policy; this channel's own may be stricter.
+                if kind == MatchKind::Wildcard {
+                    let user = queue.sessions.get(client).and_then(Session::user);
+                    if !policy.subscribe.allows(user) {
+                        continue;
+                    }
+                }
+                queue.push(client, &outbound);
+                recipients += 1;
+            }
+        }
+        Published { offset, recipients }
+    }
+
+    /// Queues `message` for `client`, waking the driver if it can be sent
+    /// now; schedules the session's removal if its queue is full.
+    fn enqueue(&mut self, client: &ClientId, message: Outbound) {
+        Enqueue {
+            sessions: &mut self.sessions,
+            holds: &self.holds,
+            events: &mut self.events,
+            removals: &mut self.removals,
+            max_queued: self.config.limits.max_queued_messages,
+        }
+        .push(client, &message);
+    }
+
+    /// Emits one `Wake` for `client` until the driver polls it.
+    pub(super) fn wake(&mut self, client: &ClientId) {
+        match self.sessions.get_mut(client) {
+            Some(session) if session.wake_pending => {}
+            Some(session) => {
+                session.wake_pending = true;
+                self.events.push_back(Event::Wake(client.clone()));
+            }
+            None => self.events.push_back(Event::Wake(client.clone())),
+        }
+    }
+
+    /// Deliveries to push to a WebSocket client now. Empty for sessions whose
+    /// deliveries ride on connect replies (long-polling, ack extension).
+    pub fn take_deliveries(&mut self, client: &ClientId) -> Vec<Outbound> {
+        let Some(session) = self.sessions.get_mut(client) else {
+            return Vec::new();
+        };
+        session.wake_pending = false;
+        if session.delivers_with_connect() {
+            return Vec::new();
+        }
+        session.queue.drain()
+    }
+}
+
+/// The part of the engine a delivery changes, borrowed apart from the
+/// subscriptions so that a broadcast queues while it walks them.
+struct Enqueue<'a> {
+    sessions: &'a mut IdMap<ClientId, Session>,
+    holds: &'a Holds,
+    events: &'a mut VecDeque<Event>,
+    removals: &'a mut Vec<(ClientId, CloseReason)>,
+    max_queued: usize,
+}
+
+impl Enqueue<'_> {
+    /// Queues `message` for `client` and emits one `Wake` until the driver
+    /// polls (if the message can be sent now); schedules the session's
+    /// removal if its queue is full.
+    fn push(&mut self, client: &ClientId, message: &Outbound) {
+        let Some(session) = self.sessions.get_mut(client) else {
+            return;
+        };
+        if session.queue.len() >= self.max_queued {
+            if !session.closing {
+                session.closing = true;
+                self.removals
+                    .push((client.clone(), CloseReason::QueueOverflow));
+            }
+            return;
+        }
+        session.queue.push(message.clone());
+        // `wake_pending` first: in a burst, the hold is not looked up again.
+        if !session.wake_pending && (!session.delivers_with_connect() || self.holds.is_held(client))
+        {
+            session.wake_pending = true;
+            self.events.push_back(Event::Wake(client.clone()));
+        }
+    }
+}
