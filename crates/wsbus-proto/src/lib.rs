@@ -16,6 +16,7 @@
 //!   faults map to close codes.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod close;
 mod connection;
