@@ -1,5 +1,6 @@
 //! permessage-deflate (RFC 7692): negotiation and the per-connection
-//! compression contexts.
+//! compression contexts. Section numbers in this module are RFC 7692's unless
+//! RFC 6455 is named.
 //!
 //! # Memory
 //!
@@ -270,7 +271,9 @@ pub(crate) fn is_token(s: &str) -> bool {
 impl DeflateConfig {
     /// Server role: choose the first acceptable offer among the client's
     /// `Sec-WebSocket-Extensions` values and return the parameters to answer
-    /// with (RFC 7692 §7.1: "accepts the first acceptable offer, declines the rest").
+    /// with; `None` when no offer is acceptable and the connection runs
+    /// uncompressed. §5: "The order of elements is important as it specifies
+    /// the client's preference." Offers that do not parse are skipped.
     pub fn negotiate_server<'a>(
         &self,
         extension_headers: impl IntoIterator<Item = &'a str>,
@@ -310,7 +313,8 @@ impl DeflateConfig {
     /// follows the first that adds it: a server that wants to spare its
     /// memory (or that only accepts clients willing to reset their context)
     /// can pick that one, while a server that accepts the first keeps our
-    /// compression ratio. The server takes the first offer it accepts (§5.1).
+    /// compression ratio. The server takes the first offer it accepts (§5:
+    /// the order of the offers is the client's preference).
     pub fn client_offer(&self) -> String {
         let mut out = self.client_offer_element(self.client_no_context_takeover);
         if !self.client_no_context_takeover {
@@ -348,7 +352,9 @@ impl DeflateConfig {
     }
 
     /// Client role: check the server's response to [`Self::client_offer`]
-    /// (RFC 7692 §7.1: the response must stay within what was offered).
+    /// (§7.1: the response must stay within what was offered). `params` are
+    /// the response element's parameters, as [`parse_extensions`] returns
+    /// them.
     pub fn accept_response(
         &self,
         params: &[(String, Option<String>)],
