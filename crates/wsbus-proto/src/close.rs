@@ -1,4 +1,5 @@
-//! Close codes and close frames (RFC 6455 §5.5.1, §7.4).
+//! Close codes and close frames (RFC 6455 §5.5.1, §7.4). Section numbers in
+//! this module are RFC 6455's.
 
 use std::fmt;
 
@@ -8,7 +9,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// minus the 2-byte status code (RFC 6455 §5.5).
 pub const MAX_CLOSE_REASON_LEN: usize = 123;
 
-/// A WebSocket close status code (RFC 6455 §7.4).
+/// A WebSocket close status code (RFC 6455 §7.4): an unsigned 16-bit
+/// integer, sent in network byte order as the first two bytes of a close
+/// frame's payload.
 ///
 /// A newtype rather than an enum: applications and peers use the private
 /// ranges 3000–4999 freely, and an unknown code must be representable to be
@@ -104,15 +107,27 @@ impl fmt::Display for CloseCode {
     }
 }
 
-/// The body of a close frame: a status code and a UTF-8 reason of at most
-/// [`MAX_CLOSE_REASON_LEN`] bytes.
+/// The body of a close frame (§5.5.1): a status code and a UTF-8 reason of at
+/// most [`MAX_CLOSE_REASON_LEN`] bytes.
+///
+/// On the wire the code is the first two bytes of the payload in network byte
+/// order and the reason the rest. A close frame with an empty payload has no
+/// `CloseFrame` at all: [`Event::Close(None)`](crate::Event::Close), reported
+/// as [`CloseCode::NO_STATUS_RECEIVED`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloseFrame {
+    /// The status code (§7.4).
     pub code: CloseCode,
+    /// Why the connection is closing, for debugging: §5.5.1, "This data is
+    /// not necessarily human readable", so "clients MUST NOT show it to end
+    /// users". May be empty.
     pub reason: String,
 }
 
 impl CloseFrame {
+    /// A close frame body. The reason's length is not checked here; the
+    /// sending methods ([`Connection::close`](crate::Connection::close))
+    /// refuse one over [`MAX_CLOSE_REASON_LEN`] bytes.
     pub fn new(code: CloseCode, reason: impl Into<String>) -> Self {
         CloseFrame {
             code,

@@ -1,4 +1,5 @@
 //! The WebSocket connection state machine (RFC 6455 §5–§7, RFC 7692 §6).
+//! Section numbers in this module are RFC 6455's unless RFC 7692 is named.
 
 use std::fmt;
 
@@ -25,7 +26,12 @@ pub enum Role {
 /// Where a client's masking keys come from (§5.3: "MUST be derived from a
 /// strong source of entropy"). Randomness is passed in so the state machine
 /// stays deterministic under test.
+///
+/// Any `FnMut() -> [u8; 4] + Send` closure is a source.
 pub trait MaskKeySource: Send {
+    /// The masking key for the next frame sent. §5.3: "The masking key needs
+    /// to be unpredictable"; a fixed or guessable key lets a script steer the
+    /// bytes an intermediary sees.
     fn next_key(&mut self) -> [u8; 4];
 }
 
@@ -35,7 +41,9 @@ impl<F: FnMut() -> [u8; 4] + Send> MaskKeySource for F {
     }
 }
 
-/// Size limits on what the peer may send. Exceeding any closes with 1009.
+/// Size limits on what the peer may send, in bytes. Exceeding any fails the
+/// connection with 1009 ([`CloseCode::MESSAGE_TOO_BIG`]). Control frames are
+/// bounded by the protocol instead (125 bytes, §5.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest payload of one frame, as it is on the wire. Checked from the
@@ -49,11 +57,12 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// 16 MiB for each: the largest messages of the Autobahn suite (9.x) fit,
-    /// and a connection cannot make the server hold more than that per message.
+    /// 16 MiB (16,777,216 bytes) for each: the largest messages of the
+    /// Autobahn test suite (cases 9.x) fit, and a connection cannot make the
+    /// server hold more than that per message.
     pub const DEFAULT_SIZE: usize = 16 << 20;
 
-    /// The same limit for frames, messages and inflated messages.
+    /// The same limit, in bytes, for frames, messages and inflated messages.
     pub fn uniform(bytes: usize) -> Self {
         Limits {
             max_frame_size: bytes as u64,
@@ -89,15 +98,23 @@ pub enum State {
 pub enum Event {
     /// A complete text or binary message.
     Message(Message),
-    /// The peer pinged; the pong is already queued.
+    /// The peer pinged, with this payload (at most 125 bytes). The pong
+    /// echoing it is already queued (§5.5.2: "Upon receipt of a Ping frame,
+    /// an endpoint MUST send a Pong frame in response"), unless we already
+    /// sent a close frame, after which nothing may be sent.
     Ping(Bytes),
-    /// The peer sent a pong (solicited or not).
+    /// The peer sent a pong (solicited or not), with this payload.
     Pong(Bytes),
-    /// The peer's close frame (`None`: it carried no status code). If we had
-    /// not sent a close, our reply is queued.
+    /// The peer's close frame (`None`: it carried no status code, reported
+    /// as 1005 by [`Connection::close_status`]). If we had not sent a close,
+    /// our reply echoing its code is queued (§5.5.1: "If an endpoint receives
+    /// a Close frame and did not previously send a Close frame, the endpoint
+    /// MUST send a Close frame in response"). The state is then
+    /// [`State::Closed`] and nothing more is read.
     Close(Option<CloseFrame>),
-    /// The peer broke the protocol; a close frame with the matching code is
-    /// queued and the connection is [`State::Closed`].
+    /// The peer broke the protocol or a [`Limits`] bound; a close frame with
+    /// [`ProtocolError::close_code`] is queued (unless we had already sent
+    /// one) and the connection is [`State::Closed`].
     Error(ProtocolError),
 }
 
@@ -216,8 +233,11 @@ impl Connection {
         }
     }
 
-    /// Enable permessage-deflate with the parameters the handshake agreed on;
-    /// `config` supplies the local compression level and threshold.
+    /// Enable permessage-deflate with the parameters the handshake agreed on
+    /// ([`UpgradeRequest::negotiate_deflate`](crate::handshake::UpgradeRequest::negotiate_deflate)
+    /// on a server, [`Negotiated::deflate`](crate::handshake::Negotiated::deflate)
+    /// on a client); `config` supplies only the local compression level and
+    /// threshold. Call it before any bytes are read or sent.
     pub fn with_deflate(mut self, params: &DeflateParams, config: &DeflateConfig) -> Self {
         let side = match self.role {
             Role::Server => Side::Server,
@@ -232,10 +252,12 @@ impl Connection {
         self
     }
 
+    /// Which end this connection is.
     pub fn role(&self) -> Role {
         self.role
     }
 
+    /// Where the connection is in the closing handshake.
     pub fn state(&self) -> State {
         self.state
     }
@@ -252,12 +274,14 @@ impl Connection {
         self.close_status
     }
 
-    /// Bytes to write to the transport.
+    /// Bytes to write to the transport, in order (step 3 of the driving
+    /// contract).
     pub fn outgoing(&mut self) -> &mut Outgoing {
         &mut self.out
     }
 
-    /// The next event, if any.
+    /// The next event, if any. At most one is pending at a time: see
+    /// [`handle_read`](Self::handle_read).
     pub fn poll_event(&mut self) -> Option<Event> {
         self.event.take()
     }
@@ -341,7 +365,10 @@ impl Connection {
     }
 
     /// The transport ended (EOF or error). Without a completed closing
-    /// handshake that is an abnormal closure (1006, §7.1.5).
+    /// handshake that is an abnormal closure: §7.1.5, "If _The WebSocket
+    /// Connection is Closed_ and no Close control frame was received by the
+    /// endpoint [...], _The WebSocket Connection Close Code_ is considered
+    /// to be 1006." The state becomes [`State::Closed`].
     pub fn handle_eof(&mut self) {
         self.read = ReadState::Done;
         self.state = State::Closed;
@@ -614,21 +641,29 @@ impl Connection {
     }
 
     /// Queue a message as one frame, compressed when deflate is active and
-    /// the message reaches the compression threshold.
+    /// the message reaches [`DeflateConfig::threshold`] bytes.
+    ///
+    /// Fails with [`ApiError::NotOpen`] once a close frame was sent (ours or
+    /// our reply to the peer's). There is no size limit on what we send: the
+    /// peer's limits are its own to enforce.
     pub fn send(&mut self, message: Message) -> Result<(), ApiError> {
         self.send_fragmented(message, usize::MAX)
     }
 
+    /// Queue a text message ([`send`](Self::send)).
     pub fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), ApiError> {
         self.send(Message::Text(text.into()))
     }
 
+    /// Queue a binary message ([`send`](Self::send)).
     pub fn send_binary(&mut self, data: impl Into<Bytes>) -> Result<(), ApiError> {
         self.send(Message::Binary(data.into()))
     }
 
     /// Queue a message split into frames of at most `max_frame_payload`
-    /// bytes (after compression; RSV1 only on the first frame, RFC 7692 §6.1).
+    /// bytes of payload (counted after compression; RSV1 only on the first
+    /// frame, RFC 7692 §6.1). A `max_frame_payload` of 0 counts as 1; an empty
+    /// message is one empty frame.
     pub fn send_fragmented(
         &mut self,
         message: Message,
@@ -661,7 +696,8 @@ impl Connection {
     }
 
     /// Queue a message encoded once for many connections: the shared frame
-    /// when this connection does not compress, otherwise our own encoding.
+    /// when this is a server that does not compress this message, otherwise
+    /// our own encoding (a client masks each frame with its own key).
     pub fn send_prepared(&mut self, prepared: &PreparedMessage) -> Result<(), ApiError> {
         self.check_can_send()?;
         let compresses = self
@@ -676,12 +712,16 @@ impl Connection {
         }
     }
 
-    /// Queue a ping (payload at most 125 bytes).
+    /// Queue a ping; the peer answers with a pong carrying the same payload
+    /// (§5.5.2), reported as [`Event::Pong`]. The payload is at most 125
+    /// bytes ([`ApiError::ControlPayloadTooLong`]).
     pub fn ping(&mut self, payload: impl Into<Bytes>) -> Result<(), ApiError> {
         self.control(OpCode::PING, payload.into())
     }
 
-    /// Queue an unsolicited pong, a one-way heartbeat (§5.5.3).
+    /// Queue an unsolicited pong, a one-way heartbeat (§5.5.3: "A response
+    /// to an unsolicited Pong frame is not expected"). At most 125 bytes of
+    /// payload. Pongs answering the peer's pings are queued automatically.
     pub fn pong(&mut self, payload: impl Into<Bytes>) -> Result<(), ApiError> {
         self.control(OpCode::PONG, payload.into())
     }

@@ -1,5 +1,6 @@
 //! permessage-deflate (RFC 7692): negotiation and the per-connection
-//! compression contexts.
+//! compression contexts. Section numbers in this module are RFC 7692's unless
+//! RFC 6455 is named.
 //!
 //! # Memory
 //!
@@ -62,7 +63,8 @@ pub struct DeflateConfig {
     /// The largest window (8–15 bits) the client compresses with. Server role:
     /// requested when below 15 and the client allows it; client role: our cap.
     pub client_max_window_bits: u8,
-    /// zlib compression level, 0–9. Default 1: on a server that compresses
+    /// zlib compression level, 0 (store) to 9 (smallest); above 9 counts as
+    /// 9. Default 1: on a server that compresses
     /// every message, CPU is the scarce resource and level 1 already gets most
     /// of the ratio on chatty JSON.
     pub level: u32,
@@ -84,17 +86,28 @@ impl Default for DeflateConfig {
     }
 }
 
-/// The parameters agreed for a connection (the response's parameters).
+/// The parameters agreed for a connection: those of the server's response
+/// (RFC 7692 §7.1), which bind both sides.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct DeflateParams {
+    /// The server resets its compressor after each message, so the client
+    /// may reset its decompressor too (§7.1.1.1).
     pub server_no_context_takeover: bool,
+    /// The client resets its compressor after each message (§7.1.1.2).
     pub client_no_context_takeover: bool,
+    /// The largest LZ77 window the server compresses with, as a base-2
+    /// logarithm (8–15 bits: 256 bytes to 32 KiB); `None` means 15
+    /// (§7.1.2.1).
     pub server_max_window_bits: Option<u8>,
+    /// The largest LZ77 window the client compresses with, as a base-2
+    /// logarithm (8–15); `None` means 15 (§7.1.2.2).
     pub client_max_window_bits: Option<u8>,
 }
 
 impl DeflateParams {
-    /// The `Sec-WebSocket-Extensions` value that states these parameters.
+    /// The `Sec-WebSocket-Extensions` value that states these parameters,
+    /// e.g. `permessage-deflate; client_max_window_bits=10`; parameters at
+    /// their default are left out.
     pub fn to_header_value(&self) -> String {
         let mut out = String::from(EXTENSION_NAME);
         if self.server_no_context_takeover {
@@ -114,19 +127,34 @@ impl DeflateParams {
 }
 
 /// One offer (or response) of permessage-deflate, its parameters parsed and
-/// validated per RFC 7692 §7.1. `client_max_window_bits` may come without a
-/// value in an offer: that is `Some(None)`.
+/// validated per RFC 7692 §7.1. Each field is the parameter of the same name
+/// ([`DeflateParams`] says what it means); `None` or `false` when absent.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct DeflateOffer {
+    /// `server_no_context_takeover` was present.
     pub server_no_context_takeover: bool,
+    /// `client_no_context_takeover` was present.
     pub client_no_context_takeover: bool,
+    /// `server_max_window_bits=N`, 8–15.
     pub server_max_window_bits: Option<u8>,
+    /// `client_max_window_bits`: `Some(Some(n))` with a value (8–15),
+    /// `Some(None)` without one — in an offer that only says the client
+    /// supports a limit (§7.1.2.2) — and `None` when absent.
     pub client_max_window_bits: Option<Option<u8>>,
 }
 
-/// Why an offer or response was not acceptable.
+/// Why an offer or response was not acceptable: a description for people
+/// that names the parameter (`"server_max_window_bits=16 is not 8-15"`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvalidParams(pub String);
+
+impl std::fmt::Display for InvalidParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidParams {}
 
 impl DeflateOffer {
     /// Parse the parameters of one `permessage-deflate` element. Unknown or
@@ -243,7 +271,9 @@ pub(crate) fn is_token(s: &str) -> bool {
 impl DeflateConfig {
     /// Server role: choose the first acceptable offer among the client's
     /// `Sec-WebSocket-Extensions` values and return the parameters to answer
-    /// with (RFC 7692 §7.1: "accepts the first acceptable offer, declines the rest").
+    /// with; `None` when no offer is acceptable and the connection runs
+    /// uncompressed. §5: "The order of elements is important as it specifies
+    /// the client's preference." Offers that do not parse are skipped.
     pub fn negotiate_server<'a>(
         &self,
         extension_headers: impl IntoIterator<Item = &'a str>,
@@ -283,7 +313,8 @@ impl DeflateConfig {
     /// follows the first that adds it: a server that wants to spare its
     /// memory (or that only accepts clients willing to reset their context)
     /// can pick that one, while a server that accepts the first keeps our
-    /// compression ratio. The server takes the first offer it accepts (§5.1).
+    /// compression ratio. The server takes the first offer it accepts (§5:
+    /// the order of the offers is the client's preference).
     pub fn client_offer(&self) -> String {
         let mut out = self.client_offer_element(self.client_no_context_takeover);
         if !self.client_no_context_takeover {
@@ -321,7 +352,9 @@ impl DeflateConfig {
     }
 
     /// Client role: check the server's response to [`Self::client_offer`]
-    /// (RFC 7692 §7.1: the response must stay within what was offered).
+    /// (§7.1: the response must stay within what was offered). `params` are
+    /// the response element's parameters, as [`parse_extensions`] returns
+    /// them.
     pub fn accept_response(
         &self,
         params: &[(String, Option<String>)],

@@ -1,4 +1,5 @@
-//! Frame headers (RFC 6455 §5.2): parsing and encoding.
+//! Frame headers (RFC 6455 §5.2): parsing and encoding. Section numbers in
+//! this module are RFC 6455's.
 //!
 //! ```text
 //!  0                   1                   2                   3
@@ -17,30 +18,45 @@ use bytes::BufMut;
 
 use crate::error::ProtocolError;
 
-/// The largest frame header: 2 fixed bytes, 8 bytes of extended length, 4 of mask.
+/// The largest frame header, in bytes: 2 fixed bytes, 8 bytes of extended
+/// payload length and 4 of masking key.
 pub const MAX_HEADER_LEN: usize = 14;
 
-/// Control frames carry at most 125 bytes of payload (RFC 6455 §5.5).
+/// The largest payload of a control frame, in bytes. §5.5: "All control
+/// frames MUST have a payload length of 125 bytes or less and MUST NOT be
+/// fragmented."
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
 
-/// A frame opcode (RFC 6455 §5.2, §11.8).
+/// A frame opcode (§5.2, §11.8): the low 4 bits of a frame's first byte.
+///
+/// A newtype rather than an enum so that a reserved opcode read from the wire
+/// can be represented, and refused with its value
+/// ([`ProtocolError::ReservedOpcode`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OpCode(pub u8);
 
 impl OpCode {
+    /// 0x0: a continuation of the fragmented message in progress (§5.4).
     pub const CONTINUATION: OpCode = OpCode(0x0);
+    /// 0x1: the first frame of a text message; its payload is UTF-8 (§5.6).
     pub const TEXT: OpCode = OpCode(0x1);
+    /// 0x2: the first frame of a binary message (§5.6).
     pub const BINARY: OpCode = OpCode(0x2);
+    /// 0x8: a close frame, starting or answering the closing handshake (§5.5.1).
     pub const CLOSE: OpCode = OpCode(0x8);
+    /// 0x9: a ping, to be answered with a pong carrying the same payload (§5.5.2).
     pub const PING: OpCode = OpCode(0x9);
+    /// 0xA: a pong, in answer to a ping or unsolicited as a heartbeat (§5.5.3).
     pub const PONG: OpCode = OpCode(0xA);
 
-    /// Control opcodes have the high bit set (0x8–0xF).
+    /// Whether this is a control opcode (0x8–0xF: the high bit set, §5.5).
     pub fn is_control(self) -> bool {
         self.0 & 0x8 != 0
     }
 
-    /// 0x3–0x7 and 0xB–0xF are reserved for future use.
+    /// Whether this opcode is reserved for future use (0x3–0x7 for data
+    /// frames, 0xB–0xF for control frames, §5.2); receiving one fails the
+    /// connection.
     pub fn is_reserved(self) -> bool {
         !matches!(self.0, 0x0 | 0x1 | 0x2 | 0x8 | 0x9 | 0xA)
     }
@@ -61,16 +77,32 @@ impl fmt::Debug for OpCode {
     }
 }
 
-/// A decoded frame header.
+/// A frame header (§5.2), decoded or to be encoded.
+///
+/// Only the encoding is represented here; which combinations are allowed
+/// (a mask from a client only, RSV bits only with an extension, FIN on every
+/// control frame) is checked by [`Connection`](crate::Connection).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameHeader {
+    /// FIN: this is the final fragment of its message (always set on
+    /// control frames and on unfragmented messages).
     pub fin: bool,
-    /// RSV1 (permessage-deflate's "compressed" bit, RFC 7692 §6).
+    /// RSV1: permessage-deflate's "Per-Message Compressed" bit (RFC 7692 §6),
+    /// set on the first frame of a compressed message. Must be clear unless
+    /// that extension was negotiated.
     pub rsv1: bool,
+    /// RSV2: no extension here defines it; must be clear.
     pub rsv2: bool,
+    /// RSV3: no extension here defines it; must be clear.
     pub rsv3: bool,
+    /// The opcode (only its low 4 bits are encoded).
     pub opcode: OpCode,
+    /// The 4-byte masking key (§5.3), present exactly on frames sent by a
+    /// client. The payload it applies to is masked separately
+    /// ([`apply_mask`](crate::mask::apply_mask)).
     pub mask: Option<[u8; 4]>,
+    /// The payload length in bytes, at most 2^63 − 1 (§5.2). Extensions
+    /// count in it: for a compressed frame it is the compressed length.
     pub payload_len: u64,
 }
 
@@ -78,8 +110,11 @@ impl FrameHeader {
     /// Decode a header from the start of `buf`.
     ///
     /// Returns `Ok(None)` when more bytes are needed, otherwise the header and
-    /// its encoded length. Only the encoding is checked here (the 64-bit length's
-    /// most significant bit, §5.2); role and state rules belong to the connection.
+    /// its encoded length in bytes (the payload starts there). Only the
+    /// encoding is checked here (the 64-bit length's most significant bit,
+    /// §5.2); role and state rules belong to the connection. A length that
+    /// could have been encoded shorter is accepted: §5.2 asks senders, not
+    /// receivers, for the minimal encoding.
     pub fn decode(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
         let [b0, b1, ..] = *buf else {
             return Ok(None);
@@ -126,7 +161,7 @@ impl FrameHeader {
         Ok(Some((header, pos)))
     }
 
-    /// The encoded length of this header.
+    /// The encoded length of this header in bytes, 2 to [`MAX_HEADER_LEN`].
     pub fn encoded_len(&self) -> usize {
         let len_bytes = match self.payload_len {
             0..=125 => 0,
@@ -137,7 +172,9 @@ impl FrameHeader {
     }
 
     /// Append the encoded header to `dst`, with the minimal length encoding
-    /// that §5.2 requires.
+    /// that §5.2 requires ("the minimal number of bytes MUST be used to
+    /// encode the length"). Writes exactly [`encoded_len`](Self::encoded_len)
+    /// bytes.
     pub fn encode(&self, dst: &mut impl BufMut) {
         let b0 = (u8::from(self.fin) << 7)
             | (u8::from(self.rsv1) << 6)

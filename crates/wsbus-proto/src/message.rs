@@ -12,7 +12,7 @@ use crate::frame::{FrameHeader, OpCode};
 pub struct Utf8Bytes(Bytes);
 
 impl Utf8Bytes {
-    /// Check `bytes` and wrap them.
+    /// Check that `bytes` are UTF-8 and wrap them, without copying.
     pub fn try_from_bytes(bytes: Bytes) -> Result<Self, crate::utf8::InvalidUtf8> {
         simdutf8::basic::from_utf8(&bytes).map_err(|_| crate::utf8::InvalidUtf8)?;
         Ok(Utf8Bytes(bytes))
@@ -30,18 +30,22 @@ impl Utf8Bytes {
         simdutf8::basic::from_utf8(&self.0).expect("Utf8Bytes holds valid UTF-8")
     }
 
+    /// The UTF-8 bytes, shared.
     pub fn as_bytes(&self) -> &Bytes {
         &self.0
     }
 
+    /// The UTF-8 bytes, without copying.
     pub fn into_bytes(self) -> Bytes {
         self.0
     }
 
+    /// The length in bytes (not characters).
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether the text is empty.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -71,22 +75,29 @@ impl fmt::Display for Utf8Bytes {
     }
 }
 
-/// A complete data message.
+/// A complete data message (RFC 6455 §5.6): the payloads of all its frames,
+/// decompressed if it was compressed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
+    /// A text message (opcode 0x1): UTF-8, validated on receipt (§8.1).
     Text(Utf8Bytes),
+    /// A binary message (opcode 0x2): bytes the protocol does not interpret.
     Binary(Bytes),
 }
 
 impl Message {
+    /// A text message.
     pub fn text(text: impl Into<Utf8Bytes>) -> Self {
         Message::Text(text.into())
     }
 
+    /// A binary message.
     pub fn binary(data: impl Into<Bytes>) -> Self {
         Message::Binary(data.into())
     }
 
+    /// The opcode of the message's first frame: [`OpCode::TEXT`] or
+    /// [`OpCode::BINARY`].
     pub fn opcode(&self) -> OpCode {
         match self {
             Message::Text(_) => OpCode::TEXT,
@@ -102,10 +113,12 @@ impl Message {
         }
     }
 
+    /// The payload length in bytes, uncompressed.
     pub fn len(&self) -> usize {
         self.payload().len()
     }
 
+    /// Whether the payload is empty.
     pub fn is_empty(&self) -> bool {
         self.payload().is_empty()
     }
@@ -124,6 +137,7 @@ pub struct PreparedMessage {
 }
 
 impl PreparedMessage {
+    /// Encode `message` as one unmasked, uncompressed frame with FIN set.
     pub fn new(message: Message) -> Self {
         let payload = message.payload();
         let header = FrameHeader {
@@ -144,6 +158,7 @@ impl PreparedMessage {
         }
     }
 
+    /// The message, for connections that must encode their own frame.
     pub fn message(&self) -> &Message {
         &self.message
     }

@@ -46,11 +46,12 @@ struct Queue {
 }
 
 impl Outgoing {
-    /// Bytes waiting to be written.
+    /// Bytes waiting to be written: encoded frames, headers included.
     pub fn len(&self) -> usize {
         self.queue.as_ref().map_or(0, |q| q.len)
     }
 
+    /// Whether everything queued has been written.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -94,17 +95,24 @@ impl Outgoing {
     }
 
     /// Fill `dst` with the queued bytes, in order; returns how many slices
-    /// were filled.
+    /// were filled (all of `dst` when more chunks are queued than it holds).
     pub fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         self.queue.as_ref().map_or(0, |q| q.chunks_vectored(dst))
     }
 
-    /// The oldest contiguous chunk, for transports without vectored writes.
+    /// The oldest contiguous chunk, for transports without vectored writes;
+    /// empty when nothing is queued.
     pub fn chunk(&self) -> &[u8] {
         self.queue.as_ref().map_or(&[], |q| q.chunk())
     }
 
-    /// Mark `n` bytes as written.
+    /// Mark `n` bytes as written, after a write of the
+    /// [`chunks_vectored`](Self::chunks_vectored) or [`chunk`](Self::chunk)
+    /// returned.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is more than [`len`](Self::len).
     pub fn advance(&mut self, n: usize) {
         assert!(n <= self.len(), "advanced past the queued bytes");
         if let Some(queue) = &mut self.queue {
@@ -209,7 +217,7 @@ impl Queue {
         n
     }
 
-    /// The oldest contiguous chunk, for transports without vectored writes.
+    /// See [`Outgoing::chunk`].
     fn chunk(&self) -> &[u8] {
         match self.chunks.front() {
             Some(chunk) => chunk,
@@ -217,7 +225,7 @@ impl Queue {
         }
     }
 
-    /// Mark `n` bytes as written.
+    /// See [`Outgoing::advance`].
     fn advance(&mut self, mut n: usize) {
         assert!(n <= self.len, "advanced past the queued bytes");
         self.len -= n;

@@ -15,6 +15,14 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InvalidUtf8;
 
+impl std::fmt::Display for InvalidUtf8 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid UTF-8")
+    }
+}
+
+impl std::error::Error for InvalidUtf8 {}
+
 /// Validates a text message fed in pieces.
 #[derive(Clone, Debug, Default)]
 pub struct Utf8Validator {
@@ -23,11 +31,14 @@ pub struct Utf8Validator {
 }
 
 impl Utf8Validator {
+    /// A validator at the start of a message.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Validate the next piece of the message.
+    /// Validate the next piece of the message. Fails as soon as the bytes
+    /// seen so far cannot begin valid UTF-8; a code point cut at the end of
+    /// `bytes` is kept (at most 3 bytes) and completed by the next piece.
     pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), InvalidUtf8> {
         if self.pending_len > 0 {
             bytes = self.complete_pending(bytes)?;
@@ -47,7 +58,8 @@ impl Utf8Validator {
         }
     }
 
-    /// The message ended: an unfinished code point is invalid.
+    /// The message ended: an unfinished code point is invalid. The
+    /// validator is ready for the next message either way.
     pub fn finish(&mut self) -> Result<(), InvalidUtf8> {
         let complete = self.pending_len == 0;
         self.pending_len = 0;
