@@ -42,7 +42,7 @@ use crate::session::{SessionId, User};
 /// What the upgrade decision sees of the HTTP request.
 #[derive(Clone, Debug)]
 pub struct HandshakeRequest {
-    /// Whether this is a WebSocket upgrade request (the seed's `req.webSocket`).
+    /// Whether this is a valid WebSocket upgrade request.
     pub is_websocket: bool,
     /// The request path, without the query.
     pub path: String,
@@ -64,7 +64,7 @@ pub type OriginCheck = Arc<
     dyn Fn(Option<&str>) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> + Send + Sync,
 >;
 
-/// How to run an accepted socket (the seed's `webSocket` response object).
+/// How to run an accepted socket.
 pub struct WebSocketConfig<D> {
     /// Handed to every event of this socket.
     pub data: D,
@@ -94,7 +94,7 @@ impl<D> std::fmt::Debug for WebSocketConfig<D> {
 }
 
 impl<D> WebSocketConfig<D> {
-    /// The seed's defaults: no subprotocols, default origin rule,
+    /// The defaults: no subprotocols, default origin rule,
     /// `terminate_on_session_exit` true, `session_access` false, throttle 60 s.
     pub fn new(data: D) -> Self {
         WebSocketConfig {

@@ -20,9 +20,11 @@ use crate::transport::{read_buf, write_queued};
 /// Client settings.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
+    /// Subprotocols to offer, most preferred first.
     pub protocols: Vec<String>,
     /// Offer permessage-deflate with these terms.
     pub deflate: Option<DeflateConfig>,
+    /// Frame, message and inflated-size limits for what the server sends.
     pub limits: Limits,
     /// Extra request headers (`Origin`, `Authorization`, `Cookie`, …).
     pub headers: Vec<(String, String)>,
@@ -49,10 +51,16 @@ impl Default for ClientOptions {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ClientError {
+    /// Not a `ws://host[:port][/path][?query]` URL.
     InvalidUrl(String),
+    /// The connection failed or broke.
     Io(io::Error),
+    /// The server did not complete the handshake in time.
     Timeout,
+    /// The server's handshake response was not a valid acceptance.
     Handshake(ClientHandshakeError),
+    /// A call that the connection's state does not allow (e.g. sending
+    /// after close).
     Api(ApiError),
 }
 
@@ -68,7 +76,16 @@ impl fmt::Display for ClientError {
     }
 }
 
-impl std::error::Error for ClientError {}
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Io(err) => Some(err),
+            ClientError::Handshake(err) => Some(err),
+            ClientError::Api(err) => Some(err),
+            ClientError::InvalidUrl(_) | ClientError::Timeout => None,
+        }
+    }
+}
 
 impl From<io::Error> for ClientError {
     fn from(err: io::Error) -> Self {
@@ -85,13 +102,16 @@ impl From<ApiError> for ClientError {
 /// The parts of a `ws://host[:port]/path?query` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WsUrl {
+    /// The host, as written (a name, an IPv4 address or a bracketed IPv6 one).
     pub host: String,
+    /// The port; 80 when the URL gives none.
     pub port: u16,
     /// Path and query, at least `/`.
     pub target: String,
 }
 
 impl WsUrl {
+    /// Split a `ws://` URL into its parts.
     pub fn parse(url: &str) -> Result<Self, ClientError> {
         let invalid = || ClientError::InvalidUrl(url.to_owned());
         let rest = url.strip_prefix("ws://").ok_or_else(invalid)?;
@@ -195,6 +215,13 @@ impl WebSocket {
         self.conn.state()
     }
 
+    /// Send a message and write it out.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: if the future is dropped before it completes, the
+    /// message is queued on the connection but may be partly written; the
+    /// next call that writes finishes it.
     pub async fn send(&mut self, message: Message) -> Result<(), ClientError> {
         self.conn.send(message)?;
         self.flush().await
@@ -210,6 +237,7 @@ impl WebSocket {
         self.flush().await
     }
 
+    /// Send a ping with `payload` (at most 125 bytes) and write it out.
     pub async fn ping(&mut self, payload: impl Into<Bytes>) -> Result<(), ClientError> {
         self.conn.ping(payload)?;
         self.flush().await

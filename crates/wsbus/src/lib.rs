@@ -1,8 +1,7 @@
 //! # wsbus
 //!
 //! The tokio runtime of wsbus. It drives the sans-IO protocol core
-//! (`wsbus-proto`) for servers and clients, and carries the application API
-//! of SPEC §3:
+//! (`wsbus-proto`) for servers and clients, and carries the application API:
 //!
 //! * [`app`]: the upgrade decision and the ordered event handler
 //!   ([`app::WebSocketApp`]);
@@ -15,6 +14,8 @@
 //! * [`bus`]: the Bayeux message bus over WebSocket and long-polling, with
 //!   server-side publishing and `/service` handlers ([`bus::Bus`]); the
 //!   engine's types are re-exported as [`bayeux`].
+
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod app;
 pub mod axum;
@@ -32,14 +33,14 @@ mod upgrade;
 
 pub use driver::{SlowConsumerPolicy, SocketSettings};
 pub use hub::{GroupSend, Hub, HubEngine, LocalHub, NodeId, Outcome, ParseSocketIdError, SocketId};
-pub use runtime::{Metrics, Runtime, RuntimeBuilder, ServerConfig};
+pub use runtime::{HandshakeRefusal, Metrics, Runtime, RuntimeBuilder, ServerConfig};
 pub use server::{HttpContext, HttpFuture, HttpHandler, Server, tls_acceptor};
 pub use wsbus_bayeux as bayeux;
 pub use wsbus_proto as proto;
 
-/// The default origin rule of SPEC §3 (no `Origin`, or the request's own
-/// origin after RFC 6454 normalisation), for HTTP routes that need the same
-/// protection as WebSocket endpoints (form posts).
+/// The default origin rule of WebSocket endpoints (no `Origin`, or the
+/// request's own origin after RFC 6454 normalisation), for HTTP routes that
+/// need the same protection (form posts).
 pub fn origin_allowed_by_default(origin: Option<&str>, host: &str, tls: bool) -> bool {
     origin::default_rule(origin, host, tls)
 }

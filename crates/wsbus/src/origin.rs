@@ -1,4 +1,4 @@
-//! The default origin rule (SPEC §3, seed 004), after RFC 6454.
+//! The default origin rule, after RFC 6454.
 //!
 //! Browsers do not apply the same-origin policy to WebSockets, so a page on
 //! any site can open a socket to us with the user's cookies (cross-site

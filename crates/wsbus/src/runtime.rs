@@ -8,11 +8,41 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wsbus_proto::handshake::RejectionKind;
 use wsbus_proto::{CloseCode, DeflateConfig, Limits};
 
 use crate::driver::{SessionRefresh, SocketSettings};
 use crate::hub::{Hub, HubEngine, LocalHub, NodeId, SocketId, SocketShared};
 use crate::session::{MemorySessionStore, SessionId, SessionStore, Sessions};
+
+/// Why an upgrade was refused: a label a metric can count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeRefusal {
+    /// The request broke RFC 6455's opening handshake (400, 426 or 431).
+    Protocol(RejectionKind),
+    /// `max_connections` sockets are open (503 with `Retry-After`).
+    TooManyConnections,
+    /// The application's upgrade decision refused it (any status it chose).
+    Application,
+    /// The `Origin` failed the default rule or the application's
+    /// `check_origin` (403).
+    OriginNotAllowed,
+}
+
+impl HandshakeRefusal {
+    /// The label: the protocol rejection's own (`"unsupported_version"`,
+    /// …) or `"too_many_connections"`, `"application"`,
+    /// `"origin_not_allowed"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeRefusal::Protocol(kind) => kind.as_str(),
+            HandshakeRefusal::TooManyConnections => "too_many_connections",
+            HandshakeRefusal::Application => "application",
+            HandshakeRefusal::OriginNotAllowed => "origin_not_allowed",
+        }
+    }
+}
 
 /// The close reason sockets get when the server shuts down (with 1001).
 const SHUTDOWN_REASON: &str = "server shutting down";
@@ -44,6 +74,7 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// HTTP session idle timeout. Default 30 min.
     pub session_idle_timeout: Duration,
+    /// Timings and bounds of each open socket.
     pub socket: SocketSettings,
 }
 
@@ -68,6 +99,8 @@ impl Default for ServerConfig {
 #[derive(Debug, Default)]
 pub struct Metrics {
     handshakes: Mutex<BTreeMap<u16, u64>>,
+    refusals: Mutex<BTreeMap<&'static str, u64>>,
+    /// TCP connections accepted by the listener, upgraded or not.
     pub connections_accepted: AtomicU64,
 }
 
@@ -81,9 +114,25 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// A refused upgrade: counted by HTTP status and by reason.
+    pub(crate) fn refusal(&self, refusal: HandshakeRefusal, status: u16) {
+        self.handshake(status);
+        *self
+            .refusals
+            .lock()
+            .expect("metrics lock")
+            .entry(refusal.as_str())
+            .or_default() += 1;
+    }
+
     /// Handshakes answered, by HTTP status.
     pub fn handshakes(&self) -> BTreeMap<u16, u64> {
         self.handshakes.lock().expect("metrics lock").clone()
+    }
+
+    /// Upgrades refused, by [`HandshakeRefusal::as_str`].
+    pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
+        self.refusals.lock().expect("metrics lock").clone()
     }
 
     pub(crate) fn connection_accepted(&self) {

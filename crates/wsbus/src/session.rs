@@ -232,7 +232,9 @@ impl Sessions {
     }
 
     /// How often idle sessions are swept: a tenth of the idle timeout,
-    /// clamped to [10 s, 10 min] (seed 004).
+    /// clamped to [10 s, 10 min]: often enough that an idle session ends
+    /// within a tenth of its timeout, rarely enough that a sweep of many
+    /// sessions is cheap.
     pub fn sweep_interval(&self) -> Duration {
         (self.idle_timeout / 10).clamp(Duration::from_secs(10), Duration::from_secs(600))
     }

@@ -17,7 +17,7 @@ use wsbus_proto::handshake::{Rejection, validate_upgrade};
 use crate::app::{HandshakeRequest, SocketInfo, Upgrade, WebSocketApp, WebSocketConfig};
 use crate::driver::{SessionRefresh, SocketTask};
 use crate::origin;
-use crate::runtime::{Runtime, SessionBinding};
+use crate::runtime::{HandshakeRefusal, Runtime, SessionBinding};
 
 /// A plain-text response.
 pub(crate) fn text_response(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
@@ -108,7 +108,7 @@ pub(crate) fn upgrade<A: WebSocketApp, B>(
     };
     let upgrade_request = match validated {
         Ok(upgrade) => upgrade,
-        // Not a WebSocket attempt at all: the application answers (the seed's
+        // Not a WebSocket attempt at all: the application answers (as in
         // `if (!req.webSocket) return { status: 404 }`).
         Err(_) if !is_upgrade_attempt(req.headers()) => {
             return match app.upgrade(&handshake) {
@@ -130,12 +130,17 @@ pub(crate) fn upgrade<A: WebSocketApp, B>(
         }
         Err(rejection) => {
             tracing::debug!(target: "wsbus::handshake", status = rejection.status.0, reason = %rejection.reason, "upgrade refused");
-            runtime.metrics().handshake(rejection.status.0);
+            runtime.metrics().refusal(
+                HandshakeRefusal::Protocol(rejection.kind),
+                rejection.status.0,
+            );
             return rejection_response(&rejection);
         }
     };
     if runtime.hub().len() >= runtime.config().max_connections {
-        runtime.metrics().handshake(503);
+        runtime
+            .metrics()
+            .refusal(HandshakeRefusal::TooManyConnections, 503);
         let mut response = text_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many connections, retry later",
@@ -149,7 +154,9 @@ pub(crate) fn upgrade<A: WebSocketApp, B>(
     }
     let config = match app.upgrade(&handshake) {
         Upgrade::Refuse(response) => {
-            runtime.metrics().handshake(response.status().as_u16());
+            runtime
+                .metrics()
+                .refusal(HandshakeRefusal::Application, response.status().as_u16());
             return response;
         }
         Upgrade::Accept(config) => config,
@@ -161,7 +168,9 @@ pub(crate) fn upgrade<A: WebSocketApp, B>(
         tls,
     ) {
         tracing::info!(target: "wsbus::handshake", origin = ?upgrade_request.origin, path = %handshake.path, "origin rejected");
-        runtime.metrics().handshake(403);
+        runtime
+            .metrics()
+            .refusal(HandshakeRefusal::OriginNotAllowed, 403);
         return closing(text_response(StatusCode::FORBIDDEN, "origin not allowed"));
     }
     let protocol = upgrade_request

@@ -170,6 +170,10 @@ async fn default_origin_rule_matrix() {
             "403",
         ),
     ];
+    let refused = cases
+        .iter()
+        .filter(|(_, _, status)| *status == "403")
+        .count() as u64;
     for (host, extra, expected) in cases {
         let status = handshake_status(&server.addr, &host, &extra).await;
         assert!(
@@ -177,6 +181,10 @@ async fn default_origin_rule_matrix() {
             "Host {host}, {extra:?}: got {status}"
         );
     }
+    // Each refusal is counted once, by reason, for the metrics endpoint.
+    let metrics = server.runtime.metrics();
+    assert_eq!(metrics.refusals().get("origin_not_allowed"), Some(&refused));
+    assert_eq!(metrics.handshakes().get(&403), Some(&refused));
 }
 
 #[tokio::test]
@@ -588,6 +596,8 @@ async fn connection_limit_answers_503_with_retry_after() {
             .contains("\r\nretry-after: 5\r\n"),
         "{response}"
     );
+    let refusals = server.runtime.metrics().refusals();
+    assert_eq!(refusals.get("too_many_connections"), Some(&1));
 }
 
 #[tokio::test]
