@@ -250,10 +250,19 @@ impl WebSocket {
     /// The next event (message, ping, pong, close, error); `None` once the
     /// connection is closed and every event was returned. Pings are answered
     /// before they are returned.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: use it in `tokio::select!`. An event is taken from the
+    /// connection only when it is returned, and what was read stays in the
+    /// connection's buffer for the next call.
     pub async fn recv(&mut self) -> Result<Option<Event>, ClientError> {
         loop {
+            // Write what reading queued (pongs, the close reply) before an
+            // event is taken: nothing is awaited between taking it and
+            // returning it, so a dropped future loses no event.
+            self.flush().await?;
             if let Some(event) = self.conn.poll_event() {
-                self.flush().await?;
                 return Ok(Some(event));
             }
             if self.conn.handle_read(&mut self.rbuf) {
@@ -274,6 +283,7 @@ impl WebSocket {
     }
 
     /// The next data message, skipping control events; `None` when closed.
+    /// Cancel safe, as [`Self::recv`].
     pub async fn recv_message(&mut self) -> Result<Option<Message>, ClientError> {
         while let Some(event) = self.recv().await? {
             if let Event::Message(message) = event {
