@@ -9,6 +9,8 @@ use wsbus::proto::{DeflateConfig, Limits};
 use wsbus::{Runtime, Server, ServerConfig};
 
 mod alloc;
+mod api;
+mod auth;
 mod bench;
 #[allow(dead_code)] // its `main` serves the example alone; here only `Chat` is used
 #[path = "../examples/chat.rs"]
@@ -119,6 +121,8 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> ServerRe
         .into_iter()
         .collect();
     let config = config::Config::load(config_file.as_deref(), std::env::vars(), &flags)?;
+    let bus_path = web::bus_path(&config.bus.path)
+        .map_err(|why| config::ConfigError(format!("key `bus.path`: {why}")))?;
     let server_config = config.server_config();
     // A Bayeux batch must fit both transports: long-polling bodies stop at
     // the HTTP body limit (413), so WebSocket batches stop there too (1009),
@@ -143,19 +147,19 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> ServerRe
         },
         runtime.hub().clone(),
     );
+    let bus_socket_paths = [bus_path.clone(), format!("{bus_path}/")];
     let routes = web::BusRoutes {
         bus: bus.clone(),
-        path: config.bus.path.trim_end_matches('/').to_owned(),
+        path: bus_path,
         publish_token: config.bus.publish_token.clone(),
     };
     let mut server = Server::new(runtime)
         .websocket("/chat", chat::Chat)
-        .websocket(&routes.path, wsbus::bus::BusSocket::new(bus.clone()))
-        .websocket(
-            &format!("{}/", routes.path),
+        .websocket_at(
+            bus_socket_paths.iter().map(String::as_str),
             wsbus::bus::BusSocket::new(bus),
         )
-        .http(web::handler(routes));
+        .router(web::router(routes));
     let scheme = match &config.tls {
         Some(tls) => {
             server = server.tls(wsbus::tls_acceptor(&tls.cert, &tls.key)?);
