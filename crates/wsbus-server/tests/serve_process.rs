@@ -1,10 +1,10 @@
-//! `wsbus serve` as a process: configuration errors, the demo login, the page's
+//! `wsbus serve` as a process: start-up errors, the demo login, the page's
 //! headers, and the route table's answers (405 with `Allow`, 413, the JSON
 //! API's errors and its bearer check).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 mod common;
@@ -124,6 +124,60 @@ fn demo_login_sets_a_strict_session_cookie_and_logout_ends_it() {
         &format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
     );
     assert!(metrics.contains("wsbus_connections 0"), "{metrics}");
+}
+
+/// `wsbus <args>` run to its end with extra environment.
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wsbus"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// A start-up failure is one line for people: no `Debug` structs, no
+/// colour codes (stderr is a pipe here), nothing after it.
+fn assert_one_error_line(output: &Output, expected: &str, status: i32) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(status), "{stderr}");
+    assert_eq!(stderr, format!("{expected}\n"));
+    for noise in ["Os {", "Error(", "Error {", "kind:", "\x1b["] {
+        assert!(!stderr.contains(noise), "{stderr}");
+    }
+}
+
+#[test]
+fn a_taken_address_is_one_line_and_status_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let expected = format!("error: cannot listen on {addr}: address already in use");
+    for command in ["serve", "echo"] {
+        let output = run(&[command, "--listen", &addr], &[]);
+        assert_one_error_line(&output, &expected, 1);
+    }
+}
+
+#[test]
+fn a_bad_configuration_key_is_one_line_and_status_2() {
+    let output = run(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("WSBUS_BUS__NOPE", "1")],
+    );
+    assert_one_error_line(
+        &output,
+        "error: config: bus.nope: unknown field `nope`, expected one of `path`, \
+         `websocket_enabled`, `publish_token` (set by WSBUS_BUS__NOPE)",
+        2,
+    );
+    let output = run(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("WSBUS_BUS__PATH", "/api")],
+    );
+    assert_one_error_line(
+        &output,
+        "error: config: bus.path: `/api` is taken by `/api`",
+        2,
+    );
 }
 
 /// A response split into status, lower-cased head and body.
