@@ -64,10 +64,11 @@ impl Default for Config {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
-    /// Where the bus is served: WebSocket at the path, long-polling POSTs at
-    /// the path and below it (`/amb/connect`, …).
+    /// Where the bus is served: WebSocket at the path (and the path with a
+    /// trailing `/`), long-polling POSTs at the path and below it
+    /// (`/amb/connect`, …). Must not take a path of the page routes.
     pub path: String,
-    /// The seed's A/B switch: `false` refuses WebSocket on the bus (400) and
+    /// The transport switch: `false` refuses WebSocket on the bus (400) and
     /// leaves every client on long-polling.
     pub websocket_enabled: bool,
     /// The bearer token of `POST /api/publish`; unset disables the endpoint.
@@ -207,17 +208,60 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
-/// Why the configuration could not be loaded.
+/// Why the configuration could not be loaded: where (a key, a file, an
+/// environment variable or a flag) and why, printed as one line
+/// `<where>: <why>`.
 #[derive(Debug)]
-pub struct ConfigError(pub String);
+pub struct ConfigError {
+    pub place: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(place: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            place: place.into(),
+            reason: reason.into(),
+        }
+    }
+}
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid configuration: {}", self.0)
+        write!(f, "{}: {}", self.place, self.reason)
     }
 }
 
 impl std::error::Error for ConfigError {}
+
+/// `err`'s text for people: without the " (os error N)" suffix, starting
+/// in lower case, as the rest of an `error: …` line.
+pub fn io_reason(err: &std::io::Error) -> String {
+    let text = err.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => &text[..at],
+        _ => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// `line:column` (from 1) of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
+    (line, column)
+}
 
 impl Config {
     /// Load from an optional file, then the environment, then `flags`
@@ -229,13 +273,28 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-                text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::new(
+                        path.display().to_string(),
+                        format!("cannot read: {}", io_reason(&e)),
+                    )
+                })?;
+                text.parse::<toml::Table>().map_err(|e| {
+                    let place = match e.span() {
+                        Some(span) => {
+                            let (line, column) = line_and_column(&text, span.start);
+                            format!("{}:{line}:{column}", path.display())
+                        }
+                        None => path.display().to_string(),
+                    };
+                    ConfigError::new(place, e.message().trim_end())
+                })?
             }
             None => toml::Table::new(),
         };
+        // Which environment variable or flag set each key, to name it when
+        // its value is refused.
+        let mut origins: Vec<(String, String)> = Vec::new();
         for (name, raw) in env {
             let Some(key) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
@@ -245,16 +304,23 @@ impl Config {
                 continue;
             }
             set(&mut table, &path, parse_env_value(&raw))
-                .map_err(|e| ConfigError(format!("environment variable {name}: {e}")))?;
+                .map_err(|reason| ConfigError::new(name.clone(), reason))?;
+            origins.push((path.join("."), name));
         }
         for (key, value) in flags {
             let path: Vec<String> = key.split('.').map(str::to_owned).collect();
             set(&mut table, &path, value.clone())
-                .map_err(|e| ConfigError(format!("flag --{key}: {e}")))?;
+                .map_err(|reason| ConfigError::new(format!("--{key}"), reason))?;
+            origins.push((key.to_string(), format!("--{key}")));
         }
         serde_path_to_error::deserialize(table).map_err(|err| {
             let key = err.path().to_string();
-            ConfigError(format!("key `{key}`: {}", err.into_inner()))
+            let mut reason = err.into_inner().message().trim_end().to_owned();
+            // The last setting of a key is the one that was read.
+            if let Some((_, origin)) = origins.iter().rev().find(|(k, _)| *k == key) {
+                reason.push_str(&format!(" (set by {origin})"));
+            }
+            ConfigError::new(key, reason)
         })
     }
 
@@ -379,5 +445,48 @@ mod tests {
         assert!(err.to_string().contains("nope"), "{err}");
         let err = Config::load(None, env(&[("WSBUS_LISTEN", "nowhere")]), &[]).unwrap_err();
         assert!(err.to_string().contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn errors_are_one_line_naming_where_and_why() {
+        let err =
+            Config::load(None, env(&[("WSBUS_BUS__WEBSOCKET_ENABLED", "maybe")]), &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bus.websocket_enabled: invalid type: string \"maybe\", expected a boolean \
+             (set by WSBUS_BUS__WEBSOCKET_ENABLED)"
+        );
+        let err = Config::load(None, env(&[]), &[("listen", "nowhere".into())]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "listen: invalid socket address syntax (set by --listen)"
+        );
+
+        let dir = std::env::temp_dir().join(format!("wsbus-config-err-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(
+            &file,
+            "[bus]\npath = \"/amb\"\nwebsocket_enabled = = true\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&file), env(&[]), &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}:3:", file.display())),
+            "{err}"
+        );
+        for err in [err.to_string(), err.reason] {
+            assert!(!err.contains('\n'), "{err:?}");
+        }
+        let missing = dir.join("missing.toml");
+        let err = Config::load(Some(&missing), env(&[]), &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: cannot read: no such file or directory",
+                missing.display()
+            )
+        );
     }
 }

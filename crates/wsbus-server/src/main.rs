@@ -1,7 +1,13 @@
 //! The `wsbus` binary.
+//!
+//! Exit status: 0 after a clean shutdown; 1 when a command fails at run
+//! time (the address cannot be listened on, the TLS files cannot be
+//! loaded); 2 for usage and configuration errors. A failure is printed as
+//! one line, `error: <what>: <why>`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
@@ -9,6 +15,8 @@ use wsbus::proto::{DeflateConfig, Limits};
 use wsbus::{Runtime, Server, ServerConfig};
 
 mod alloc;
+mod api;
+mod auth;
 mod bench;
 #[allow(dead_code)] // its `main` serves the example alone; here only `Chat` is used
 #[path = "../examples/chat.rs"]
@@ -20,7 +28,9 @@ mod web;
 #[command(
     name = "wsbus",
     version,
-    about = "A self-hosted real-time messaging server"
+    about = "A self-hosted real-time messaging server",
+    after_help = "Exit status: 0 after a clean shutdown, 1 when the server cannot start \
+                  (e.g. the address is taken), 2 for usage or configuration errors."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,9 +39,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// The server: with no configuration, listens on 127.0.0.1:8080 with the
-    /// seed's chat at /chat, a page to use it at /, a demo login
-    /// (POST /login, POST /logout) and metrics at /metrics.
+    /// The server: with no configuration, listens on 127.0.0.1:8080 with a
+    /// WebSocket chat at /chat, a page to use it at /, the message bus at
+    /// /amb, a demo login (POST /login, POST /logout) and metrics at
+    /// /metrics.
     Serve {
         /// A TOML configuration file (keys: see README); environment variables
         /// WSBUS_<SECTION>__<KEY> override it, flags override both.
@@ -65,51 +76,136 @@ enum Command {
     },
 }
 
-/// `wsbus echo` accepts messages up to 64 MiB (SPEC §8).
+/// `wsbus echo` accepts messages up to 64 MiB: room for the conformance
+/// suites' largest cases.
 const ECHO_MAX_MESSAGE: usize = 64 << 20;
 
 type MainResult = Result<(), Box<dyn std::error::Error>>;
 /// A server's result: sendable, because servers run on a worker thread.
-type ServerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+type ServerResult = Result<(), StartError>;
 
-fn main() -> MainResult {
+/// Why a server did not start (or stopped), for people.
+#[derive(Debug)]
+enum StartError {
+    /// Invalid configuration (exit status 2).
+    Config(config::ConfigError),
+    /// The address could not be listened on.
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key could not be loaded.
+    Tls(std::io::Error),
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StartError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            StartError::Config(_) => ExitCode::from(2),
+            _ => ExitCode::FAILURE,
+        }
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(err) => write!(f, "config: {err}"),
+            StartError::Listen { addr, source } => {
+                write!(f, "cannot listen on {addr}: {}", config::io_reason(source))
+            }
+            StartError::Tls(err) => write!(f, "tls: {}", config::io_reason(err)),
+            StartError::Other(err) => write!(f, "{err}"),
+        }
+    }
+}
+
+impl From<config::ConfigError> for StartError {
+    fn from(err: config::ConfigError) -> Self {
+        StartError::Config(err)
+    }
+}
+
+impl From<std::io::Error> for StartError {
+    fn from(err: std::io::Error) -> Self {
+        StartError::Other(Box::new(err))
+    }
+}
+
+/// Bind `addr`, or say which address could not be taken.
+async fn listen_on(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+fn main() -> ExitCode {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WSBUS_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in log files.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let command = match cli.command {
         // The generator picks its own runtime (one thread by default).
-        Command::Bench { scenario } => return bench::run(scenario),
+        Command::Bench { scenario } => return report(bench::run(scenario)),
         command => command,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return report(Err(err.into())),
+    };
     runtime.block_on(async move {
         match command {
             Command::Serve { config, listen } => on_worker(serve(config, listen)).await,
             Command::Echo { listen } => on_worker(echo(listen)).await,
-            Command::Client { url, deflate } => client(&url, deflate).await,
+            Command::Client { url, deflate } => report(client(&url, deflate).await),
             Command::Bench { .. } => unreachable!("handled above"),
         }
     })
 }
 
+/// A command's outcome as the process's: `error: …` on one line, status 1.
+fn report(result: MainResult) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Run a server on a worker thread rather than in `block_on` on the main
 /// thread: its accept loop then spawns connection tasks onto the worker it
 /// runs on, instead of waking that worker from another thread (a futex wake
-/// and a context switch per accepted connection).
-async fn on_worker<F>(server: F) -> MainResult
+/// and a context switch per accepted connection). Reports its failure.
+async fn on_worker<F>(server: F) -> ExitCode
 where
-    F: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send + 'static,
+    F: Future<Output = ServerResult> + Send + 'static,
 {
-    match tokio::spawn(server).await {
-        Ok(result) => result.map_err(|e| e as Box<dyn std::error::Error>),
-        Err(join_error) => Err(Box::new(join_error)),
+    let result = match tokio::spawn(server).await {
+        Ok(result) => result,
+        Err(join_error) => Err(StartError::Other(Box::new(join_error))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            err.exit_code()
+        }
     }
 }
 
@@ -119,6 +215,8 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> ServerRe
         .into_iter()
         .collect();
     let config = config::Config::load(config_file.as_deref(), std::env::vars(), &flags)?;
+    let bus_path =
+        web::bus_path(&config.bus.path).map_err(|why| config::ConfigError::new("bus.path", why))?;
     let server_config = config.server_config();
     // A Bayeux batch must fit both transports: long-polling bodies stop at
     // the HTTP body limit (413), so WebSocket batches stop there too (1009),
@@ -131,7 +229,7 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> ServerRe
         ..wsbus_bayeux::BatchLimits::default()
     };
     let runtime = Runtime::new(server_config);
-    let listener = TcpListener::bind(config.listen).await?;
+    let listener = listen_on(config.listen).await?;
     let bus = wsbus::bus::Bus::new(
         wsbus_bayeux::BusConfig {
             websocket_enabled: config.bus.websocket_enabled,
@@ -143,22 +241,23 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> ServerRe
         },
         runtime.hub().clone(),
     );
+    let bus_socket_paths = [bus_path.clone(), format!("{bus_path}/")];
     let routes = web::BusRoutes {
         bus: bus.clone(),
-        path: config.bus.path.trim_end_matches('/').to_owned(),
+        path: bus_path,
         publish_token: config.bus.publish_token.clone(),
     };
     let mut server = Server::new(runtime)
         .websocket("/chat", chat::Chat)
-        .websocket(&routes.path, wsbus::bus::BusSocket::new(bus.clone()))
-        .websocket(
-            &format!("{}/", routes.path),
+        .websocket_at(
+            bus_socket_paths.iter().map(String::as_str),
             wsbus::bus::BusSocket::new(bus),
         )
-        .http(web::handler(routes));
+        .router(web::router(routes));
     let scheme = match &config.tls {
         Some(tls) => {
-            server = server.tls(wsbus::tls_acceptor(&tls.cert, &tls.key)?);
+            let acceptor = wsbus::tls_acceptor(&tls.cert, &tls.key).map_err(StartError::Tls)?;
+            server = server.tls(acceptor);
             "https"
         }
         None => "http",
@@ -177,7 +276,7 @@ async fn echo(listen: SocketAddr) -> ServerResult {
         deflate: Some(DeflateConfig::default()),
         ..ServerConfig::default()
     };
-    let listener = TcpListener::bind(listen).await?;
+    let listener = listen_on(listen).await?;
     eprintln!("wsbus echo listening on ws://{}", listener.local_addr()?);
     let server = Server::new(Runtime::new(config)).websocket_fallback(wsbus::echo::Echo);
     finish(server.serve(listener, shutdown_signal()).await);

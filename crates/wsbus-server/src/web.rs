@@ -1,20 +1,26 @@
-//! The plain-HTTP side of `wsbus serve`: the chat page, the demo login, and
-//! metrics.
+//! The plain-HTTP side of `wsbus serve`, as one route table ([`router`]):
+//! the chat page and its assets, the demo login, metrics, the JSON API
+//! (`/api`, see [`crate::api`]) and the bus's long-polling transport.
 //!
 //! Every page is static and renders user text with `textContent`; the CSP
 //! below forbids inline script and style, so markup in a message can never
-//! execute (seed 000, output encoding).
+//! execute.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Extension, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderValue};
 use wsbus::bus::Bus;
-use wsbus::session::{Sessions, User};
-use wsbus::{HttpContext, HttpHandler};
+use wsbus::session::{Session, Sessions, User};
+use wsbus::{ConnectionInfo, Runtime};
+
+use crate::auth::BearerToken;
 
 /// The Content-Security-Policy of every page and asset.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
@@ -27,66 +33,160 @@ const APP_JS: &str = include_str!("../assets/app.js");
 const BUS_JS: &str = include_str!("../assets/bus.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
 
-fn response(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
+const HTML: &str = "text/html; charset=utf-8";
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// The bus as the HTTP side sees it.
+#[derive(Clone, Debug)]
+pub struct BusRoutes {
+    pub bus: Bus,
+    /// The bus path, e.g. `/amb` (see [`bus_path`]).
+    pub path: String,
+    /// Bearer token of `POST /api/publish`; `None` disables it.
+    pub publish_token: Option<String>,
+}
+
+/// Paths of the route table that the bus may not take (nor sit below).
+const TAKEN_PATHS: &[&str] = &[
+    "/app.js", "/bus.js", "/app.css", "/login", "/logout", "/metrics", "/api", "/chat",
+];
+
+/// The bus path from configuration, normalised (no trailing `/`), or why
+/// it cannot be one.
+pub fn bus_path(configured: &str) -> Result<String, String> {
+    let path = configured.trim_end_matches('/');
+    if !configured.starts_with('/') || path.is_empty() {
+        return Err(format!(
+            "`{configured}` must be a path below `/`, like `/amb`"
+        ));
+    }
+    if path.contains(['{', '}', '*', '?', '#']) {
+        return Err(format!(
+            "`{configured}` may not contain `{{`, `}}`, `*`, `?` or `#`"
+        ));
+    }
+    if let Some(taken) = TAKEN_PATHS
+        .iter()
+        .find(|taken| path == **taken || path.starts_with(&format!("{taken}/")))
+    {
+        return Err(format!("`{configured}` is taken by `{taken}`"));
+    }
+    Ok(path.to_owned())
+}
+
+/// The HTTP routes of `wsbus serve`, served by [`wsbus::Server::router`]
+/// (which provides the `Runtime` and `ConnectionInfo` extensions and the
+/// body limit). Pages and their errors carry [`CSP`]; every response is
+/// `no-store` and `nosniff`.
+pub fn router(bus: BusRoutes) -> Router {
+    let publish_token = bus.publish_token.as_deref().map(BearerToken::new);
+    Router::new()
+        .route("/", page(HTML, INDEX_HTML))
+        .route("/app.js", page(JAVASCRIPT, APP_JS))
+        .route("/bus.js", page(JAVASCRIPT, BUS_JS))
+        .route("/app.css", page(CSS, APP_CSS))
+        .route("/metrics", get(metrics))
+        .route("/login", form_post(login))
+        .route("/logout", form_post(logout))
+        // Before `/api` is nested: that table has its own JSON 405.
+        .method_not_allowed_fallback(|| async {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        })
+        .nest("/api", crate::api::router(bus.bus.clone(), publish_token))
+        .fallback(|| async { text(StatusCode::NOT_FOUND, "not found") })
+        .layer(middleware::map_response(with_csp))
+        // `/amb`, `/amb/` and `/amb/*` (CometD posts to `/amb/handshake`, …);
+        // a WebSocket upgrade on the first two never reaches the router.
+        .nest_service(&bus.path, long_polling(bus.bus))
+        .layer(middleware::map_response(with_no_store))
+}
+
+/// A static page or asset.
+fn page(content_type: &'static str, body: &'static str) -> MethodRouter {
+    get(move || async move { ([(header::CONTENT_TYPE, content_type)], body) })
+}
+
+fn text(status: StatusCode, body: &str) -> Response {
+    (status, [(header::CONTENT_TYPE, TEXT)], format!("{body}\n")).into_response()
+}
+
+/// Adds the page CSP to a response that has none.
+async fn with_csp(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(CSP));
+    response
+}
+
+/// Nothing here may be cached or sniffed into another type.
+async fn with_no_store(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert("content-security-policy", HeaderValue::from_static(CSP));
     headers.insert(
-        "x-content-type-options",
+        header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
-    response(status, "text/plain; charset=utf-8", format!("{body}\n"))
+/// The session the request's cookie names, if it is alive.
+pub fn session_of(runtime: &Runtime, headers: &HeaderMap) -> Option<Session> {
+    let cookies = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    runtime.sessions().from_cookies(cookies)
 }
 
-fn redirect_home(cookie: String) -> Response<Full<Bytes>> {
-    let mut r = response(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
-    r.headers_mut()
-        .insert(header::LOCATION, HeaderValue::from_static("/"));
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).expect("cookie is header-safe"),
-    );
-    r
+/// A form `POST` route, refused (`403`) unless it comes from our own pages.
+fn form_post<H, T>(handler: H) -> MethodRouter
+where
+    H: axum::handler::Handler<T, ()>,
+    T: 'static,
+{
+    post(handler).route_layer(middleware::from_fn(refuse_cross_origin))
 }
 
 /// Form posts must come from our own pages: a cross-site form could
 /// otherwise log a visitor in or out (login CSRF). Browsers send `Origin` on
 /// every POST; its absence means a non-browser client.
-fn same_origin_post(ctx: &HttpContext, req: &Request<Bytes>) -> bool {
-    let origin = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok());
-    let host = req
-        .headers()
+async fn refuse_cross_origin(
+    Extension(connection): Extension<ConnectionInfo>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let headers = request.headers();
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    wsbus::origin_allowed_by_default(origin, host, ctx.tls)
+    if !wsbus::origin_allowed_by_default(origin, host, connection.tls) {
+        return text(StatusCode::FORBIDDEN, "cross-origin form post refused");
+    }
+    next.run(request).await
 }
 
-fn session_of(ctx: &HttpContext, req: &Request<Bytes>) -> Option<wsbus::session::Session> {
-    let cookies = req
-        .headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    ctx.runtime.sessions().from_cookies(cookies)
+fn redirect_home(cookie: &str) -> Response {
+    let cookie = HeaderValue::from_str(cookie).expect("cookie is header-safe");
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static(TEXT)),
+        (header::LOCATION, HeaderValue::from_static("/")),
+        (header::SET_COOKIE, cookie),
+    ];
+    (StatusCode::SEE_OTHER, headers).into_response()
 }
 
-fn login(ctx: &HttpContext, req: &Request<Bytes>) -> Response<Full<Bytes>> {
-    let user = form_urlencoded::parse(req.body())
+/// `POST /login` with the form field `user`: a session for that name.
+async fn login(
+    Extension(runtime): Extension<Runtime>,
+    Extension(connection): Extension<ConnectionInfo>,
+    body: Bytes,
+) -> Response {
+    let user = form_urlencoded::parse(&body)
         .find(|(k, _)| k == "user")
         .map(|(_, v)| v.trim().to_owned())
         .unwrap_or_default();
@@ -99,165 +199,81 @@ fn login(ctx: &HttpContext, req: &Request<Bytes>) -> Response<Full<Bytes>> {
             "field `user` must be 1-64 printable characters",
         );
     }
-    let id = ctx.runtime.sessions().login(User::new(user));
-    redirect_home(Sessions::cookie(&id, ctx.tls))
+    let id = runtime.sessions().login(User::new(user));
+    redirect_home(&Sessions::cookie(&id, connection.tls))
 }
 
-fn logout(ctx: &HttpContext, req: &Request<Bytes>) -> Response<Full<Bytes>> {
-    if let Some(session) = session_of(ctx, req) {
-        ctx.runtime.sessions().logout(&session.id);
+/// `POST /logout`: ends the session (and its bound sockets).
+async fn logout(
+    Extension(runtime): Extension<Runtime>,
+    Extension(connection): Extension<ConnectionInfo>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(session) = session_of(&runtime, &headers) {
+        runtime.sessions().logout(&session.id);
     }
-    redirect_home(Sessions::clear_cookie(ctx.tls))
+    redirect_home(&Sessions::clear_cookie(connection.tls))
 }
 
-fn me(ctx: &HttpContext, req: &Request<Bytes>) -> Response<Full<Bytes>> {
-    let user = session_of(ctx, req).map(|s| s.user.login);
-    let body = serde_json::json!({ "user": user }).to_string();
-    response(StatusCode::OK, "application/json", body)
+/// Prometheus text exposition, format 0.0.4.
+#[derive(Default)]
+struct Exposition(String);
+
+impl Exposition {
+    /// A metric family's `HELP` and `TYPE` lines.
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// One sample; `labels` is empty or `{k="v",…}`.
+    fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
+        let _ = writeln!(self.0, "{name}{labels} {value}");
+    }
 }
 
-/// Prometheus text exposition of the runtime's counters.
-fn metrics(ctx: &HttpContext) -> Response<Full<Bytes>> {
-    let rt = &ctx.runtime;
-    let mut out = String::new();
-    let _ = writeln!(out, "# HELP wsbus_connections Open WebSocket connections.");
-    let _ = writeln!(out, "# TYPE wsbus_connections gauge");
-    let _ = writeln!(out, "wsbus_connections {}", rt.hub().len());
-    let _ = writeln!(
-        out,
-        "# HELP wsbus_tcp_connections_accepted_total TCP connections accepted."
-    );
-    let _ = writeln!(out, "# TYPE wsbus_tcp_connections_accepted_total counter");
-    let accepted = rt
+/// `GET /metrics`: the runtime's counters.
+async fn metrics(Extension(runtime): Extension<Runtime>) -> Response {
+    let mut out = Exposition::default();
+    out.family("wsbus_connections", "gauge", "Open WebSocket connections.");
+    out.sample("wsbus_connections", "", runtime.hub().len());
+    let accepted = "wsbus_tcp_connections_accepted_total";
+    out.family(accepted, "counter", "TCP connections accepted.");
+    let count = runtime
         .metrics()
         .connections_accepted
         .load(std::sync::atomic::Ordering::Relaxed);
-    let _ = writeln!(out, "wsbus_tcp_connections_accepted_total {accepted}");
-    let _ = writeln!(
-        out,
-        "# HELP wsbus_handshakes_total WebSocket handshakes answered, by HTTP status."
+    out.sample(accepted, "", count);
+    let handshakes = "wsbus_handshakes_total";
+    out.family(
+        handshakes,
+        "counter",
+        "WebSocket handshakes answered, by HTTP status.",
     );
-    let _ = writeln!(out, "# TYPE wsbus_handshakes_total counter");
-    for (status, count) in rt.metrics().handshakes() {
-        let _ = writeln!(out, "wsbus_handshakes_total{{status=\"{status}\"}} {count}");
+    for (status, count) in runtime.metrics().handshakes() {
+        out.sample(handshakes, &format!("{{status=\"{status}\"}}"), count);
     }
-    response(
-        StatusCode::OK,
-        "text/plain; version=0.0.4; charset=utf-8",
-        out,
-    )
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], out.0).into_response()
 }
 
-fn route(ctx: &HttpContext, req: &Request<Bytes>) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/") => response(StatusCode::OK, "text/html; charset=utf-8", INDEX_HTML),
-        (&Method::GET, "/app.js") => {
-            response(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS)
-        }
-        (&Method::GET, "/bus.js") => {
-            response(StatusCode::OK, "text/javascript; charset=utf-8", BUS_JS)
-        }
-        (&Method::GET, "/app.css") => response(StatusCode::OK, "text/css; charset=utf-8", APP_CSS),
-        (&Method::GET, "/api/me") => me(ctx, req),
-        (&Method::GET, "/metrics") => metrics(ctx),
-        (&Method::POST, "/login" | "/logout") if !same_origin_post(ctx, req) => {
-            text(StatusCode::FORBIDDEN, "cross-origin form post refused")
-        }
-        (&Method::POST, "/login") => login(ctx, req),
-        (&Method::POST, "/logout") => logout(ctx, req),
-        (
-            _,
-            "/" | "/app.js" | "/bus.js" | "/app.css" | "/api/me" | "/metrics" | "/login"
-            | "/logout",
-        ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-        _ => text(StatusCode::NOT_FOUND, "not found"),
-    }
-}
-
-/// The bus as the HTTP side sees it.
-#[derive(Clone, Debug)]
-pub struct BusRoutes {
-    pub bus: Bus,
-    /// The bus path, e.g. `/amb`.
-    pub path: String,
-    /// Bearer token of `POST /api/publish`; `None` disables it.
-    pub publish_token: Option<String>,
-}
-
-impl BusRoutes {
-    /// `/amb`, `/amb/` and `/amb/*` (CometD posts to `/amb/handshake`, …).
-    fn owns(&self, path: &str) -> bool {
-        path.strip_prefix(self.path.as_str())
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    }
-}
-
-/// `POST /api/publish` with `{"channel": "/x", "data": …}` and
-/// `Authorization: Bearer <token>`.
-fn api_publish(bus: &BusRoutes, req: &Request<Bytes>) -> Response<Full<Bytes>> {
-    let Some(token) = &bus.publish_token else {
-        return text(
-            StatusCode::NOT_FOUND,
-            "publishing over HTTP is disabled (set bus.publish_token)",
-        );
-    };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if presented != Some(token.as_str()) {
-        let mut r = text(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return r;
-    }
-    #[derive(serde::Deserialize)]
-    struct PublishRequest {
-        channel: String,
-        data: serde_json::Value,
-    }
-    let request: PublishRequest = match serde_json::from_slice(req.body()) {
-        Ok(request) => request,
-        Err(err) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                &format!("expected {{\"channel\", \"data\"}}: {err}"),
-            );
-        }
-    };
-    match bus.bus.publish(&request.channel, request.data) {
-        Ok(published) => {
-            let body = serde_json::json!({"successful": true, "recipients": published.recipients, "offset": published.offset});
-            response(StatusCode::OK, "application/json", body.to_string())
-        }
-        Err(err) => text(StatusCode::BAD_REQUEST, &err.to_string()),
-    }
-}
-
-/// The HTTP handler of `wsbus serve`.
-pub fn handler(bus: BusRoutes) -> HttpHandler {
-    Arc::new(move |ctx, req| {
-        let bus = bus.clone();
-        Box::pin(async move {
-            let path = req.uri().path();
-            if bus.owns(path) {
-                if req.method() != Method::POST {
-                    return text(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        "the bus takes POST (long-polling) or a WebSocket upgrade",
-                    );
-                }
-                let user = session_of(&ctx, &req).map(|s| s.user.login);
-                let json = bus.bus.long_poll(req.body(), user.as_deref()).await;
-                let mut r = response(StatusCode::OK, "application/json", json);
-                r.headers_mut().remove("content-security-policy");
-                return r;
-            }
-            if path == "/api/publish" && req.method() == Method::POST {
-                return api_publish(&bus, &req);
-            }
-            route(&ctx, &req)
-        })
+/// The bus's long-polling transport: `POST` a Bayeux batch, get the replies
+/// (held while a `/meta/connect` waits). Other methods get `405`.
+fn long_polling(bus: Bus) -> MethodRouter {
+    post(long_poll).with_state(bus).fallback(|| async {
+        text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the bus takes POST (long-polling) or a WebSocket upgrade",
+        )
     })
+}
+
+async fn long_poll(
+    State(bus): State<Bus>,
+    Extension(runtime): Extension<Runtime>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let user = session_of(&runtime, &headers).map(|s| s.user.login);
+    let json = bus.long_poll(&body, user.as_deref()).await;
+    ([(header::CONTENT_TYPE, "application/json")], json).into_response()
 }

@@ -9,6 +9,11 @@
 //!
 //! The endpoint runs the same upgrade decision, origin rules and session
 //! binding as [`crate::Server`]. Shut down with [`crate::Runtime::shutdown`].
+//!
+//! Such a route also works inside the router given to
+//! [`Server::router`](crate::Server::router), though an endpoint registered
+//! with [`Server::websocket`](crate::Server::websocket) is the shorter path
+//! there (its upgrades skip the router).
 
 use std::sync::Arc;
 
@@ -18,9 +23,14 @@ use ::axum::routing::{MethodRouter, any};
 
 use crate::app::WebSocketApp;
 use crate::runtime::Runtime;
+use crate::server::ConnectionInfo;
 
-/// An axum route that serves `app`. TLS is reported as absent: put a TLS
-/// terminator's scheme in `X-Forwarded-Proto` once trusted proxies land.
+/// An axum route that serves `app`.
+///
+/// Whether the connection is TLS (for the origin rule and the session
+/// cookie) comes from the [`ConnectionInfo`] extension that
+/// [`crate::Server`] inserts; under another server (`axum::serve`) the
+/// connection is taken as plain TCP.
 pub fn websocket<A: WebSocketApp, S: Clone + Send + Sync + 'static>(
     runtime: Runtime,
     app: A,
@@ -30,8 +40,12 @@ pub fn websocket<A: WebSocketApp, S: Clone + Send + Sync + 'static>(
         let app = app.clone();
         let runtime = runtime.clone();
         async move {
+            let tls = req
+                .extensions()
+                .get::<ConnectionInfo>()
+                .is_some_and(|connection| connection.tls);
             let response: Response =
-                crate::upgrade::upgrade(&app, &runtime, req, false).into_response();
+                crate::upgrade::upgrade(&app, &runtime, req, tls).into_response();
             response
         }
     })

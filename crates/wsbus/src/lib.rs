@@ -8,8 +8,9 @@
 //! * [`Hub`]: send to a socket or a group, manage groups, close sockets —
 //!   from anywhere;
 //! * [`session`]: HTTP sessions and the sockets bound to them;
-//! * [`Server`]: one hyper listener for upgrades and plain HTTP, ws and wss,
-//!   with graceful shutdown; or mount endpoints in axum ([`axum`]);
+//! * [`Server`]: one hyper listener for upgrades and plain HTTP (an axum
+//!   `Router`), ws and wss, with graceful shutdown; or mount endpoints in
+//!   an axum application of your own ([`axum`]);
 //! * [`client`]: a `ws://` client;
 //! * [`bus`]: the Bayeux message bus over WebSocket and long-polling, with
 //!   server-side publishing and `/service` handlers ([`bus::Bus`]); the
@@ -34,7 +35,7 @@ mod upgrade;
 pub use driver::{SlowConsumerPolicy, SocketSettings};
 pub use hub::{GroupSend, Hub, HubEngine, LocalHub, NodeId, Outcome, ParseSocketIdError, SocketId};
 pub use runtime::{HandshakeRefusal, Metrics, Runtime, RuntimeBuilder, ServerConfig};
-pub use server::{HttpContext, HttpFuture, HttpHandler, Server, tls_acceptor};
+pub use server::{ConnectionInfo, Server, tls_acceptor};
 pub use wsbus_bayeux as bayeux;
 pub use wsbus_proto as proto;
 

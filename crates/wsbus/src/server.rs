@@ -1,43 +1,59 @@
 //! The listener: one port for WebSocket upgrades and plain HTTP, over TCP or
 //! TLS, served by hyper.
+//!
+//! Plain HTTP goes to an [`axum::Router`](::axum::Router) given to
+//! [`Server::router`]; WebSocket upgrades on the server's own endpoints do not
+//! pass through it (see [`Server`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::axum::Router;
+use ::axum::extract::DefaultBodyLimit;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tower_service::Service as _;
 
 use crate::app::WebSocketApp;
 use crate::runtime::Runtime;
 use crate::upgrade::{text_response, upgrade};
 
-/// A response future of an HTTP route.
-pub type HttpFuture = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
-
-/// What an HTTP route sees.
-#[derive(Clone, Debug)]
-pub struct HttpContext {
-    pub runtime: Runtime,
+/// What [`Server`] knows of the connection a plain-HTTP request came on,
+/// inserted into every request it hands to the router. Read it in a handler
+/// with `axum::Extension<ConnectionInfo>`:
+///
+/// ```
+/// use axum::Extension;
+/// use wsbus::ConnectionInfo;
+///
+/// async fn whoami(Extension(conn): Extension<ConnectionInfo>) -> String {
+///     format!("{} over {}", conn.peer, if conn.tls { "TLS" } else { "TCP" })
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// Whether the connection is TLS (the request came in as `https`).
     pub tls: bool,
+    /// The TCP peer (the client, or the proxy in front of the server).
     pub peer: SocketAddr,
 }
 
-/// A plain-HTTP handler: the request with its body read (bounded by
-/// `ServerConfig::max_body_bytes`).
-pub type HttpHandler = Arc<dyn Fn(HttpContext, Request<Bytes>) -> HttpFuture + Send + Sync>;
+/// The body of every response the server writes: the upgrade path's own
+/// responses as they are (no boxing on the handshake path), the router's as
+/// axum makes them.
+type ResponseBody = Either<Full<Bytes>, ::axum::body::Body>;
 
 /// A type-erased WebSocket endpoint.
 trait Endpoint: Send + Sync {
@@ -78,12 +94,43 @@ pub fn tls_acceptor(cert_pem: &Path, key_pem: &Path) -> std::io::Result<TlsAccep
 }
 
 /// A server: WebSocket endpoints by path, an optional WebSocket endpoint for
-/// every other path, and an HTTP handler for the rest.
+/// every other path, and an axum [`Router`] for plain HTTP.
+///
+/// Where a request goes:
+///
+/// 1. A `GET` on a path given to [`websocket`](Self::websocket) goes straight
+///    to that endpoint's upgrade decision, without passing through the
+///    router: the handshake path stays as short as without one, and the
+///    endpoint's [`WebSocketApp::upgrade`] also answers plain `GET`s there.
+///    Other methods on that path go to the router (without one, to the
+///    endpoint).
+/// 2. A request with an `Upgrade` header goes to the
+///    [`websocket_fallback`](Self::websocket_fallback) endpoint, if any.
+/// 3. Everything else goes to the router; without one, to the fallback
+///    endpoint, else `404`.
+///
+/// What the router's handlers get, besides the request:
+///
+/// * [`ConnectionInfo`] (TLS or not, the peer's address) and the
+///   [`Runtime`] as request extensions: `Extension<ConnectionInfo>`,
+///   `Extension<Runtime>`;
+/// * a body limit of [`ServerConfig::max_body_bytes`](crate::ServerConfig::max_body_bytes)
+///   on axum's body extractors (`Bytes`, `String`, `Json`, `Form`; `413`
+///   above it) through [`DefaultBodyLimit`]. A route may set its own limit
+///   with a `DefaultBodyLimit` layer of its own (the innermost wins); a
+///   handler that reads the body stream itself must bound it itself (e.g.
+///   `axum::body::to_bytes(body, limit)`).
+///
+/// Connection-level limits hold for every request whatever its route: the
+/// request head must arrive within
+/// [`handshake_timeout`](crate::ServerConfig::handshake_timeout) and fit in
+/// [`max_request_bytes`](crate::ServerConfig::max_request_bytes) (`431`
+/// otherwise).
 pub struct Server {
     runtime: Runtime,
     endpoints: HashMap<String, Arc<dyn Endpoint>>,
     fallback: Option<Arc<dyn Endpoint>>,
-    http: Option<HttpHandler>,
+    router: Option<Router>,
     tls: Option<TlsAcceptor>,
 }
 
@@ -91,46 +138,65 @@ impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("endpoints", &self.endpoints.keys().collect::<Vec<_>>())
+            .field("router", &self.router.is_some())
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Server {
+    /// A server of `runtime`'s sockets, with no endpoint or route yet.
     pub fn new(runtime: Runtime) -> Self {
         Server {
             runtime,
             endpoints: HashMap::new(),
             fallback: None,
-            http: None,
+            router: None,
             tls: None,
         }
     }
 
     /// Serve `app` at exactly `path`.
-    pub fn websocket<A: WebSocketApp>(mut self, path: &str, app: A) -> Self {
-        self.endpoints
-            .insert(path.to_owned(), Arc::new(AppEndpoint(Arc::new(app))));
+    pub fn websocket<A: WebSocketApp>(self, path: &str, app: A) -> Self {
+        self.websocket_at([path], app)
+    }
+
+    /// Serve one `app` at each of `paths` exactly (e.g. `/amb` and `/amb/`).
+    pub fn websocket_at<'a, A: WebSocketApp>(
+        mut self,
+        paths: impl IntoIterator<Item = &'a str>,
+        app: A,
+    ) -> Self {
+        let endpoint: Arc<dyn Endpoint> = Arc::new(AppEndpoint(Arc::new(app)));
+        for path in paths {
+            self.endpoints.insert(path.to_owned(), endpoint.clone());
+        }
         self
     }
 
-    /// Serve `app` on every path without an endpoint or an HTTP answer.
+    /// Serve `app` on every path without an endpoint: upgrades always, plain
+    /// requests when there is no [`router`](Self::router).
     pub fn websocket_fallback<A: WebSocketApp>(mut self, app: A) -> Self {
         self.fallback = Some(Arc::new(AppEndpoint(Arc::new(app))));
         self
     }
 
-    /// Answer plain HTTP requests on paths without a WebSocket endpoint.
-    pub fn http(mut self, handler: HttpHandler) -> Self {
-        self.http = Some(handler);
+    /// Answer plain HTTP with `router` (see [`Server`] for what reaches it
+    /// and what its handlers get). Its own fallback answers paths it has no
+    /// route for (axum's default: an empty `404`).
+    pub fn router(mut self, router: Router) -> Self {
+        let body_limit = DefaultBodyLimit::max(self.runtime.config().max_body_bytes);
+        self.router = Some(router.layer(body_limit));
         self
     }
 
+    /// Serve TLS (wss:// and https://) with `acceptor` (see [`tls_acceptor`]).
     pub fn tls(mut self, acceptor: TlsAcceptor) -> Self {
         self.tls = Some(acceptor);
         self
     }
 
+    /// The runtime the server's sockets live in.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
     }
@@ -198,9 +264,10 @@ impl Server {
         let config = self.runtime.config();
         let service = {
             let server = self.clone();
+            let connection = ConnectionInfo { tls, peer };
             service_fn(move |req| {
                 let server = server.clone();
-                async move { Ok::<_, Infallible>(server.route(req, peer, tls).await) }
+                async move { Ok::<_, Infallible>(server.route(req, connection).await) }
             })
         };
         let conn = http1::Builder::new()
@@ -227,44 +294,35 @@ impl Server {
     async fn route(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
-        tls: bool,
-    ) -> Response<Full<Bytes>> {
+        connection: ConnectionInfo,
+    ) -> Response<ResponseBody> {
+        let tls = connection.tls;
         // WebSocket upgrades are GETs (RFC 6455 §4.1); other methods on an
         // endpoint's path (the bus's long-polling POSTs) are plain HTTP.
-        let endpoint = self.endpoints.get(req.uri().path()).cloned();
+        let endpoint = self.endpoints.get(req.uri().path());
         if let Some(endpoint) = endpoint
-            && (req.method() == http::Method::GET || self.http.is_none())
+            && (req.method() == http::Method::GET || self.router.is_none())
         {
-            return endpoint.handle(&self.runtime, req, tls);
+            return endpoint.handle(&self.runtime, req, tls).map(Either::Left);
         }
         let wants_websocket = req.headers().contains_key(http::header::UPGRADE);
-        match (&self.http, &self.fallback) {
-            (_, Some(fallback)) if wants_websocket || self.http.is_none() => {
-                fallback.handle(&self.runtime, req, tls)
+        match (&self.router, &self.fallback) {
+            (_, Some(fallback)) if wants_websocket || self.router.is_none() => {
+                fallback.handle(&self.runtime, req, tls).map(Either::Left)
             }
-            (Some(http), _) => {
-                let (parts, body) = req.into_parts();
-                let body = match Limited::new(body, self.runtime.config().max_body_bytes)
-                    .collect()
-                    .await
-                {
-                    Ok(collected) => collected.to_bytes(),
-                    Err(_) => {
-                        return text_response(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "request body too large",
-                        );
-                    }
+            (Some(router), _) => {
+                let mut req = req;
+                req.extensions_mut().insert(connection);
+                req.extensions_mut().insert(self.runtime.clone());
+                // A `Router` is an `Arc` inside: the clone is a count, and its
+                // `poll_ready` is always ready.
+                let response = match router.clone().call(req).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
                 };
-                let ctx = HttpContext {
-                    runtime: self.runtime.clone(),
-                    tls,
-                    peer,
-                };
-                http(ctx, Request::from_parts(parts, body)).await
+                response.map(Either::Right)
             }
-            (None, _) => text_response(StatusCode::NOT_FOUND, "not found"),
+            (None, _) => text_response(StatusCode::NOT_FOUND, "not found").map(Either::Left),
         }
     }
 }

@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Response, StatusCode};
-use http_body_util::Full;
+use http::HeaderMap;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -19,7 +18,7 @@ use wsbus::bayeux::{BusConfig, ClientId};
 use wsbus::bus::{Bus, BusSocket, PublishError, SERVICE_MAX_PENDING, ServiceCall, ServiceError};
 use wsbus::client::{self, ClientOptions, WebSocket};
 use wsbus::proto::Message;
-use wsbus::{HttpHandler, Runtime, Server, ServerConfig};
+use wsbus::{Runtime, Server, ServerConfig};
 
 const STEP: Duration = Duration::from_secs(5);
 
@@ -57,27 +56,20 @@ async fn start() -> TestBus {
     let runtime = Runtime::new(ServerConfig::default());
     let bus = Bus::new(BusConfig::default(), runtime.hub().clone());
     let lp = bus.clone();
-    let handler: HttpHandler = Arc::new(move |_ctx, req| {
+    let long_poll = axum::routing::post(move |headers: HeaderMap, body: Bytes| {
         let bus = lp.clone();
-        Box::pin(async move {
-            if req.method() != Method::POST || !req.uri().path().starts_with("/amb") {
-                let mut r = Response::new(Full::new(Bytes::new()));
-                *r.status_mut() = StatusCode::NOT_FOUND;
-                return r;
-            }
-            let user = req
-                .headers()
+        async move {
+            let user = headers
                 .get("x-test-user")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let json = bus.long_poll(req.body(), user.as_deref()).await;
-            Response::new(Full::new(Bytes::from(json)))
-        })
+            bus.long_poll(&body, user.as_deref()).await
+        }
     });
     let server = Server::new(runtime)
         .websocket("/amb", BusSocket::new(bus.clone()))
         .websocket("/plain", Lobby)
-        .http(handler);
+        .router(axum::Router::new().nest_service("/amb", long_poll));
     tokio::spawn(server.serve(listener, std::future::pending()));
     TestBus { addr, bus }
 }

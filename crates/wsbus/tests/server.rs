@@ -294,3 +294,134 @@ async fn a_peer_sending_one_byte_at_a_time_still_works() {
     assert_eq!(&reply[..echo.len()], &echo[..]);
     assert_eq!(&reply[echo.len()..], &[0x88, 2, 0x03, 0xE8]);
 }
+
+/// A server with an echo endpoint at `/ws` and `router` for plain HTTP.
+async fn start_with_router(config: ServerConfig, router: axum::Router) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Server::new(Runtime::new(config))
+        .websocket("/ws", wsbus::echo::Echo)
+        .router(router);
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    addr.to_string()
+}
+
+/// One request with `Connection: close`; returns the whole response.
+async fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> String {
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let response = raw_exchange(addr, &[head.as_bytes(), body].concat()).await;
+    String::from_utf8(response).unwrap()
+}
+
+#[tokio::test]
+async fn router_handlers_see_the_connection_and_the_runtime() {
+    use axum::Extension;
+    use wsbus::ConnectionInfo;
+    let router = axum::Router::new().route(
+        "/who",
+        axum::routing::get(
+            |Extension(connection): Extension<ConnectionInfo>,
+             Extension(runtime): Extension<Runtime>| async move {
+                format!(
+                    "peer={} tls={} sockets={}",
+                    connection.peer.ip(),
+                    connection.tls,
+                    runtime.hub().len()
+                )
+            },
+        ),
+    );
+    let addr = start_with_router(ServerConfig::default(), router).await;
+    let response = request(&addr, "GET", "/who", b"").await;
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+    assert!(
+        response.ends_with("peer=127.0.0.1 tls=false sockets=0"),
+        "{response}"
+    );
+    // A path the router does not know: its fallback (axum's empty 404).
+    let response = request(&addr, "GET", "/nowhere", b"").await;
+    assert!(response.starts_with("HTTP/1.1 404 "), "{response}");
+}
+
+#[tokio::test]
+async fn router_answers_a_wrong_method_with_405_and_allow() {
+    let router = axum::Router::new().route("/only-get", axum::routing::get(|| async { "ok" }));
+    let addr = start_with_router(ServerConfig::default(), router).await;
+    let response = request(&addr, "DELETE", "/only-get", b"").await;
+    assert!(
+        response.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+        "{response}"
+    );
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("\r\nallow: get,head\r\n"),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn router_bodies_over_max_body_bytes_get_413() {
+    const LIMIT: usize = 1024;
+    let router = axum::Router::new().route(
+        "/upload",
+        axum::routing::post(|body: bytes::Bytes| async move { body.len().to_string() }),
+    );
+    let config = ServerConfig {
+        max_body_bytes: LIMIT,
+        ..ServerConfig::default()
+    };
+    let addr = start_with_router(config, router).await;
+    let response = request(&addr, "POST", "/upload", &[b'x'; LIMIT]).await;
+    assert!(
+        response.starts_with("HTTP/1.1 200 ") && response.ends_with("1024"),
+        "{response}"
+    );
+    let response = request(&addr, "POST", "/upload", &[b'x'; LIMIT + 1]).await;
+    assert!(
+        response.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn upgrades_on_an_endpoint_path_skip_the_router() {
+    // The router claims every method on `/ws`: a GET upgrade must still
+    // reach the endpoint, and other methods the router.
+    let router = axum::Router::new().route("/ws", axum::routing::any(|| async { "router" }));
+    let addr = start_with_router(ServerConfig::default(), router).await;
+    let mut ws = client::connect(&format!("ws://{addr}/ws"), ClientOptions::default())
+        .await
+        .unwrap();
+    ws.send(Message::text("endpoint")).await.unwrap();
+    assert_eq!(
+        ws.recv_message().await.unwrap(),
+        Some(Message::text("endpoint"))
+    );
+    let response = request(&addr, "POST", "/ws", b"").await;
+    assert!(response.ends_with("router"), "{response}");
+}
+
+#[tokio::test]
+async fn an_axum_websocket_route_in_the_router_upgrades_too() {
+    let runtime = Runtime::new(ServerConfig::default());
+    let router = axum::Router::new().route(
+        "/in-router",
+        wsbus::axum::websocket(runtime.clone(), wsbus::echo::Echo),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Server::new(runtime).router(router);
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    let mut ws = client::connect(&format!("ws://{addr}/in-router"), ClientOptions::default())
+        .await
+        .unwrap();
+    ws.send(Message::text("through the router")).await.unwrap();
+    assert_eq!(
+        ws.recv_message().await.unwrap(),
+        Some(Message::text("through the router"))
+    );
+}
