@@ -252,6 +252,15 @@ async fn metrics(Extension(runtime): Extension<Runtime>) -> Response {
     for (status, count) in runtime.metrics().handshakes() {
         out.sample(handshakes, &format!("{{status=\"{status}\"}}"), count);
     }
+    let refusals = "wsbus_handshake_refusals_total";
+    out.family(
+        refusals,
+        "counter",
+        "WebSocket upgrades refused, by reason (the protocol rule broken, too_many_connections, application, origin_not_allowed).",
+    );
+    for (reason, count) in runtime.metrics().refusals() {
+        out.sample(refusals, &format!("{{reason=\"{reason}\"}}"), count);
+    }
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
     ([(header::CONTENT_TYPE, content_type)], out.0).into_response()
 }

@@ -119,11 +119,24 @@ fn demo_login_sets_a_strict_session_cookie_and_logout_ends_it() {
     assert!(logout.starts_with("HTTP/1.1 303"), "{logout}");
     assert!(me(&cookie).ends_with(r#"{"user":null}"#));
 
+    // An upgrade from another site: refused, and counted by reason.
+    let refused = http(
+        addr,
+        &format!(
+            "GET /chat HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://evil.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ),
+    );
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+
     let metrics = http(
         addr,
         &format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
     );
     assert!(metrics.contains("wsbus_connections 0"), "{metrics}");
+    assert!(
+        metrics.contains("wsbus_handshake_refusals_total{reason=\"origin_not_allowed\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// `wsbus <args>` run to its end with extra environment.
