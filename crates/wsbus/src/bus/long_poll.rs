@@ -1,0 +1,88 @@
+//! The `long-polling` transport: one HTTP request body in, one response body
+//! out; a held `/meta/connect` keeps the request open.
+
+use wsbus_bayeux::{ClientId, HoldId, Outbound, RequestContext, encode_batch};
+
+use super::{Bus, now};
+
+impl Bus {
+    /// Handle one long-polling request body; resolves to the response body
+    /// (a JSON array). A held connect keeps the future pending until its
+    /// client is woken or its deadline passes; dropping the future (the HTTP
+    /// client went away) cancels the hold.
+    pub async fn long_poll(&self, body: &[u8], user: Option<&str>) -> String {
+        let mut context = RequestContext::long_polling();
+        if let Some(user) = user {
+            context = context.with_user(user);
+        }
+        let (outcome, waiter) = {
+            let mut engine = self.inner.engine.lock().expect("bus lock");
+            let outcome = engine.handle_body(now(), &context, body);
+            // Register the hold before processing events, so a wake caused by
+            // this very batch is not lost.
+            let waiter = outcome.held.as_ref().map(|held| {
+                let notify = self
+                    .inner
+                    .routes
+                    .lock()
+                    .expect("routes lock")
+                    .wait_poll(&held.client_id, held.hold_id);
+                (held.clone(), notify)
+            });
+            self.after(&mut engine);
+            (outcome, waiter)
+        };
+        let Some((held, notify)) = waiter else {
+            return outcome.reply_json().unwrap_or_else(|| "[]".to_owned());
+        };
+        let mut guard = HoldGuard {
+            bus: self,
+            hold: Some((held.client_id.clone(), held.hold_id)),
+        };
+        let deadline = tokio::time::Instant::from_std(held.deadline);
+        loop {
+            let notified = notify.notified();
+            {
+                let mut engine = self.inner.engine.lock().expect("bus lock");
+                if let Some(released) = engine.poll_connect(held.hold_id, now()) {
+                    guard.hold = None;
+                    self.inner
+                        .routes
+                        .lock()
+                        .expect("routes lock")
+                        .end_poll(&held.client_id, held.hold_id);
+                    self.after(&mut engine);
+                    let mut all: Vec<Outbound> = outcome.replies;
+                    all.extend(released);
+                    return encode_batch(&all).unwrap_or_else(|| "[]".to_owned());
+                }
+            }
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+}
+
+/// Cancels a long-poll's held connect if its request is dropped.
+struct HoldGuard<'a> {
+    bus: &'a Bus,
+    hold: Option<(ClientId, HoldId)>,
+}
+
+impl Drop for HoldGuard<'_> {
+    fn drop(&mut self) {
+        if let Some((client, hold)) = self.hold.take() {
+            let mut engine = self.bus.inner.engine.lock().expect("bus lock");
+            engine.cancel_connect(hold, now());
+            self.bus
+                .inner
+                .routes
+                .lock()
+                .expect("routes lock")
+                .end_poll(&client, hold);
+            self.bus.after(&mut engine);
+        }
+    }
+}
