@@ -15,11 +15,10 @@ impl Bus {
         if let Some(user) = user {
             context = context.with_user(user);
         }
-        let (outcome, waiter) = {
-            let mut engine = self.inner.engine.lock().expect("bus lock");
+        let (outcome, waiter) = self.drive(|engine| {
             let outcome = engine.handle_body(now(), &context, body);
-            // Register the hold before processing events, so a wake caused by
-            // this very batch is not lost.
+            // Register the hold before the events are routed, so that a wake
+            // caused by this very batch is not lost.
             let waiter = outcome.held.as_ref().map(|held| {
                 let notify = self
                     .inner
@@ -29,9 +28,8 @@ impl Bus {
                     .wait_poll(&held.client_id, held.hold_id);
                 (held.clone(), notify)
             });
-            self.after(&mut engine);
             (outcome, waiter)
-        };
+        });
         let Some((held, notify)) = waiter else {
             return outcome.reply_json().unwrap_or_else(|| "[]".to_owned());
         };
@@ -42,20 +40,20 @@ impl Bus {
         let deadline = tokio::time::Instant::from_std(held.deadline);
         loop {
             let notified = notify.notified();
-            {
-                let mut engine = self.inner.engine.lock().expect("bus lock");
-                if let Some(released) = engine.poll_connect(held.hold_id, now()) {
-                    guard.hold = None;
-                    self.inner
-                        .routes
-                        .lock()
-                        .expect("routes lock")
-                        .end_poll(&held.client_id, held.hold_id);
-                    self.after(&mut engine);
-                    let mut all: Vec<Outbound> = outcome.replies;
-                    all.extend(released);
-                    return encode_batch(&all).unwrap_or_else(|| "[]".to_owned());
-                }
+            let released = self.drive(|engine| {
+                let released = engine.poll_connect(held.hold_id, now())?;
+                self.inner
+                    .routes
+                    .lock()
+                    .expect("routes lock")
+                    .end_poll(&held.client_id, held.hold_id);
+                Some(released)
+            });
+            if let Some(released) = released {
+                guard.hold = None;
+                let mut all: Vec<Outbound> = outcome.replies;
+                all.extend(released);
+                return encode_batch(&all).unwrap_or_else(|| "[]".to_owned());
             }
             tokio::select! {
                 () = notified => {}
@@ -74,15 +72,15 @@ struct HoldGuard<'a> {
 impl Drop for HoldGuard<'_> {
     fn drop(&mut self) {
         if let Some((client, hold)) = self.hold.take() {
-            let mut engine = self.bus.inner.engine.lock().expect("bus lock");
-            engine.cancel_connect(hold, now());
-            self.bus
-                .inner
-                .routes
-                .lock()
-                .expect("routes lock")
-                .end_poll(&client, hold);
-            self.bus.after(&mut engine);
+            self.bus.drive(|engine| {
+                engine.cancel_connect(hold, now());
+                self.bus
+                    .inner
+                    .routes
+                    .lock()
+                    .expect("routes lock")
+                    .end_poll(&client, hold);
+            });
         }
     }
 }

@@ -24,6 +24,26 @@
 //! serve` sets the batch limit to that body limit (64 KiB), so that both
 //! transports take the same batches.
 //!
+//! # Locks
+//!
+//! The bus's locks are taken in this order, never the other way round: the
+//! engine, then `routes` (which socket or request each session's deliveries
+//! go to), then at most one of the `/service` handler table, the timer's
+//! deadline and the send queue, each held only briefly.
+//!
+//! Every engine call is one step: under the engine lock, make the call and
+//! route the events it caused (wake-ups become encoded batches queued for
+//! their sockets, waiting long-polling requests are woken, service calls are
+//! queued for their handler's task); then, with no bus lock held, hand the
+//! queued batches to the hub. So no hub call and no handler ever runs under
+//! a bus lock: a hub engine (a cluster's) may take locks of its own or call
+//! back into the bus, and a handler may call anything.
+//!
+//! The batches reach the hub in the order the engine produced them, handed
+//! over by one thread at a time (`sends.rs` says why and how): the messages
+//! one caller publishes, one call after another, reach each WebSocket
+//! subscriber in that order, however many threads publish at once.
+//!
 //! # Server-side code
 //!
 //! * [`Bus::publish`] broadcasts on a channel, [`Bus::deliver`] sends to one
@@ -49,6 +69,7 @@
 
 mod long_poll;
 mod routes;
+mod sends;
 mod services;
 mod timer;
 mod websocket;
@@ -60,10 +81,10 @@ use serde_json::Value;
 use wsbus_bayeux::{
     BayeuxError, BusConfig, ChannelName, ClientId, Engine, Event, Published, encode_batch,
 };
-use wsbus_proto::Message;
 
 use crate::hub::Hub;
 use routes::Routes;
+use sends::SendQueue;
 pub use services::{SERVICE_MAX_PENDING, ServiceCall, ServiceError};
 use services::{ServiceGate, ServiceTable};
 use timer::Timer;
@@ -93,11 +114,14 @@ impl std::fmt::Display for PublishError {
 
 impl std::error::Error for PublishError {}
 
+/// The bus's state; lock order in the module docs.
 struct Inner {
     engine: Mutex<Engine>,
     routes: Mutex<Routes>,
-    /// `/service` handlers. Lock order: `engine`, then `services`.
+    /// `/service` handlers, by pattern.
     services: ServiceTable,
+    /// WebSocket deliveries, queued under the engine lock and sent after it.
+    sends: SendQueue,
     hub: Hub,
     timer: Timer,
     websocket_enabled: bool,
@@ -141,6 +165,7 @@ impl Bus {
                 engine: Mutex::new(engine),
                 routes: Mutex::default(),
                 services,
+                sends: SendQueue::default(),
                 hub,
                 timer: Timer::default(),
                 websocket_enabled,
@@ -161,10 +186,8 @@ impl Bus {
     pub fn publish(&self, channel: &str, data: Value) -> Result<Published, PublishError> {
         let channel =
             ChannelName::parse(channel).map_err(|e| PublishError::InvalidChannel(e.to_string()))?;
-        let mut engine = self.inner.engine.lock().expect("bus lock");
-        let result = engine.publish(now(), &channel, data);
-        self.after(&mut engine);
-        result.map_err(|e| PublishError::Refused(e.to_string()))
+        self.drive(|engine| engine.publish(now(), &channel, data))
+            .map_err(|e| PublishError::Refused(e.to_string()))
     }
 
     /// Sends `data` on `channel` to one client only (not kept in history,
@@ -189,16 +212,14 @@ impl Bus {
         channel: &ChannelName,
         data: Value,
     ) -> Result<(), PublishError> {
-        let mut engine = self.inner.engine.lock().expect("bus lock");
-        let result = engine.deliver(now(), client, channel, data);
-        self.after(&mut engine);
-        result.map_err(|e| {
-            if e == BayeuxError::UNKNOWN_CLIENT {
-                PublishError::UnknownClient
-            } else {
-                PublishError::Refused(e.to_string())
-            }
-        })
+        self.drive(|engine| engine.deliver(now(), client, channel, data))
+            .map_err(|e| {
+                if e == BayeuxError::UNKNOWN_CLIENT {
+                    PublishError::UnknownClient
+                } else {
+                    PublishError::Refused(e.to_string())
+                }
+            })
     }
 
     /// The hub the bus's WebSocket sessions are served through: service
@@ -225,8 +246,25 @@ impl Bus {
         self.inner.engine.lock().expect("bus lock").stats()
     }
 
-    /// Drain the engine's events after every call: route wake-ups.
-    fn after(&self, engine: &mut Engine) {
+    /// Runs `f` on the engine under its lock, routes the events it caused
+    /// (still under the lock), then, with no bus lock held, hands the
+    /// WebSocket deliveries they produced to the hub. Every engine call that
+    /// may cause events goes through here.
+    fn drive<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
+        let result = {
+            let mut engine = self.inner.engine.lock().expect("bus lock");
+            let result = f(&mut engine);
+            self.route_events(&mut engine);
+            result
+        };
+        self.inner.sends.flush(&self.inner.hub);
+        result
+    }
+
+    /// Drains the engine's events: wake-ups to sockets (queued for
+    /// [`drive`](Self::drive) to send) and long-polling requests, sessions
+    /// closed, service calls; then reschedules the timer.
+    fn route_events(&self, engine: &mut Engine) {
         let mut routes = self.inner.routes.lock().expect("routes lock");
         while let Some(event) = engine.poll_event() {
             match event {
@@ -240,7 +278,7 @@ impl Bus {
                             out.extend(released);
                         }
                         if let Some(json) = encode_batch(&out) {
-                            self.inner.hub.send(socket, Message::text(json));
+                            self.inner.sends.push(socket, json);
                         }
                     }
                     routes.wake_polls(&client);
@@ -254,3 +292,6 @@ impl Bus {
         self.inner.timer.reschedule(engine.next_timeout());
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -73,11 +73,7 @@ pub(super) async fn run(inner: Weak<Inner>) {
         };
         tokio::select! {
             () = wake => {}
-            () = sleep => {
-                let mut engine = bus.inner.engine.lock().expect("bus lock");
-                engine.handle_timeout(now());
-                bus.after(&mut engine);
-            }
+            () = sleep => bus.drive(|engine| engine.handle_timeout(now())),
         }
     }
 }

@@ -70,41 +70,46 @@ impl WebSocketApp for BusSocket {
 impl Bus {
     /// Handle one WebSocket text message from `socket`; returns the replies
     /// to send back on it.
-    fn websocket_batch(&self, socket: SocketId, body: &[u8], user: Option<&str>) -> Option<String> {
+    pub(super) fn websocket_batch(
+        &self,
+        socket: SocketId,
+        body: &[u8],
+        user: Option<&str>,
+    ) -> Option<String> {
         let mut context = RequestContext::websocket();
         if let Some(user) = user {
             context = context.with_user(user);
         }
-        let mut engine = self.inner.engine.lock().expect("bus lock");
-        let outcome = engine.handle_body(now(), &context, body);
-        let mut replies = outcome.replies;
-        if let Some(client) = &outcome.session {
-            let mut routes = self.inner.routes.lock().expect("routes lock");
-            routes.attach(client, socket);
-            if let Some(held) = &outcome.held {
-                routes.attach_held(&held.client_id, socket, held.hold_id);
+        self.drive(|engine| {
+            let outcome = engine.handle_body(now(), &context, body);
+            let mut replies = outcome.replies;
+            if let Some(client) = &outcome.session {
+                let mut routes = self.inner.routes.lock().expect("routes lock");
+                routes.attach(client, socket);
+                if let Some(held) = &outcome.held {
+                    routes.attach_held(&held.client_id, socket, held.hold_id);
+                }
+                drop(routes);
+                // Deliveries already waiting go out in the same frame.
+                replies.extend(engine.take_deliveries(client));
             }
-            drop(routes);
-            // Deliveries already waiting go out in the same frame.
-            replies.extend(engine.take_deliveries(client));
-        }
-        self.after(&mut engine);
-        encode_batch(&replies)
+            encode_batch(&replies)
+        })
     }
 
     /// A WebSocket carrying bus sessions closed: their held connects end and
     /// the sessions expire after `maxInterval` unless they come back.
     fn websocket_closed(&self, socket: SocketId) {
-        let mut engine = self.inner.engine.lock().expect("bus lock");
-        let holds = self
-            .inner
-            .routes
-            .lock()
-            .expect("routes lock")
-            .detach_socket(socket);
-        for hold in holds {
-            engine.cancel_connect(hold, now());
-        }
-        self.after(&mut engine);
+        self.drive(|engine| {
+            let holds = self
+                .inner
+                .routes
+                .lock()
+                .expect("routes lock")
+                .detach_socket(socket);
+            for hold in holds {
+                engine.cancel_connect(hold, now());
+            }
+        });
     }
 }
