@@ -1,7 +1,8 @@
-//! The bus's Rust API for `/service/**` (SPEC §4: delivered only to
-//! server-side handlers), over real sockets: Bayeux clients speak raw HTTP
-//! long-polling and WebSocket (wsbus's own client) to a `Server` carrying a
-//! `Bus`, and handlers registered with `Bus::add_service` answer them.
+//! The bus's Rust API for `/service/**` (messages there go to server-side
+//! handlers only), and its delivery order, over real sockets: Bayeux clients
+//! speak raw HTTP long-polling and WebSocket (wsbus's own client) to a
+//! `Server` carrying a `Bus`, and handlers registered with `Bus::add_service`
+//! answer them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -6,10 +6,31 @@ use wsbus_bayeux::{ClientId, HoldId, Outbound, RequestContext, encode_batch};
 use super::{Bus, now};
 
 impl Bus {
-    /// Handle one long-polling request body; resolves to the response body
-    /// (a JSON array). A held connect keeps the future pending until its
-    /// client is woken or its deadline passes; dropping the future (the HTTP
-    /// client went away) cancels the hold.
+    /// Handles one long-polling request body (a Bayeux batch: a JSON array
+    /// of messages, or one message) and resolves to the response body (a
+    /// JSON array; `[]` when there is nothing to answer). `user` is the
+    /// login the transport authenticated (its HTTP session), recorded on the
+    /// sessions this batch handshakes.
+    ///
+    /// The batch takes effect at once, when the future is first polled. If
+    /// it holds a `/meta/connect`, the future stays pending until the engine
+    /// answers that connect (something to deliver, its deadline
+    /// (`BusConfig::timeout`), or a newer connect superseding it); the
+    /// response then carries the replies to the batch's other messages and
+    /// the connect's reply with the deliveries.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future while its connect is held (the HTTP client went
+    /// away) cancels the connect: its response and the replies to the rest of
+    /// the batch are dropped, while the batch's effects stay (subscriptions
+    /// made, messages published). Deliveries not yet taken into a response
+    /// stay queued in the session, which expires only if the client does not
+    /// connect again within `maxInterval`. A response the engine had already
+    /// made but this future not yet collected (the connect was superseded by
+    /// a newer one, or the session ended) is dropped with it; under the `ack`
+    /// extension its deliveries stay queued until acknowledged. A future
+    /// dropped before its first poll does nothing.
     pub async fn long_poll(&self, body: &[u8], user: Option<&str>) -> String {
         let mut context = RequestContext::long_polling();
         if let Some(user) = user {
@@ -63,7 +84,8 @@ impl Bus {
     }
 }
 
-/// Cancels a long-poll's held connect if its request is dropped.
+/// Cancels a long-poll's held connect if its request is dropped (the
+/// future's cancel safety).
 struct HoldGuard<'a> {
     bus: &'a Bus,
     hold: Option<(ClientId, HoldId)>,

@@ -6,8 +6,9 @@
 //! * **long-polling**: `POST /amb` (and `/amb/*`, where CometD posts) goes to
 //!   [`Bus::long_poll`]; a held `/meta/connect` keeps the request open until
 //!   the engine wakes its client or the hold's deadline passes;
-//! * **websocket**: [`BusSocket`], a [`WebSocketApp`] at the bus path; each
-//!   text message is a batch, deliveries are pushed through the hub;
+//! * **websocket**: [`BusSocket`], a [`WebSocketApp`](crate::app::WebSocketApp)
+//!   at the bus path; each text message is a batch, deliveries are pushed
+//!   through the hub;
 //! * **time**: a task calls `handle_timeout` at the engine's next deadline
 //!   (held connects, session expiry, history window).
 //!
@@ -50,10 +51,11 @@
 //!   client, [`Bus::presence`] lists a channel's members, [`Bus::hub`] reaches
 //!   plain WebSocket sockets and groups.
 //! * [`Bus::add_service`] registers a handler for `/service/**` channels
-//!   (SPEC §4: delivered only to server-side handlers). A client's publish
-//!   there becomes a [`ServiceCall`] carrying the sender's client id, user and
-//!   data; the handler may [`reply`](ServiceCall::reply) to that client alone
-//!   on the same channel, publish, or use the hub:
+//!   (their messages go to server-side handlers only, never to subscribers).
+//!   A client's publish there becomes a [`ServiceCall`] carrying the sender's
+//!   client id, user and data; the handler may
+//!   [`reply`](ServiceCall::reply) to that client alone on the same channel,
+//!   publish, or use the hub:
 //!
 //! ```no_run
 //! # async fn doc(bus: wsbus::bus::Bus) -> Result<(), Box<dyn std::error::Error>> {
@@ -66,6 +68,10 @@
 //! })?;
 //! # Ok(()) }
 //! ```
+
+// Ahead of the crate: every public item documented, the rest `pub(super)`
+// or private.
+#![warn(missing_docs, unreachable_pub)]
 
 mod long_poll;
 mod routes;
@@ -123,15 +129,20 @@ struct Inner {
     /// WebSocket deliveries, queued under the engine lock and sent after it.
     sends: SendQueue,
     hub: Hub,
-    timer: Timer,
+    /// Shared with the timer task, which holds the rest of the bus only
+    /// while it works.
+    timer: Arc<Timer>,
     websocket_enabled: bool,
     /// The engine's batch limit, checked on WebSocket messages before they
     /// reach it (1009 instead of a Bayeux error).
     max_batch_bytes: usize,
 }
 
-/// The bus: cheap to clone, shared by its transports and by Rust code that
-/// publishes.
+/// The Bayeux bus: the engine, its transports' state and its timer. Cheap to
+/// clone (an `Arc`); every clone is the same bus, shared by its transports
+/// ([`Bus::long_poll`], [`BusSocket`]) and by Rust code that publishes. The
+/// timer task holds none: it ends at its next wake-up after the last clone
+/// is dropped.
 #[derive(Clone)]
 pub struct Bus {
     inner: Arc<Inner>,
@@ -150,8 +161,13 @@ fn now() -> std::time::Instant {
 }
 
 impl Bus {
-    /// A bus delivering WebSocket traffic through `hub`. Spawns its timer
-    /// task on the current tokio runtime.
+    /// A bus configured by `config`, delivering to its WebSocket sessions
+    /// through `hub` (the hub of the server that serves [`BusSocket`]).
+    /// Spawns its timer task on the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
     pub fn new(config: BusConfig, hub: Hub) -> Self {
         let websocket_enabled = config.websocket_enabled;
         let max_batch_bytes = config.limits.batch.max_bytes;
@@ -167,22 +183,41 @@ impl Bus {
                 services,
                 sends: SendQueue::default(),
                 hub,
-                timer: Timer::default(),
+                timer: Arc::default(),
                 websocket_enabled,
                 max_batch_bytes,
             }),
         };
-        tokio::spawn(timer::run(Arc::downgrade(&bus.inner)));
+        tokio::spawn(timer::run(
+            Arc::downgrade(&bus.inner),
+            bus.inner.timer.clone(),
+        ));
         bus
     }
 
-    /// Whether clients may use the `websocket` transport.
+    /// Whether clients may use the `websocket` transport
+    /// (`BusConfig::websocket_enabled`): when not, [`BusSocket`] refuses
+    /// upgrades with 400.
     pub fn websocket_enabled(&self) -> bool {
         self.inner.websocket_enabled
     }
 
-    /// Publish `data` on `channel` from the server (the Rust API behind
-    /// `POST /api/publish`).
+    /// Publishes `data` on `channel` from the server (the Rust API behind
+    /// `POST /api/publish`): no channel policy applies; the message is kept
+    /// for replay if the channel's policy keeps history, and queued for every
+    /// subscriber. [`Published`] says how many sessions it was queued for and
+    /// its history offset.
+    ///
+    /// When it returns, the message is queued in every subscriber's session:
+    /// long-polling subscribers get it with their next connect reply; for
+    /// WebSocket subscribers it has been handed to the hub, or is being handed
+    /// over, in order, by a concurrent bus call that was already doing so
+    /// (see the module docs, "Locks"). Either way, the messages of successive
+    /// `publish` calls reach each subscriber in the order of the calls.
+    ///
+    /// Fails with [`PublishError::InvalidChannel`] for a malformed name, and
+    /// [`PublishError::Refused`] on a `/meta` channel or a `/service` channel
+    /// (services answer one client with [`deliver`](Self::deliver)).
     pub fn publish(&self, channel: &str, data: Value) -> Result<Published, PublishError> {
         let channel =
             ChannelName::parse(channel).map_err(|e| PublishError::InvalidChannel(e.to_string()))?;
@@ -193,8 +228,12 @@ impl Bus {
     /// Sends `data` on `channel` to one client only (not kept in history,
     /// not seen by anyone else), e.g. a service's answer to another client
     /// than the sender. `channel` may be any non-`/meta` channel, the client
-    /// need not be subscribed to it. Fails with
-    /// [`PublishError::UnknownClient`] if the session has ended.
+    /// need not be subscribed to it. Queued and handed over like a
+    /// [`publish`](Self::publish)'s deliveries.
+    ///
+    /// Fails with [`PublishError::UnknownClient`] if the session has ended,
+    /// [`PublishError::InvalidChannel`] for a malformed name and
+    /// [`PublishError::Refused`] on a `/meta` channel.
     pub fn deliver(
         &self,
         client: &ClientId,
@@ -222,13 +261,16 @@ impl Bus {
             })
     }
 
-    /// The hub the bus's WebSocket sessions are served through: service
-    /// handlers use it to reach plain WebSocket sockets and groups.
+    /// The hub the bus's WebSocket sessions are served through (the one given
+    /// to [`Bus::new`]): service handlers use it to reach plain WebSocket
+    /// sockets and groups.
     pub fn hub(&self) -> &Hub {
         &self.inner.hub
     }
 
-    /// The members present in `channel`.
+    /// The members present in `channel` now: the sessions subscribed to
+    /// exactly that channel, with their users (wildcard subscribers observe,
+    /// they are not members). Empty for a malformed channel name.
     pub fn presence(&self, channel: &str) -> Vec<wsbus_bayeux::Member> {
         match ChannelName::parse(channel) {
             Ok(channel) => self
@@ -241,7 +283,8 @@ impl Bus {
         }
     }
 
-    /// Counters for metrics.
+    /// Counters for metrics: sessions by transport, held connects,
+    /// subscriptions, queued and kept messages, as of this call.
     pub fn stats(&self) -> wsbus_bayeux::Stats {
         self.inner.engine.lock().expect("bus lock").stats()
     }

@@ -166,15 +166,14 @@ async fn run_service<F, Fut>(
 impl Bus {
     /// Registers `handler` for client publishes on the `/service` channels
     /// matching `pattern` (`/service/echo`, `/service/rooms/*`,
-    /// `/service/**`). Must be called within the tokio runtime (it spawns
-    /// the handler's task).
+    /// `/service/**`).
     ///
     /// Semantics:
     ///
     /// * A client's publish on a matching channel is acknowledged
     ///   (`successful: true`) when the bus has queued it for the handler; the
     ///   handler runs afterwards, on its own task, never under the bus's
-    ///   lock, so it may call any `Bus` or [`Hub`] method and await freely.
+    ///   lock, so it may call any `Bus` or [`Hub`](crate::Hub) method and await freely.
     /// * Calls to one registration run one at a time, in the order the bus
     ///   accepted them (per client, that is the order the client sent them).
     ///   The next call starts when the previous call's future completes; a
@@ -191,6 +190,13 @@ impl Bus {
     /// * The handler reaches the bus through [`ServiceCall::bus`]; one that
     ///   captures a `Bus` clone keeps the bus alive until
     ///   [`remove_service`](Self::remove_service).
+    ///
+    /// Fails with [`ServiceError::InvalidPattern`] for a malformed pattern
+    /// and [`ServiceError::NotAService`] for one outside `/service`.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the handler runs on a task of its own).
     pub fn add_service<F, Fut>(&self, pattern: &str, handler: F) -> Result<(), ServiceError>
     where
         F: FnMut(ServiceCall) -> Fut + Send + 'static,

@@ -2,7 +2,7 @@
 //! next deadline (held connects' deadlines, session expiry, the history
 //! window).
 
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -47,22 +47,22 @@ impl Timer {
 }
 
 /// Calls `handle_timeout` whenever the engine's next deadline comes, until
-/// the bus is dropped.
-pub(super) async fn run(inner: Weak<Inner>) {
+/// the bus is dropped. Holds the bus only while it works, not while it
+/// sleeps.
+pub(super) async fn run(inner: Weak<Inner>, timer: Arc<Timer>) {
     loop {
-        let Some(strong) = inner.upgrade() else {
-            return;
-        };
-        let bus = Bus { inner: strong };
         let next = {
-            let engine = bus.inner.engine.lock().expect("bus lock");
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let engine = inner.engine.lock().expect("bus lock");
             let next = engine.next_timeout();
-            *bus.inner.timer.armed.lock().expect("timer lock") = next;
+            *timer.armed.lock().expect("timer lock") = next;
             next
         };
         // Created after `armed` is set: an earlier deadline found by a call
         // from now on stores a permit that ends this wait at once.
-        let wake = bus.inner.timer.wake.notified();
+        let wake = timer.wake.notified();
         let sleep = async {
             match next {
                 Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
@@ -73,7 +73,12 @@ pub(super) async fn run(inner: Weak<Inner>) {
         };
         tokio::select! {
             () = wake => {}
-            () = sleep => bus.drive(|engine| engine.handle_timeout(now())),
+            () = sleep => {
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                Bus { inner }.drive(|engine| engine.handle_timeout(now()));
+            }
         }
     }
 }

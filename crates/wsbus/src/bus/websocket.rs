@@ -9,14 +9,24 @@ use super::{Bus, now};
 use crate::app::{EventKind, HandshakeRequest, Upgrade, WebSocketApp, WebSocketConfig, WsEvent};
 use crate::hub::SocketId;
 
-/// The bus's `websocket` transport, as a WebSocket application at the bus
-/// path.
+/// The bus's `websocket` transport, as a WebSocket application: mount it at
+/// the bus path (`Server::websocket("/amb", BusSocket::new(bus))`).
+///
+/// It accepts WebSocket upgrades (404 for other requests at its path, 400
+/// when [`Bus::websocket_enabled`] is off). Each text message is a Bayeux
+/// batch; its replies are sent back on the socket in one text message, and
+/// the socket's sessions get their deliveries pushed through the hub as they
+/// come, in order. A message larger than the engine's batch limit closes the
+/// socket with 1009; when the socket closes (for any reason) its sessions are
+/// detached and kept for `maxInterval`, so that they may connect again over
+/// a new socket or long-polling without losing what was queued for them.
 #[derive(Debug, Clone)]
 pub struct BusSocket {
     bus: Bus,
 }
 
 impl BusSocket {
+    /// The `websocket` transport of `bus`.
     pub fn new(bus: Bus) -> Self {
         BusSocket { bus }
     }
