@@ -1,7 +1,8 @@
-//! The bus's Rust API for `/service/**` (SPEC §4: delivered only to
-//! server-side handlers), over real sockets: Bayeux clients speak raw HTTP
-//! long-polling and WebSocket (wsbus's own client) to a `Server` carrying a
-//! `Bus`, and handlers registered with `Bus::add_service` answer them.
+//! The bus's Rust API for `/service/**` (messages there go to server-side
+//! handlers only), and its delivery order, over real sockets: Bayeux clients
+//! speak raw HTTP long-polling and WebSocket (wsbus's own client) to a
+//! `Server` carrying a `Bus`, and handlers registered with `Bus::add_service`
+//! answer them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -485,4 +486,110 @@ async fn a_stuck_handler_gets_calls_in_order_and_past_its_bound_publishes_are_re
         .unwrap()
         .unwrap();
     assert_eq!(data, json!("after"));
+}
+
+/// The bus hands WebSocket deliveries to the hub after releasing its lock;
+/// racing publishers must not make a subscriber see one publisher's messages
+/// out of order, nor lose any. Server-side publishers on several threads and
+/// a WebSocket publisher (whose publishes run on its socket's task) publish
+/// numbered messages at once, while the subscriber also sends connects of
+/// its own (its socket's replies race the deliveries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_publishers_reach_a_websocket_subscriber_in_order_and_complete() {
+    const SERVER_PUBLISHERS: usize = 3;
+    const MESSAGES: usize = 300;
+    /// Messages per WebSocket publisher frame.
+    const FRAME: usize = 10;
+    /// The subscriber sends a connect after this many deliveries.
+    const RECONNECT_EVERY: usize = 97;
+    let t = start().await;
+
+    let mut subscriber = ws_open(&t.addr, "/amb").await;
+    let subscriber_id = ws_client(&mut subscriber).await;
+    ws_send(
+        &mut subscriber,
+        json!([{"channel": "/meta/subscribe", "clientId": subscriber_id, "subscription": "/order", "id": "s"}]),
+    )
+    .await;
+    let reply = ws_until(&mut subscriber, |m| m["id"] == "s").await;
+    assert!(
+        reply
+            .iter()
+            .any(|m| m["id"] == "s" && m["successful"] == true),
+        "{reply:?}"
+    );
+    let mut ws_publisher = ws_open(&t.addr, "/amb").await;
+    let ws_publisher_id = ws_client(&mut ws_publisher).await;
+    // Clients publish where they are subscribed (the default policy).
+    ws_send(
+        &mut ws_publisher,
+        json!([{"channel": "/meta/subscribe", "clientId": ws_publisher_id, "subscription": "/order", "id": "s"}]),
+    )
+    .await;
+    ws_until(&mut ws_publisher, |m| {
+        m["id"] == "s" && m["successful"] == true
+    })
+    .await;
+
+    let go = Arc::new(tokio::sync::Barrier::new(SERVER_PUBLISHERS + 1));
+    let mut publishers = Vec::new();
+    for p in 0..SERVER_PUBLISHERS {
+        let bus = t.bus.clone();
+        let go = go.clone();
+        publishers.push(tokio::spawn(async move {
+            go.wait().await;
+            for n in 0..MESSAGES {
+                bus.publish("/order", json!({"p": p, "n": n})).unwrap();
+                if n % 8 == 0 {
+                    // Let the other tasks of this worker run too.
+                    tokio::task::yield_now().await;
+                }
+            }
+        }));
+    }
+    let ws_publishing = tokio::spawn(async move {
+        go.wait().await;
+        for first in (0..MESSAGES).step_by(FRAME) {
+            let frame: Vec<Value> = (first..first + FRAME)
+                .map(|n| json!({"channel": "/order", "clientId": ws_publisher_id, "data": {"p": SERVER_PUBLISHERS, "n": n}, "id": n.to_string()}))
+                .collect();
+            ws_send(&mut ws_publisher, Value::Array(frame)).await;
+        }
+        let last = (MESSAGES - 1).to_string();
+        let acks = ws_until(&mut ws_publisher, |m| m["id"] == last).await;
+        assert!(
+            acks.iter()
+                .filter(|m| m["channel"] == "/order" && m.get("data").is_none())
+                .all(|m| m["successful"] == true),
+            "{acks:?}"
+        );
+    });
+
+    let mut next = [0usize; SERVER_PUBLISHERS + 1];
+    let mut received = 0;
+    while received < next.len() * MESSAGES {
+        let batch = ws_recv(&mut subscriber).await;
+        for message in batch.as_array().unwrap() {
+            if message["channel"] != "/order" {
+                continue;
+            }
+            let p = message["data"]["p"].as_u64().unwrap() as usize;
+            let n = message["data"]["n"].as_u64().unwrap() as usize;
+            assert_eq!(n, next[p], "publisher {p}: {n} after {}", next[p]);
+            next[p] += 1;
+            received += 1;
+            if received % RECONNECT_EVERY == 0 {
+                ws_send(
+                    &mut subscriber,
+                    json!([{"channel": "/meta/connect", "clientId": subscriber_id, "connectionType": "websocket"}]),
+                )
+                .await;
+            }
+        }
+    }
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    ws_publishing.await.unwrap();
+    assert_eq!(next, [MESSAGES; SERVER_PUBLISHERS + 1]);
 }

@@ -1,0 +1,140 @@
+//! WebSocket deliveries on their way to the hub: produced under the engine
+//! lock, handed to the hub after it is released, in the order produced.
+//!
+//! # Why this shape
+//!
+//! The hub must not be called under the bus's locks: a cluster engine behind
+//! it may take locks of its own, or call back into the bus (which would then
+//! wait for a lock its own caller holds). So the engine's deliveries are
+//! encoded under the engine lock, in engine order, and queued here; every
+//! bus call then [`flush`](SendQueue::flush)es once it holds no bus lock.
+//!
+//! Order is what a queue alone does not give: if each call sent its own
+//! batches after unlocking, two callers could race there, and a socket could
+//! get a later batch before an earlier one (one publisher's messages out of
+//! order). Hence one queue for the bus, filled under the engine lock (so in
+//! engine order), and one flusher at a time, which sends in queue order
+//! everything queued, including what other calls queue while it sends. A call
+//! that finds a flush under way leaves its batches to that flusher. The hub's
+//! own promise (calls by one thread take effect in that order per socket) then
+//! carries the order to the socket.
+//!
+//! Simpler designs fall short: sending under the `routes` lock alone still
+//! holds a bus lock across the hub call (a call back into the bus would
+//! deadlock against a caller holding the engine lock and waiting for
+//! `routes`), and numbered tickets that each caller waits for its turn to
+//! send would block threads and deadlock on such a call back.
+
+use std::sync::Mutex;
+
+use wsbus_proto::Message;
+
+use crate::hub::{Hub, SocketId};
+
+/// Batches (a JSON array each) waiting to be sent to WebSocket sockets,
+/// oldest first.
+#[derive(Debug, Default)]
+pub(super) struct SendQueue {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queued: Vec<(SocketId, String)>,
+    /// Whether a thread is sending: others only queue.
+    flushing: bool,
+    /// The buffer the flusher last emptied, kept for its capacity: the next
+    /// round swaps it with `queued` instead of allocating.
+    spare: Vec<(SocketId, String)>,
+}
+
+impl SendQueue {
+    /// Queues `json` for `socket`, after every batch queued before it. Called
+    /// under the engine lock.
+    pub(super) fn push(&self, socket: SocketId, json: String) {
+        self.lock().queued.push((socket, json));
+    }
+
+    /// Hands every queued batch to `hub`, oldest first, unless another
+    /// thread is doing so (it then sends these too, before it stops). Call
+    /// with no bus lock held.
+    pub(super) fn flush(&self, hub: &Hub) {
+        let mut state = self.lock();
+        if state.flushing {
+            return;
+        }
+        state.flushing = true;
+        let unwinding = UnwindGuard(self);
+        loop {
+            if state.queued.is_empty() {
+                // Cleared under the same lock as the check: a batch queued
+                // after it finds no flusher, and flushes itself.
+                state.flushing = false;
+                std::mem::forget(unwinding);
+                return;
+            }
+            let spare = std::mem::take(&mut state.spare);
+            let mut round = std::mem::replace(&mut state.queued, spare);
+            drop(state);
+            for (socket, json) in round.drain(..) {
+                // A socket that closed meanwhile (`NotFound`) misses the
+                // batch, as it would any message sent after its close.
+                hub.send(socket, Message::text(json));
+            }
+            state = self.lock();
+            state.spare = round;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("send queue lock")
+    }
+}
+
+/// Ends a flush that unwinds (a hub engine panicked): the next call flushes
+/// what is queued rather than finding the queue flushing forever.
+struct UnwindGuard<'a>(&'a SendQueue);
+
+impl Drop for UnwindGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.0.state.lock() {
+            state.flushing = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{Outbound, Outcome};
+
+    #[test]
+    fn batches_reach_the_hub_in_queue_order_and_buffers_are_reused() {
+        let hub = Hub::new();
+        let socket = hub.register();
+        let queue = SendQueue::default();
+        for n in 0..3 {
+            queue.push(socket.id(), n.to_string());
+        }
+        queue.flush(&hub);
+        let sent: Vec<Vec<u8>> = socket
+            .drain()
+            .into_iter()
+            .map(|item| match item {
+                Outbound::Message(prepared) => prepared.message().payload().to_vec(),
+                Outbound::Close(..) => panic!("a close"),
+            })
+            .collect();
+        assert_eq!(sent, [b"0", b"1", b"2"]);
+        let state = queue.lock();
+        assert!(!state.flushing && state.queued.is_empty());
+        assert!(state.spare.capacity() >= 3);
+        drop(state);
+        // A closed socket misses its batch; the queue carries on.
+        hub.unregister(socket.id());
+        queue.push(socket.id(), "late".into());
+        queue.flush(&hub);
+        assert_eq!(hub.send(socket.id(), Message::text("x")), Outcome::NotFound);
+        assert!(queue.lock().queued.is_empty());
+    }
+}

@@ -1,0 +1,125 @@
+//! The `websocket` transport: [`BusSocket`], a [`WebSocketApp`] at the bus
+//! path. Each text message is a batch; its replies go back on the socket,
+//! deliveries are pushed through the hub.
+
+use wsbus_bayeux::{RequestContext, encode_batch};
+use wsbus_proto::{CloseCode, Message};
+
+use super::{Bus, now};
+use crate::app::{EventKind, HandshakeRequest, Upgrade, WebSocketApp, WebSocketConfig, WsEvent};
+use crate::hub::SocketId;
+
+/// The bus's `websocket` transport, as a WebSocket application: mount it at
+/// the bus path (`Server::websocket("/amb", BusSocket::new(bus))`).
+///
+/// It accepts WebSocket upgrades (404 for other requests at its path, 400
+/// when [`Bus::websocket_enabled`] is off). Each text message is a Bayeux
+/// batch; its replies are sent back on the socket in one text message, and
+/// the socket's sessions get their deliveries pushed through the hub as they
+/// come, in order. A message larger than the engine's batch limit closes the
+/// socket with 1009; when the socket closes (for any reason) its sessions are
+/// detached and kept for `maxInterval`, so that they may connect again over
+/// a new socket or long-polling without losing what was queued for them.
+#[derive(Debug, Clone)]
+pub struct BusSocket {
+    bus: Bus,
+}
+
+impl BusSocket {
+    /// The `websocket` transport of `bus`.
+    pub fn new(bus: Bus) -> Self {
+        BusSocket { bus }
+    }
+}
+
+impl WebSocketApp for BusSocket {
+    type Data = ();
+
+    fn upgrade(&self, request: &HandshakeRequest) -> Upgrade<()> {
+        if !request.is_websocket {
+            return Upgrade::status(404);
+        }
+        if !self.bus.websocket_enabled() {
+            // The A/B switch: clients fall back to long-polling.
+            return Upgrade::status(400);
+        }
+        Upgrade::Accept(WebSocketConfig::new(()))
+    }
+
+    fn on_event(&self, mut event: WsEvent<'_, ()>) {
+        match &event.kind {
+            EventKind::Message(message)
+                if message.payload().len() > self.bus.inner.max_batch_bytes =>
+            {
+                // Larger than any batch the engine takes: 1009, as for a
+                // message over the connection's own limit. The sessions on
+                // this socket stay and may connect again: they are detached
+                // now, before the close frame goes out, so that what is
+                // published meanwhile waits in the session instead of going
+                // to a socket that is closing.
+                self.bus.websocket_closed(event.socket.id);
+                let _ = event.close(CloseCode::MESSAGE_TOO_BIG, "Bayeux batch too large");
+            }
+            EventKind::Message(message) => {
+                let user = event.socket.user.as_ref().map(|u| u.login.clone());
+                let reply =
+                    self.bus
+                        .websocket_batch(event.socket.id, message.payload(), user.as_deref());
+                if let Some(json) = reply {
+                    let _ = event.send(Message::Text(wsbus_proto::Utf8Bytes::from(json)));
+                }
+            }
+            // An error means the socket is closing: detach its sessions
+            // at once (as above); CLOSE finds nothing left to detach.
+            EventKind::Error(_) | EventKind::Close(_) => self.bus.websocket_closed(event.socket.id),
+            _ => {}
+        }
+    }
+}
+
+impl Bus {
+    /// Handle one WebSocket text message from `socket`; returns the replies
+    /// to send back on it.
+    pub(super) fn websocket_batch(
+        &self,
+        socket: SocketId,
+        body: &[u8],
+        user: Option<&str>,
+    ) -> Option<String> {
+        let mut context = RequestContext::websocket();
+        if let Some(user) = user {
+            context = context.with_user(user);
+        }
+        self.drive(|engine| {
+            let outcome = engine.handle_body(now(), &context, body);
+            let mut replies = outcome.replies;
+            if let Some(client) = &outcome.session {
+                let mut routes = self.inner.routes.lock().expect("routes lock");
+                routes.attach(client, socket);
+                if let Some(held) = &outcome.held {
+                    routes.attach_held(&held.client_id, socket, held.hold_id);
+                }
+                drop(routes);
+                // Deliveries already waiting go out in the same frame.
+                replies.extend(engine.take_deliveries(client));
+            }
+            encode_batch(&replies)
+        })
+    }
+
+    /// A WebSocket carrying bus sessions closed: their held connects end and
+    /// the sessions expire after `maxInterval` unless they come back.
+    fn websocket_closed(&self, socket: SocketId) {
+        self.drive(|engine| {
+            let holds = self
+                .inner
+                .routes
+                .lock()
+                .expect("routes lock")
+                .detach_socket(socket);
+            for hold in holds {
+                engine.cancel_connect(hold, now());
+            }
+        });
+    }
+}
