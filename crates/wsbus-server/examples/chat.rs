@@ -1,5 +1,5 @@
-//! The chat of seed 004 ("HTTP WebSockets"), almost line for line: the upgrade
-//! decision (the seed's `exports.GET`) and the event handler (its
+//! A JavaScript "HTTP WebSockets" controller's chat, almost line for line:
+//! the upgrade decision (its `exports.GET`) and the event handler (its
 //! `exports.webSocketEvent`). `wsbus serve` runs this file at `/chat`;
 //! `cargo run -p wsbus-server --example chat` runs it alone on port 8080.
 
