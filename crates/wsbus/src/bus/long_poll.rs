@@ -10,7 +10,7 @@ impl Bus {
     /// of messages, or one message) and resolves to the response body (a
     /// JSON array; `[]` when there is nothing to answer). `user` is the
     /// login the transport authenticated (its HTTP session), recorded on the
-    /// sessions this batch handshakes.
+    /// clients this batch handshakes.
     ///
     /// The batch takes effect at once, when the future is first polled. If
     /// it holds a `/meta/connect`, the future stays pending until the engine
@@ -25,10 +25,10 @@ impl Bus {
     /// away) cancels the connect: its response and the replies to the rest of
     /// the batch are dropped, while the batch's effects stay (subscriptions
     /// made, messages published). Deliveries not yet taken into a response
-    /// stay queued in the session, which expires only if the client does not
+    /// stay queued for the client, which expires only if the client does not
     /// connect again within `maxInterval`. A response the engine had already
     /// made but this future not yet collected (the connect was superseded by
-    /// a newer one, or the session ended) is dropped with it; under the `ack`
+    /// a newer one, or the client ended) is dropped with it; under the `ack`
     /// extension its deliveries stay queued until acknowledged. A future
     /// dropped before its first poll does nothing.
     pub async fn long_poll(&self, body: &[u8], user: Option<&str>) -> String {

@@ -10,7 +10,7 @@
 //!   at the bus path; each text message is a batch, deliveries are pushed
 //!   through the hub;
 //! * **time**: a task calls `handle_timeout` at the engine's next deadline
-//!   (held connects, session expiry, history window).
+//!   (held connects, client expiry, history window).
 //!
 //! `bus.websocket_enabled = false` refuses upgrades on the bus path with 400
 //! and removes `websocket` from `supportedConnectionTypes`, so clients carry
@@ -18,7 +18,7 @@
 //!
 //! A WebSocket text message larger than the engine's batch limit
 //! ([`BatchLimits::max_bytes`](wsbus_bayeux::BatchLimits), 1 MiB by default)
-//! closes the socket with 1009 (message too big); the sessions it carried
+//! closes the socket with 1009 (message too big); the clients it carried
 //! are kept and may connect again (over a new socket or long-polling) within
 //! `maxInterval`, with nothing queued for them lost. Long-polling bodies are
 //! bounded before the bus by `ServerConfig::max_body_bytes` (413); `wsbus
@@ -28,7 +28,7 @@
 //! # Locks
 //!
 //! The bus's locks are taken in this order, never the other way round: the
-//! engine, then `routes` (which socket or request each session's deliveries
+//! engine, then `routes` (which socket or request each client's deliveries
 //! go to), then at most one of the `/service` handler table, the timer's
 //! deadline and the send queue, each held only briefly.
 //!
@@ -104,7 +104,7 @@ pub enum PublishError {
     /// The bus refused it: a `/meta` channel, or a broadcast on a `/service`
     /// channel (services answer with [`Bus::deliver`]).
     Refused(String),
-    /// [`Bus::deliver`] to a session that does not exist (any more).
+    /// [`Bus::deliver`] to a client that does not exist (any more).
     UnknownClient,
 }
 
@@ -161,7 +161,7 @@ fn now() -> std::time::Instant {
 }
 
 impl Bus {
-    /// A bus configured by `config`, delivering to its WebSocket sessions
+    /// A bus configured by `config`, delivering to its WebSocket clients
     /// through `hub` (the hub of the server that serves [`BusSocket`]).
     /// Spawns its timer task on the current tokio runtime.
     ///
@@ -205,10 +205,10 @@ impl Bus {
     /// Publishes `data` on `channel` from the server (the Rust API behind
     /// `POST /api/publish`): no channel policy applies; the message is kept
     /// for replay if the channel's policy keeps history, and queued for every
-    /// subscriber. [`Published`] says how many sessions it was queued for and
+    /// subscriber. [`Published`] says how many clients it was queued for and
     /// its history offset.
     ///
-    /// When it returns, the message is queued in every subscriber's session:
+    /// When it returns, the message is queued for every subscriber:
     /// long-polling subscribers get it with their next connect reply; for
     /// WebSocket subscribers it has been handed to the hub, or is being handed
     /// over, in order, by a concurrent bus call that was already doing so
@@ -231,7 +231,7 @@ impl Bus {
     /// need not be subscribed to it. Queued and handed over like a
     /// [`publish`](Self::publish)'s deliveries.
     ///
-    /// Fails with [`PublishError::UnknownClient`] if the session has ended,
+    /// Fails with [`PublishError::UnknownClient`] if the client has ended,
     /// [`PublishError::InvalidChannel`] for a malformed name and
     /// [`PublishError::Refused`] on a `/meta` channel.
     pub fn deliver(
@@ -261,14 +261,14 @@ impl Bus {
             })
     }
 
-    /// The hub the bus's WebSocket sessions are served through (the one given
+    /// The hub the bus's WebSocket clients are served through (the one given
     /// to [`Bus::new`]): service handlers use it to reach plain WebSocket
     /// sockets and groups.
     pub fn hub(&self) -> &Hub {
         &self.inner.hub
     }
 
-    /// The members present in `channel` now: the sessions subscribed to
+    /// The members present in `channel` now: the clients subscribed to
     /// exactly that channel, with their users (wildcard subscribers observe,
     /// they are not members). Empty for a malformed channel name.
     pub fn presence(&self, channel: &str) -> Vec<wsbus_bayeux::Member> {
@@ -283,7 +283,7 @@ impl Bus {
         }
     }
 
-    /// Counters for metrics: sessions by transport, held connects,
+    /// Counters for metrics: clients by transport, held connects,
     /// subscriptions, queued and kept messages, as of this call.
     pub fn stats(&self) -> wsbus_bayeux::Stats {
         self.inner.engine.lock().expect("bus lock").stats()
@@ -305,7 +305,7 @@ impl Bus {
     }
 
     /// Drains the engine's events: wake-ups to sockets (queued for
-    /// [`drive`](Self::drive) to send) and long-polling requests, sessions
+    /// [`drive`](Self::drive) to send) and long-polling requests, clients
     /// closed, service calls; then reschedules the timer.
     fn route_events(&self, engine: &mut Engine) {
         let mut routes = self.inner.routes.lock().expect("routes lock");

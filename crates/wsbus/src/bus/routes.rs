@@ -1,5 +1,5 @@
-//! Where the engine's wake-ups go: a WebSocket session's deliveries to the
-//! socket carrying it, a long-polling session's wake-up to the requests
+//! Where the engine's wake-ups go: a WebSocket client's deliveries to the
+//! socket carrying it, a long-polling client's wake-up to the requests
 //! waiting on its held connects.
 
 use std::collections::HashMap;
@@ -10,7 +10,7 @@ use wsbus_bayeux::{ClientId, HoldId, IdMap};
 
 use crate::hub::SocketId;
 
-/// The routes of the bus's sessions. Keyed by the engine's ids, with its
+/// The routes of the bus's clients. Keyed by the engine's ids, with its
 /// fast hash ([`IdHash`](wsbus_bayeux::IdHash)): every wake-up looks here.
 ///
 /// # Invariant
@@ -19,21 +19,21 @@ use crate::hub::SocketId;
 ///
 /// * `sockets` and `carried` are one relation seen from both sides:
 ///   `carried[s]` lists `c` exactly when `sockets[c] == s`, and no list in
-///   `carried` is empty. A session is carried by at most one socket.
-/// * A session has a connect held on a socket (`socket_holds`) only while a
+///   `carried` is empty. A client is carried by at most one socket.
+/// * A client has a connect held on a socket (`socket_holds`) only while a
 ///   socket carries it.
 /// * No list in `polls` is empty, and a hold appears in at most one.
 #[derive(Debug, Default)]
 pub(super) struct Routes {
-    /// WebSocket sessions: the socket carrying each.
+    /// WebSocket clients: the socket carrying each.
     sockets: IdMap<ClientId, SocketId>,
-    /// The same, the other way: the sessions each socket carries (usually
-    /// one), so that a closing socket finds its sessions without a scan of
-    /// every session on the bus.
+    /// The same, the other way: the clients each socket carries (usually
+    /// one), so that a closing socket finds its clients without a scan of
+    /// every client on the bus.
     carried: HashMap<SocketId, Vec<ClientId>>,
-    /// WebSocket sessions' held connects.
+    /// WebSocket clients' held connects.
     socket_holds: IdMap<ClientId, HoldId>,
-    /// Long-polling sessions' held connects, each with the wake-up of the
+    /// Long-polling clients' held connects, each with the wake-up of the
     /// request waiting on it.
     polls: IdMap<ClientId, Vec<(HoldId, Arc<Notify>)>>,
 }
@@ -74,7 +74,7 @@ impl Routes {
         self.socket_holds.remove(client);
     }
 
-    /// Every session `socket` carried, detached; returns their held
+    /// Every client `socket` carried, detached; returns their held
     /// connects, for the engine to cancel.
     pub(super) fn detach_socket(&mut self, socket: SocketId) -> Vec<HoldId> {
         let clients = self.carried.remove(&socket).unwrap_or_default();
@@ -87,7 +87,7 @@ impl Routes {
             .collect()
     }
 
-    /// `client`'s session has ended: it leaves its socket, and the requests
+    /// `client` has ended: it leaves its socket, and the requests
     /// waiting on its held connects are woken (the engine has answered
     /// them).
     pub(super) fn session_closed(&mut self, client: &ClientId) {
@@ -112,7 +112,7 @@ impl Routes {
     }
 
     /// The request waiting on `client`'s connect `hold` is done with it
-    /// (answered, or gone). A no-op if the session has ended meanwhile.
+    /// (answered, or gone). A no-op if the client has ended meanwhile.
     pub(super) fn end_poll(&mut self, client: &ClientId, hold: HoldId) {
         if let Some(polls) = self.polls.get_mut(client) {
             polls.retain(|(h, _)| *h != hold);
@@ -177,7 +177,7 @@ mod tests {
     use super::*;
     use crate::hub::Hub;
 
-    /// Sessions with connects held by a real engine: hold ids are the
+    /// Clients with connects held by a real engine: hold ids are the
     /// engine's to make.
     struct Sessions {
         engine: Engine,
@@ -193,7 +193,7 @@ mod tests {
             Sessions { engine }
         }
 
-        /// A new session and a connect it holds.
+        /// A new client and a connect it holds.
         fn held(&mut self) -> (ClientId, HoldId) {
             let context = RequestContext::long_polling();
             let handshake = br#"[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}]"#;

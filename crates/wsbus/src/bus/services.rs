@@ -49,10 +49,10 @@ pub const SERVICE_MAX_PENDING: usize = 1_000;
 /// registered with [`Bus::add_service`].
 #[derive(Debug)]
 pub struct ServiceCall {
-    /// The sender's session.
+    /// The sender's client.
     pub client_id: ClientId,
     /// The sender's user, as authenticated by the transport (HTTP session
-    /// cookie) when it handshook; `None` for anonymous sessions.
+    /// cookie) when it handshook; `None` for anonymous clients.
     pub user: Option<Arc<str>>,
     /// The channel the message was published on (matching the handler's
     /// pattern).
@@ -71,7 +71,7 @@ impl ServiceCall {
     /// with `cometd.addListener(channel, …)`). Queued like any delivery:
     /// pushed over WebSocket, carried by the next `/meta/connect` reply over
     /// long-polling or with the `ack` extension. Not kept in history. Fails
-    /// with [`PublishError::UnknownClient`] if the session has ended.
+    /// with [`PublishError::UnknownClient`] if the client has ended.
     pub fn reply(&self, data: Value) -> Result<(), PublishError> {
         self.bus.deliver_on(&self.client_id, &self.channel, data)
     }

@@ -1,5 +1,5 @@
 //! The bus's clock: a task that calls the engine's `handle_timeout` at its
-//! next deadline (held connects' deadlines, session expiry, the history
+//! next deadline (held connects' deadlines, client expiry, the history
 //! window).
 
 use std::sync::{Arc, Mutex, Weak};

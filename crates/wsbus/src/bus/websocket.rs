@@ -15,9 +15,9 @@ use crate::hub::SocketId;
 /// It accepts WebSocket upgrades (404 for other requests at its path, 400
 /// when [`Bus::websocket_enabled`] is off). Each text message is a Bayeux
 /// batch; its replies are sent back on the socket in one text message, and
-/// the socket's sessions get their deliveries pushed through the hub as they
+/// the socket's clients get their deliveries pushed through the hub as they
 /// come, in order. A message larger than the engine's batch limit closes the
-/// socket with 1009; when the socket closes (for any reason) its sessions are
+/// socket with 1009; when the socket closes (for any reason) its clients are
 /// detached and kept for `maxInterval`, so that they may connect again over
 /// a new socket or long-polling without losing what was queued for them.
 #[derive(Debug, Clone)]
@@ -107,8 +107,8 @@ impl Bus {
         })
     }
 
-    /// A WebSocket carrying bus sessions closed: their held connects end and
-    /// the sessions expire after `maxInterval` unless they come back.
+    /// A WebSocket carrying bus clients closed: their held connects end and
+    /// the clients expire after `maxInterval` unless they come back.
     fn websocket_closed(&self, socket: SocketId) {
         self.drive(|engine| {
             let holds = self
