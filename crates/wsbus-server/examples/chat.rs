@@ -7,7 +7,7 @@ use wsbus::app::{EventKind, HandshakeRequest, Upgrade, WebSocketApp, WebSocketCo
 use wsbus::proto::Message;
 
 #[derive(Debug)]
-pub struct Chat;
+pub(crate) struct Chat;
 
 impl WebSocketApp for Chat {
     type Data = ();

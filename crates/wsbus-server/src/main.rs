@@ -5,6 +5,11 @@
 //! loaded); 2 for usage and configuration errors. A failure is printed as
 //! one line, `error: <what>: <why>`.
 
+// A binary has no public API: `pub` here marks what a module offers the rest
+// of the binary, which is what `unreachable_pub` (a lint for libraries)
+// would have spelled `pub(crate)` everywhere.
+#![allow(unreachable_pub)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
