@@ -9,7 +9,6 @@ use wsbus::proto::{DeflateConfig, Limits};
 use wsbus::{Runtime, Server, ServerConfig};
 
 mod alloc;
-mod bench;
 #[allow(dead_code)] // its `main` serves the example alone; here only `Chat` is used
 #[path = "../examples/chat.rs"]
 mod chat;
@@ -52,7 +51,7 @@ enum Command {
     /// report on stdout (see BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
-        scenario: bench::Scenario,
+        scenario: wsbus_bench::Scenario,
     },
     /// An interactive client for operators: each line of standard input is
     /// sent as a text message; every message received is printed.
@@ -83,7 +82,7 @@ fn main() -> MainResult {
     let cli = Cli::parse();
     let command = match cli.command {
         // The generator picks its own runtime (one thread by default).
-        Command::Bench { scenario } => return bench::run(scenario),
+        Command::Bench { scenario } => return wsbus_bench::run(scenario),
         command => command,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,5 +1,5 @@
-//! `wsbus bench`: a load generator usable against any WebSocket server
-//! (SPEC §8).
+//! A load generator usable against any WebSocket server: the library behind
+//! the `wsbus bench` command.
 //!
 //! Each scenario opens its connections, runs a warm-up, then measures over a
 //! fixed window and prints **one JSON object** on stdout (progress and a human
@@ -31,6 +31,12 @@ mod fanout;
 mod idle;
 mod socket;
 
+pub use bus::BusArgs;
+pub use connect::ConnectArgs;
+pub use echo::EchoArgs;
+pub use fanout::FanoutArgs;
+pub use idle::IdleArgs;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,18 +56,18 @@ pub(crate) const CONNECT_CONCURRENCY: usize = 128;
 #[derive(Subcommand, Debug)]
 pub enum Scenario {
     /// C connections echoing S-byte messages with W in flight per connection.
-    Echo(echo::EchoArgs),
+    Echo(EchoArgs),
     /// C subscribers and one publisher on a broadcast path (every message sent
     /// there goes to every socket on it).
-    Fanout(fanout::FanoutArgs),
+    Fanout(FanoutArgs),
     /// Connect, upgrade and close, as many times as possible.
-    Connect(connect::ConnectArgs),
+    Connect(ConnectArgs),
     /// Hold N idle connections and report the server's RSS per connection
     /// (needs --server-pid).
-    Idle(idle::IdleArgs),
+    Idle(IdleArgs),
     /// Bayeux sessions over websocket and long-polling on a bus (e.g.
     /// http://127.0.0.1:8080/amb) with a publisher at a fixed rate.
-    Bus(bus::BusArgs),
+    Bus(BusArgs),
 }
 
 /// Options every scenario takes.
@@ -86,17 +92,17 @@ pub struct Common {
 }
 
 impl Common {
-    pub fn duration(&self) -> Duration {
+    pub(crate) fn duration(&self) -> Duration {
         Duration::from_secs_f64(self.duration)
     }
 
-    pub fn warmup(&self) -> Duration {
+    pub(crate) fn warmup(&self) -> Duration {
         Duration::from_secs_f64(self.warmup)
     }
 
     /// Let the load run for the warm-up, then measure one window with
     /// `measuring` set (the connection tasks count and record only then).
-    pub async fn measure(&self, measuring: &AtomicBool) -> WindowEnd {
+    pub(crate) async fn measure(&self, measuring: &AtomicBool) -> WindowEnd {
         tokio::time::sleep(self.warmup()).await;
         measuring.store(true, Ordering::Relaxed);
         let window = Window::start(self.server_pid);

@@ -8,7 +8,7 @@
 //! messages published × its subscribers, minus what arrived, after a drain).
 //!
 //! The publisher subscribes to `/bench/*` first: wsbus's default policy lets
-//! a client publish only on channels it is subscribed to (seed 001), and a
+//! a client publish only on channels it is subscribed to, and a
 //! wildcard subscription counts. What it receives is not counted.
 
 use std::collections::VecDeque;
