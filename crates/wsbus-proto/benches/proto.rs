@@ -284,12 +284,17 @@ fn deflate(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group! {
-    name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(20);
-    targets = frame_header, mask, utf8, receive, deflate
+// criterion's macros define undocumented `pub fn`s.
+#[allow(missing_docs)]
+mod entry {
+    use super::*;
+    criterion_group! {
+        name = benches;
+        config = Criterion::default()
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2))
+            .sample_size(20);
+        targets = frame_header, mask, utf8, receive, deflate
+    }
 }
-criterion_main!(benches);
+criterion_main!(entry::benches);

@@ -4,11 +4,12 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use wsbus_proto::frame::{FrameHeader, OpCode};
-use wsbus_proto::mask::apply_mask;
 use wsbus_proto::{
     ApiError, CloseCode, CloseFrame, Connection, DeflateConfig, DeflateParams, Event, Limits,
     Message, ProtocolError, State,
 };
+use wsbus_test_support::deflate::deflate_bomb_1_gib;
+use wsbus_test_support::frame::{FrameBits, encode};
 
 fn masks() -> Box<dyn wsbus_proto::MaskKeySource> {
     let mut n: u32 = 0x1234_5678;
@@ -336,6 +337,8 @@ fn client_frame(wire: &mut BytesMut, opcode: OpCode, fin: bool, payload: &[u8]) 
     );
 }
 
+/// Append a frame with every bit chosen, encoded by the test-support crate
+/// (not by the encoder under test).
 fn raw_frame(
     wire: &mut BytesMut,
     opcode: OpCode,
@@ -344,21 +347,13 @@ fn raw_frame(
     mask: Option<[u8; 4]>,
     payload: &[u8],
 ) {
-    let header = FrameHeader {
+    let bits = FrameBits {
         fin,
         rsv1,
-        rsv2: false,
-        rsv3: false,
-        opcode,
+        opcode: opcode.0,
         mask,
-        payload_len: payload.len() as u64,
     };
-    header.encode(wire);
-    let start = wire.len();
-    wire.put_slice(payload);
-    if let Some(key) = mask {
-        apply_mask(&mut wire[start..], key, 0);
-    }
+    wire.put_slice(&encode(bits, payload));
 }
 
 fn feed_server(server: &mut Connection, wire: &[u8], chunk: usize) -> Vec<Event> {
@@ -637,32 +632,6 @@ fn limits_close_with_1009_before_buffering() {
     }
     let err = assert_fails_with(limits, true, &wire, CloseCode::MESSAGE_TOO_BIG);
     assert_eq!(err, ProtocolError::InflatedTooLarge { limit: 2000 });
-}
-
-/// A 1 GiB message of zeros, deflated. DEFLATE cannot beat about 1032:1, so
-/// the smallest such bomb is about 1 MiB; it is built from one deflated
-/// 1 MiB block repeated, since with a window full of zeros every following
-/// block compresses to the same bytes.
-fn deflate_bomb_1_gib() -> Vec<u8> {
-    use flate2::{Compress, Compression, FlushCompress};
-    let zeros = vec![0u8; 1 << 20];
-    let mut deflater = Compress::new(Compression::best(), false);
-    let mut block = |input: &[u8]| {
-        let mut out = Vec::with_capacity(64 * 1024);
-        deflater
-            .compress_vec(input, &mut out, FlushCompress::Sync)
-            .unwrap();
-        out
-    };
-    let first = block(&zeros);
-    let second = block(&zeros);
-    assert_eq!(block(&zeros), second, "steady-state blocks repeat");
-    let mut bomb = first;
-    for _ in 1..1024 {
-        bomb.extend_from_slice(&second);
-    }
-    bomb.truncate(bomb.len() - 4); // RFC 7692 §7.2.1: drop 00 00 FF FF
-    bomb
 }
 
 #[test]

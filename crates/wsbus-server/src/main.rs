@@ -22,7 +22,6 @@ use wsbus::{Runtime, Server, ServerConfig};
 mod alloc;
 mod api;
 mod auth;
-mod bench;
 #[allow(dead_code)] // its `main` serves the example alone; here only `Chat` is used
 #[path = "../examples/chat.rs"]
 mod chat;
@@ -68,7 +67,7 @@ enum Command {
     /// report on stdout (see BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
-        scenario: bench::Scenario,
+        scenario: wsbus_bench::Scenario,
     },
     /// An interactive client for operators: each line of standard input is
     /// sent as a text message; every message received is printed.
@@ -162,7 +161,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = match cli.command {
         // The generator picks its own runtime (one thread by default).
-        Command::Bench { scenario } => return report(bench::run(scenario)),
+        Command::Bench { scenario } => return report(wsbus_bench::run(scenario)),
         command => command,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

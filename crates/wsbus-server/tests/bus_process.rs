@@ -3,15 +3,16 @@
 //! bounded, nothing already accepted is lost, and nothing is relayed that
 //! should not be.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-mod common;
-use common::serve;
 use serde_json::{Value, json};
 use wsbus::client::{self, ClientOptions, WebSocket};
 use wsbus::proto::{CloseCode, Event, Message};
+use wsbus_test_support::procfs;
+use wsbus_test_support::wire::{self, http_exchange};
+
+mod common;
+use common::serve;
 
 /// The body limit of the HTTP routes, `/amb` included
 /// (`ServerConfig::max_body_bytes`, 64 KiB).
@@ -23,41 +24,27 @@ const MAX_SUBSCRIPTIONS: usize = 1_000;
 /// `bus.publish_token` of the servers these tests start.
 const PUBLISH_TOKEN: &str = "test-token";
 
-/// The server's resident memory, from `/proc/<pid>/status`.
+/// How long a response may take: a long-poll connect with messages waiting
+/// answers at once, but a loaded test machine can delay it by seconds.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The server's resident memory.
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in {status}"))
+    procfs::rss_kib(pid).expect("the server's VmRSS")
 }
 
 /// POST `body` to `path`; returns the status and the body.
 fn post(addr: &str, path: &str, body: &[u8], extra: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).unwrap();
     // The server may answer and close before reading a too-large body.
-    let _ = stream.write_all(body);
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let response = http_exchange(addr, &head, body, RESPONSE_TIMEOUT).unwrap_or_default();
+    (
+        wire::status_code(&response),
+        wire::body(&response).to_owned(),
+    )
 }
 
 fn bayeux(addr: &str, messages: Value) -> Vec<Value> {
@@ -234,7 +221,10 @@ fn bayeux_in_batches(addr: &str, messages: &[Value]) -> Vec<Value> {
 
 #[test]
 fn a_hundred_thousand_subscriptions_meet_the_cap_and_memory_stays_bounded() {
-    let server = serve(&[("WSBUS_BUS__PUBLISH_TOKEN", PUBLISH_TOKEN)]);
+    let server = serve(&[
+        ("WSBUS_BUS__PUBLISH_TOKEN", PUBLISH_TOKEN),
+        common::RELEASE_FREED_MEMORY_AT_ONCE,
+    ]);
     let addr = &server.addr;
     let client = handshake(addr);
     bayeux(

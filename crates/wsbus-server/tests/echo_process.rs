@@ -1,109 +1,63 @@
 //! `wsbus echo` as a process: what an operator runs, checked from outside.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-struct EchoProcess {
-    child: Child,
-    addr: String,
-}
+use wsbus_test_support::deflate::deflate_bomb_1_gib;
+use wsbus_test_support::frame::{FrameBits, OP_BINARY, encode};
+use wsbus_test_support::process::ServerProcess;
+use wsbus_test_support::procfs::peak_rss_kib;
+use wsbus_test_support::wire::upgrade;
 
-impl EchoProcess {
-    fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsbus"))
-            .args(["echo", "--listen", "127.0.0.1:0"])
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start wsbus echo");
-        let mut line = String::new();
-        BufReader::new(child.stderr.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .rsplit("ws://")
-            .next()
-            .expect("listening line")
-            .to_owned();
-        EchoProcess { child, addr }
-    }
+mod common;
 
-    /// Peak resident memory of the server process, in KiB.
-    fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-}
+/// The inflated-size limit of `wsbus echo`: its 64 MiB message limit.
+const ECHO_MAX_MESSAGE_MIB: u64 = 64;
 
-impl Drop for EchoProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// Peak RSS growth allowed while the server inflates the 1 GiB bomb. The
+/// inflated message is buffered up to the limit (64 MiB), and the step that
+/// grows it by the one byte proving the breach copies it into a new buffer:
+/// twice the limit (128 MiB), plus the ~1 MiB compressed frame and the
+/// allocator's slack; 133 MiB measured. The server runs with
+/// [`common::RELEASE_FREED_MEMORY_AT_ONCE`], so the smaller buffers the
+/// message grew through are not also kept cached (with them the peak came to
+/// 146-152 MiB on a loaded machine). Inflating the whole bomb would take
+/// 1 GiB.
+const MAX_BOMB_GROWTH_MIB: u64 = 160;
 
 /// Open a WebSocket with permessage-deflate by hand; returns the stream.
 fn upgrade_with_deflate(addr: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+    let upgraded = upgrade(
+        addr,
+        "/",
+        "Sec-WebSocket-Extensions: permessage-deflate\r\n",
+        Duration::from_secs(20),
     )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 101"), "{head}");
+    .expect("upgrade with permessage-deflate");
+    let head = upgraded.head.to_ascii_lowercase();
     assert!(
         head.contains("sec-websocket-extensions: permessage-deflate"),
         "{head}"
     );
-    stream
-}
-
-/// 1 GiB of zeros as one deflated message body (about 1 MiB: DEFLATE
-/// cannot do better than ~1032:1), from one steady-state block repeated.
-fn bomb() -> Vec<u8> {
-    use flate2::{Compress, Compression, FlushCompress};
-    let zeros = vec![0u8; 1 << 20];
-    let mut deflater = Compress::new(Compression::best(), false);
-    let mut block = |input: &[u8]| {
-        let mut out = Vec::with_capacity(64 * 1024);
-        deflater
-            .compress_vec(input, &mut out, FlushCompress::Sync)
-            .unwrap();
-        out
-    };
-    let mut body = block(&zeros);
-    let steady = block(&zeros);
-    for _ in 1..1024 {
-        body.extend_from_slice(&steady);
-    }
-    body.truncate(body.len() - 4);
-    body
+    upgraded.stream
 }
 
 #[test]
 fn decompression_bomb_is_closed_with_1009_and_memory_stays_bounded() {
-    let server = EchoProcess::start();
-    let before = server.peak_rss_kib();
+    let server = common::echo(&[common::RELEASE_FREED_MEMORY_AT_ONCE]);
+    let before = peak_rss_kib(server.pid()).expect("server VmHWM");
     let mut stream = upgrade_with_deflate(&server.addr);
-    let body = bomb();
-    let key = [1u8, 2, 3, 4];
-    let mut frame = vec![0xC2, 0xFF]; // FIN + RSV1, binary; masked, 64-bit length
-    frame.extend_from_slice(&(body.len() as u64).to_be_bytes());
-    frame.extend_from_slice(&key);
-    frame.extend(body.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    let frame = encode(
+        FrameBits {
+            fin: true,
+            rsv1: true,
+            opcode: OP_BINARY,
+            mask: Some([1, 2, 3, 4]),
+        },
+        &deflate_bomb_1_gib(),
+    );
     // The server may stop reading and close early: a failed write is fine.
     let _ = stream.write_all(&frame);
     let mut reply = Vec::new();
@@ -111,10 +65,16 @@ fn decompression_bomb_is_closed_with_1009_and_memory_stays_bounded() {
     assert!(reply.len() >= 4, "expected a close frame, got {reply:?}");
     assert_eq!(reply[0], 0x88);
     assert_eq!(u16::from_be_bytes([reply[2], reply[3]]), 1009);
-    let grown_mib = (server.peak_rss_kib().saturating_sub(before)) / 1024;
-    eprintln!("server peak RSS grew by {grown_mib} MiB");
-    // The inflated-size limit of `wsbus echo` is 64 MiB; the bomb is 1 GiB.
-    assert!(grown_mib < 160, "server memory grew by {grown_mib} MiB");
+    let peak = peak_rss_kib(server.pid()).expect("server VmHWM");
+    let grown_mib = peak.saturating_sub(before) / 1024;
+    eprintln!(
+        "server peak RSS grew by {grown_mib} MiB (inflated-size limit {ECHO_MAX_MESSAGE_MIB} MiB, \
+         bound {MAX_BOMB_GROWTH_MIB} MiB)"
+    );
+    assert!(
+        grown_mib < MAX_BOMB_GROWTH_MIB,
+        "server memory grew by {grown_mib} MiB"
+    );
 
     // The process survived and serves the next client.
     let mut stream = upgrade_with_deflate(&server.addr);
@@ -128,7 +88,7 @@ fn decompression_bomb_is_closed_with_1009_and_memory_stays_bounded() {
 
 #[test]
 fn interactive_client_sends_lines_and_prints_messages() {
-    let server = EchoProcess::start();
+    let server = common::echo(&[]);
     let mut client = Command::new(env!("CARGO_BIN_EXE_wsbus"))
         .args(["client", &format!("ws://{}/", server.addr), "--deflate"])
         .stdin(Stdio::piped())
@@ -156,8 +116,8 @@ fn interactive_client_sends_lines_and_prints_messages() {
 }
 
 /// Run `wsbus bench <args>` against `server` and parse its JSON report.
-fn bench(server: &EchoProcess, path: &str, args: &[&str]) -> serde_json::Value {
-    let pid = server.child.id().to_string();
+fn bench(server: &ServerProcess, path: &str, args: &[&str]) -> serde_json::Value {
+    let pid = server.pid().to_string();
     let url = format!("ws://{}{path}", server.addr);
     let output = Command::new(env!("CARGO_BIN_EXE_wsbus"))
         .arg("bench")
@@ -176,7 +136,7 @@ fn bench(server: &EchoProcess, path: &str, args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn bench_measures_every_scenario_against_wsbus_echo() {
-    let server = EchoProcess::start();
+    let server = common::echo(&[]);
 
     for extra in [&["--binary"][..], &["--deflate"][..]] {
         let echo = bench(

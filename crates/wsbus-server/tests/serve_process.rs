@@ -7,19 +7,18 @@ use std::net::TcpStream;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use wsbus_test_support::wire::http_exchange;
+
 mod common;
 use common::serve;
 
+/// How long a response may take: the server answers at once, but a loaded
+/// test machine can delay it by seconds.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// One HTTP/1.1 request; returns the whole response.
 fn http(addr: &str, request: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
+    http_exchange(addr, request, b"", RESPONSE_TIMEOUT).expect("an HTTP response")
 }
 
 #[test]

@@ -1,50 +1,30 @@
-//! `wsbus serve` as a child process, shared by the process tests.
+//! The `wsbus` binary as a child process, shared by the process tests.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+#![allow(dead_code)] // each test file uses part of it
 
-/// A running `wsbus serve`, killed on drop.
-pub struct Serve {
-    child: Child,
-    /// `host:port` it listens on.
-    pub addr: String,
+use wsbus_test_support::process::ServerProcess;
+
+/// For tests that read the server's RSS: mimalloc (the binary's allocator)
+/// then returns freed pages to the kernel at once instead of 10 ms later at
+/// its next call, which an idle thread may not make for a long time. RSS
+/// then follows what the server holds, not what the allocator happens to
+/// keep cached (which varied by 30 MiB between identical floods).
+pub(crate) const RELEASE_FREED_MEMORY_AT_ONCE: (&str, &str) = ("MIMALLOC_PURGE_DELAY", "0");
+
+/// `wsbus serve --listen 127.0.0.1:0` with extra environment, listening.
+pub(crate) fn serve(env: &[(&str, &str)]) -> ServerProcess {
+    ServerProcess::start(
+        env!("CARGO_BIN_EXE_wsbus"),
+        &["serve", "--listen", "127.0.0.1:0"],
+        env,
+    )
 }
 
-impl Serve {
-    /// The server's process id (for `/proc/<pid>/status`).
-    #[allow(dead_code)] // not every process test reads it
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Start `wsbus serve --listen 127.0.0.1:0` with extra environment and wait
-/// until it listens.
-pub fn serve(env: &[(&str, &str)]) -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wsbus"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .envs(env.iter().copied())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start wsbus serve");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "wsbus serve exited before listening"
-        );
-    }
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in stderr.lines() {});
-    let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
-    Serve { child, addr }
+/// `wsbus echo --listen 127.0.0.1:0` with extra environment, listening.
+pub(crate) fn echo(env: &[(&str, &str)]) -> ServerProcess {
+    ServerProcess::start(
+        env!("CARGO_BIN_EXE_wsbus"),
+        &["echo", "--listen", "127.0.0.1:0"],
+        env,
+    )
 }

@@ -38,7 +38,9 @@ const COMPLETION_SLOTS: usize = 1 << 16;
 const MIN_SIZE: usize = 32;
 
 #[derive(Args, Debug)]
+#[doc = "The `fanout` scenario's arguments."]
 pub struct FanoutArgs {
+    #[doc = "Options every scenario takes."]
     #[command(flatten)]
     pub common: Common,
     /// Subscribers.
@@ -95,7 +97,7 @@ fn decode(message: &Message) -> Option<(u64, u64)> {
     Some((seq, nanos))
 }
 
-pub async fn run(args: FanoutArgs) -> BenchResult {
+pub(crate) async fn run(args: FanoutArgs) -> BenchResult {
     if args.size < MIN_SIZE {
         return Err(format!("--size must be at least {MIN_SIZE}").into());
     }

@@ -18,7 +18,9 @@ use super::{
 };
 
 #[derive(Args, Debug)]
+#[doc = "The `echo` scenario's arguments."]
 pub struct EchoArgs {
+    #[doc = "Options every scenario takes."]
     #[command(flatten)]
     pub common: Common,
     /// Connections.
@@ -47,7 +49,7 @@ struct Shared {
     errors: AtomicU64,
 }
 
-pub async fn run(args: EchoArgs) -> BenchResult {
+pub(crate) async fn run(args: EchoArgs) -> BenchResult {
     let target = Target::parse(&args.common.url, args.deflate)?;
     let message = if args.binary {
         Message::Binary(Bytes::from(vec![0xA5; args.size]))

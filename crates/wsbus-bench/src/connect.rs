@@ -12,7 +12,9 @@ use super::socket::Target;
 use super::{BenchResult, Common, progress};
 
 #[derive(Args, Debug)]
+#[doc = "The `connect` scenario's arguments."]
 pub struct ConnectArgs {
+    #[doc = "Options every scenario takes."]
     #[command(flatten)]
     pub common: Common,
     /// Cycles in progress at once.
@@ -27,7 +29,7 @@ struct Shared {
     errors: AtomicU64,
 }
 
-pub async fn run(args: ConnectArgs) -> BenchResult {
+pub(crate) async fn run(args: ConnectArgs) -> BenchResult {
     let target = Arc::new(Target::parse(&args.common.url, false)?);
     let shared = Arc::new(Shared::default());
     progress(format_args!(

@@ -8,7 +8,7 @@
 //! messages published × its subscribers, minus what arrived, after a drain).
 //!
 //! The publisher subscribes to `/bench/*` first: wsbus's default policy lets
-//! a client publish only on channels it is subscribed to (seed 001), and a
+//! a client publish only on channels it is subscribed to, and a
 //! wildcard subscription counts. What it receives is not counted.
 
 use std::collections::VecDeque;
@@ -36,7 +36,9 @@ use super::{
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Args, Debug)]
+#[doc = "The `bus` scenario's arguments."]
 pub struct BusArgs {
+    #[doc = "Options every scenario takes."]
     #[command(flatten)]
     pub common: Common,
     /// Sessions (subscribers), besides the publisher.
@@ -499,7 +501,7 @@ async fn long_polling_subscriber(
     }
 }
 
-pub async fn run(args: BusArgs) -> BenchResult {
+pub(crate) async fn run(args: BusArgs) -> BenchResult {
     let url = args.common.url.clone();
     let rest = url
         .strip_prefix("http://")

@@ -12,7 +12,9 @@ use super::socket::Target;
 use super::{BenchResult, Common, ProcessProbe, progress, round3};
 
 #[derive(Args, Debug)]
+#[doc = "The `idle` scenario's arguments."]
 pub struct IdleArgs {
+    #[doc = "Options every scenario takes."]
     #[command(flatten)]
     pub common: Common,
     /// Connections to hold.
@@ -25,7 +27,7 @@ pub struct IdleArgs {
     pub settle: f64,
 }
 
-pub async fn run(args: IdleArgs) -> BenchResult {
+pub(crate) async fn run(args: IdleArgs) -> BenchResult {
     let probe = ProcessProbe::new(args.common.server_pid);
     let before = probe
         .sample()

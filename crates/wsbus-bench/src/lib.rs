@@ -1,5 +1,5 @@
-//! `wsbus bench`: a load generator usable against any WebSocket server
-//! (SPEC §8).
+//! A load generator usable against any WebSocket server: the library behind
+//! the `wsbus bench` command.
 //!
 //! Each scenario opens its connections, runs a warm-up, then measures over a
 //! fixed window and prints **one JSON object** on stdout (progress and a human
@@ -31,6 +31,12 @@ mod fanout;
 mod idle;
 mod socket;
 
+pub use bus::BusArgs;
+pub use connect::ConnectArgs;
+pub use echo::EchoArgs;
+pub use fanout::FanoutArgs;
+pub use idle::IdleArgs;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,20 +54,21 @@ pub(crate) const READ_CHUNK: usize = 64 * 1024;
 pub(crate) const CONNECT_CONCURRENCY: usize = 128;
 
 #[derive(Subcommand, Debug)]
+#[doc = "What to measure: one subcommand of `wsbus bench` each."]
 pub enum Scenario {
     /// C connections echoing S-byte messages with W in flight per connection.
-    Echo(echo::EchoArgs),
+    Echo(EchoArgs),
     /// C subscribers and one publisher on a broadcast path (every message sent
     /// there goes to every socket on it).
-    Fanout(fanout::FanoutArgs),
+    Fanout(FanoutArgs),
     /// Connect, upgrade and close, as many times as possible.
-    Connect(connect::ConnectArgs),
+    Connect(ConnectArgs),
     /// Hold N idle connections and report the server's RSS per connection
     /// (needs --server-pid).
-    Idle(idle::IdleArgs),
+    Idle(IdleArgs),
     /// Bayeux sessions over websocket and long-polling on a bus (e.g.
     /// http://127.0.0.1:8080/amb) with a publisher at a fixed rate.
-    Bus(bus::BusArgs),
+    Bus(BusArgs),
 }
 
 /// Options every scenario takes.
@@ -86,17 +93,17 @@ pub struct Common {
 }
 
 impl Common {
-    pub fn duration(&self) -> Duration {
+    pub(crate) fn duration(&self) -> Duration {
         Duration::from_secs_f64(self.duration)
     }
 
-    pub fn warmup(&self) -> Duration {
+    pub(crate) fn warmup(&self) -> Duration {
         Duration::from_secs_f64(self.warmup)
     }
 
     /// Let the load run for the warm-up, then measure one window with
     /// `measuring` set (the connection tasks count and record only then).
-    pub async fn measure(&self, measuring: &AtomicBool) -> WindowEnd {
+    pub(crate) async fn measure(&self, measuring: &AtomicBool) -> WindowEnd {
         tokio::time::sleep(self.warmup()).await;
         measuring.store(true, Ordering::Relaxed);
         let window = Window::start(self.server_pid);
@@ -173,18 +180,18 @@ const CLOCK_TICK_US: u64 = 10_000;
 
 impl ProcessProbe {
     /// A probe of `pid`, or of nothing.
-    pub fn new(pid: Option<u32>) -> Self {
+    pub(crate) fn new(pid: Option<u32>) -> Self {
         ProcessProbe { pid }
     }
 
     /// The generator itself.
-    pub fn this_process() -> Self {
+    pub(crate) fn this_process() -> Self {
         ProcessProbe {
             pid: Some(std::process::id()),
         }
     }
 
-    pub fn sample(&self) -> Option<ProcessSample> {
+    pub(crate) fn sample(&self) -> Option<ProcessSample> {
         let pid = self.pid?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // Fields after the command name (which may hold spaces), from field 3.
@@ -224,7 +231,7 @@ pub(crate) struct WindowEnd {
 }
 
 impl Window {
-    pub fn start(server_pid: Option<u32>) -> Self {
+    pub(crate) fn start(server_pid: Option<u32>) -> Self {
         let server = ProcessProbe::new(server_pid);
         Window {
             started: Instant::now(),
@@ -234,7 +241,7 @@ impl Window {
         }
     }
 
-    pub fn end(&self) -> WindowEnd {
+    pub(crate) fn end(&self) -> WindowEnd {
         let server_end = self.server.sample();
         let client_end = ProcessProbe::this_process().sample();
         let cpu = |a: Option<ProcessSample>, b: Option<ProcessSample>| {
@@ -252,7 +259,7 @@ impl Window {
 impl WindowEnd {
     /// `rate`, `server_cpu_us_per_op`, `client_cpu_us_per_op` and the window's
     /// length, added to `report` for `ops` operations.
-    pub fn add_to(&self, report: &mut Map<String, Value>, ops: u64, rate_key: &str) {
+    pub(crate) fn add_to(&self, report: &mut Map<String, Value>, ops: u64, rate_key: &str) {
         report.insert("window_secs".into(), json!(round3(self.secs)));
         report.insert(rate_key.into(), json!(round3(ops as f64 / self.secs)));
         let per_op = |cpu: Option<u64>| match cpu {

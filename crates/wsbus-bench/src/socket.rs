@@ -18,7 +18,7 @@ const MAX_IOVECS: usize = 64;
 
 /// One client connection of the generator.
 #[derive(Debug)]
-pub struct BenchSocket {
+pub(crate) struct BenchSocket {
     pub stream: TcpStream,
     pub conn: Connection,
     pub rbuf: BytesMut,
@@ -26,13 +26,13 @@ pub struct BenchSocket {
 
 /// Where to connect: the URL parsed once for all connections.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     url: WsUrl,
     deflate: Option<DeflateConfig>,
 }
 
 impl Target {
-    pub fn parse(url: &str, deflate: bool) -> Result<Self, Box<dyn std::error::Error>> {
+    pub(crate) fn parse(url: &str, deflate: bool) -> Result<Self, Box<dyn std::error::Error>> {
         Ok(Target {
             url: WsUrl::parse(url)?,
             deflate: deflate.then(DeflateConfig::default),
@@ -48,7 +48,7 @@ impl Target {
     }
 
     /// Connect and complete the opening handshake.
-    pub async fn connect(&self) -> io::Result<BenchSocket> {
+    pub(crate) async fn connect(&self) -> io::Result<BenchSocket> {
         let host = self.url.host.trim_start_matches('[').trim_end_matches(']');
         let mut stream = TcpStream::connect((host, self.url.port)).await?;
         stream.set_nodelay(true)?;
@@ -103,7 +103,7 @@ async fn read_some(stream: &mut TcpStream, buf: &mut BytesMut, chunk: usize) -> 
 impl BenchSocket {
     /// Hand every event the buffered bytes complete to `on_event` (which may
     /// queue sends). Returns `false` once the connection is closed.
-    pub fn process(&mut self, mut on_event: impl FnMut(Event, &mut Connection)) -> bool {
+    pub(crate) fn process(&mut self, mut on_event: impl FnMut(Event, &mut Connection)) -> bool {
         loop {
             let more = self.conn.handle_read(&mut self.rbuf);
             while let Some(event) = self.conn.poll_event() {
@@ -118,7 +118,7 @@ impl BenchSocket {
 
     /// Wait for bytes and read them into the buffer; at end of stream the
     /// connection learns of it (and [`Self::process`] reports it closed).
-    pub async fn fill(&mut self) -> io::Result<()> {
+    pub(crate) async fn fill(&mut self) -> io::Result<()> {
         if read_some(&mut self.stream, &mut self.rbuf, READ_CHUNK).await? == 0 {
             self.conn.handle_eof();
         }
@@ -128,7 +128,7 @@ impl BenchSocket {
     /// Write everything queued, many frames per `writev`. While the socket is
     /// not writable it keeps reading into the buffer: a server blocked on
     /// writing its echoes to us would otherwise never read what we write.
-    pub async fn flush(&mut self) -> io::Result<()> {
+    pub(crate) async fn flush(&mut self) -> io::Result<()> {
         while !self.conn.outgoing().is_empty() {
             let attempt = {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
