@@ -199,15 +199,7 @@ impl<A: WebSocketApp> SocketTask<A> {
             Outbound::Message(prepared) => {
                 if conn.outgoing().len() >= self.runtime().socket_settings().max_outbound_bytes {
                     match self.runtime().socket_settings().slow_consumer {
-                        SlowConsumerPolicy::Close => {
-                            if conn.state() == State::Open {
-                                tracing::info!(target: "wsbus::frames", socket = %self.info.id, "slow consumer closed");
-                                let _ = conn.close_discarding_queue(
-                                    CloseCode::POLICY_VIOLATION,
-                                    "slow consumer",
-                                );
-                            }
-                        }
+                        SlowConsumerPolicy::Close => self.close_slow_consumer(conn),
                         SlowConsumerPolicy::Drop => {}
                     }
                     return;
@@ -219,6 +211,16 @@ impl<A: WebSocketApp> SocketTask<A> {
             Outbound::Close(code, reason) => {
                 let _ = conn.close(code, &reason);
             }
+            Outbound::Overflowed => self.close_slow_consumer(conn),
+        }
+    }
+
+    /// The close policy: 1008 `slow consumer`, put next by dropping the
+    /// frames not yet started.
+    fn close_slow_consumer(&self, conn: &mut Connection) {
+        if conn.state() == State::Open {
+            tracing::info!(target: "wsbus::frames", socket = %self.info.id, "slow consumer closed");
+            let _ = conn.close_discarding_queue(CloseCode::POLICY_VIOLATION, "slow consumer");
         }
     }
 

@@ -26,6 +26,8 @@ use std::task::{Context, Poll, Waker};
 
 use wsbus_proto::{CloseCode, Message, PreparedMessage};
 
+use crate::driver::SlowConsumerPolicy;
+
 /// The node a socket lives on. Every node of a cluster has its own (the
 /// cluster engine assigns them); a single process is node 0.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -113,19 +115,25 @@ pub enum Outcome {
     /// Only a node that holds the socket, or knows that it is gone, answers
     /// this.
     NotFound,
+    /// The socket's outbox is full (it is sent to faster than it takes
+    /// messages in): the slow-consumer policy applied, the message was
+    /// dropped, and with the default policy the socket is closing with 1008
+    /// `slow consumer`.
+    Dropped,
 }
 
 impl Outcome {
-    /// `Done` or `Forwarded`: the call was not refused for want of a socket.
+    /// `Done` or `Forwarded`: the call was taken, here or by the cluster.
     pub fn is_accepted(self) -> bool {
-        !matches!(self, Outcome::NotFound)
+        matches!(self, Outcome::Done | Outcome::Forwarded)
     }
 }
 
 /// What [`Hub::send_to_group`] achieved.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GroupSend {
-    /// Members on this node that the message was queued for.
+    /// Members on this node that the message was queued for (not counting
+    /// those whose outbox was full: [`Outcome::Dropped`]).
     pub local: usize,
     /// Whether the message was also handed to the cluster for members on
     /// other nodes (whose number is not known here).
@@ -137,6 +145,30 @@ pub struct GroupSend {
 pub(crate) enum Outbound {
     Message(PreparedMessage),
     Close(CloseCode, String),
+    /// The outbox overflowed under [`SlowConsumerPolicy::Close`]: what was
+    /// queued is gone; close the socket as a slow consumer.
+    Overflowed,
+}
+
+/// How much a socket's outbox may hold, and what happens past it: the
+/// socket's [`SocketSettings`](crate::SocketSettings) `max_outbound_bytes`
+/// and `slow_consumer`. The outbox is bounded on its own, not only the write
+/// queue it is moved into: a socket whose task waits for a CPU while
+/// publishers keep sending must not grow without bound either.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OutboxLimit {
+    pub(crate) max_bytes: usize,
+    pub(crate) policy: SlowConsumerPolicy,
+}
+
+impl Default for OutboxLimit {
+    fn default() -> Self {
+        let settings = crate::SocketSettings::default();
+        OutboxLimit {
+            max_bytes: settings.max_outbound_bytes,
+            policy: settings.slow_consumer,
+        }
+    }
 }
 
 /// The part of a socket that other tasks reach: its outbox, the waker of
@@ -154,6 +186,12 @@ pub(crate) struct SocketShared {
 struct Outbox {
     queue: VecDeque<Outbound>,
     waker: Option<Waker>,
+    /// Payload bytes of the queued messages (shared frames counted per
+    /// socket, as the write queue counts them).
+    bytes: usize,
+    /// Overflowed under the close policy: the socket is closing, later
+    /// messages are dropped.
+    overflowed: bool,
 }
 
 /// A socket's groups, and whether it has left the hub (after which it joins
@@ -189,6 +227,37 @@ impl SocketShared {
         }
     }
 
+    /// Queue a message within `limit`, or apply its slow-consumer policy.
+    fn push_message(&self, prepared: PreparedMessage, limit: OutboxLimit) -> Outcome {
+        let size = prepared.message().len();
+        let (outcome, waker) = {
+            let mut outbox = self.outbox.lock().expect("outbox lock");
+            if outbox.overflowed {
+                return Outcome::Dropped;
+            }
+            if outbox.bytes + size <= limit.max_bytes {
+                outbox.bytes += size;
+                outbox.queue.push_back(Outbound::Message(prepared));
+                (Outcome::Done, outbox.waker.take())
+            } else if limit.policy == SlowConsumerPolicy::Drop {
+                return Outcome::Dropped;
+            } else {
+                // What is queued is let go now (the socket closes without
+                // it, as the write queue's unstarted frames are); the task
+                // closes with 1008 when it wakes.
+                outbox.overflowed = true;
+                outbox.queue.clear();
+                outbox.bytes = 0;
+                outbox.queue.push_back(Outbound::Overflowed);
+                (Outcome::Dropped, outbox.waker.take())
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        outcome
+    }
+
     /// Queue a close for the socket.
     pub(crate) fn close(&self, code: CloseCode, reason: &str) {
         self.push(Outbound::Close(code, reason.to_owned()));
@@ -196,7 +265,9 @@ impl SocketShared {
 
     /// Take everything queued for the socket.
     pub(crate) fn drain(&self) -> VecDeque<Outbound> {
-        std::mem::take(&mut self.outbox.lock().expect("outbox lock").queue)
+        let mut outbox = self.outbox.lock().expect("outbox lock");
+        outbox.bytes = 0;
+        std::mem::take(&mut outbox.queue)
     }
 
     /// Ready when something is queued; otherwise the next push wakes `cx`.
@@ -242,6 +313,7 @@ pub trait HubEngine: Send + Sync + fmt::Debug + 'static {
 #[derive(Debug, Default)]
 pub struct LocalHub {
     node: NodeId,
+    limit: OutboxLimit,
     next_sequence: AtomicU64,
     sockets: Mutex<HashMap<SocketId, Arc<SocketShared>>>,
     /// Each group's members, with their shared part at hand: a broadcast
@@ -272,11 +344,15 @@ type Members = HashMap<SocketId, Arc<SocketShared>>;
 ///
 /// # Memory
 ///
-/// A socket's outbox is unbounded as a queue, and bounded in effect: the
-/// socket's task moves it into its write queue at every wake, and a write
-/// queue past [`SocketSettings::max_outbound_bytes`](crate::SocketSettings)
-/// triggers the slow-consumer policy (close, or drop the message). When a
-/// socket closes, its outbox is dropped with it.
+/// A socket's outbox is bounded: past
+/// [`SocketSettings::max_outbound_bytes`](crate::SocketSettings) of queued
+/// payload the slow-consumer policy applies ([`Outcome::Dropped`]: by
+/// default what was queued is dropped and the socket closes with 1008; with
+/// `SlowConsumerPolicy::Drop` the new message is dropped). The socket's task
+/// moves the outbox into its write queue at every wake, and that queue has
+/// the same bound, so a socket holds at most about twice the limit whatever
+/// publishers do and however long its task waits for a CPU. When a socket
+/// closes, its outbox is dropped with it.
 #[derive(Clone, Debug)]
 pub struct Hub {
     local: Arc<LocalHub>,
@@ -373,10 +449,20 @@ impl Hub {
 }
 
 impl LocalHub {
-    /// The sockets and groups of node `node`, none yet.
+    /// The sockets and groups of node `node`, none yet, with the default
+    /// outbox bound (8 MiB, then close the socket).
     pub fn new(node: NodeId) -> Self {
         LocalHub {
             node,
+            ..LocalHub::default()
+        }
+    }
+
+    /// The same, with each socket's outbox bounded by `limit`.
+    pub(crate) fn with_limit(node: NodeId, limit: OutboxLimit) -> Self {
+        LocalHub {
+            node,
+            limit,
             ..LocalHub::default()
         }
     }
@@ -446,11 +532,11 @@ impl LocalHub {
         self.len() == 0
     }
 
-    /// Queue an item for a socket of this node.
-    fn push(&self, id: SocketId, item: Outbound) -> Outcome {
+    /// Queue a close for a socket of this node.
+    fn push_close(&self, id: SocketId, code: CloseCode, reason: &str) -> Outcome {
         match self.socket(id) {
             Some(socket) => {
-                socket.push(item);
+                socket.close(code, reason);
                 Outcome::Done
             }
             None => Outcome::NotFound,
@@ -461,7 +547,10 @@ impl LocalHub {
 /// This node's sockets only: an id of another node is [`Outcome::NotFound`].
 impl HubEngine for LocalHub {
     fn send(&self, id: SocketId, message: Message) -> Outcome {
-        self.push(id, Outbound::Message(PreparedMessage::new(message)))
+        match self.socket(id) {
+            Some(socket) => socket.push_message(PreparedMessage::new(message), self.limit),
+            None => Outcome::NotFound,
+        }
     }
 
     fn send_to_group(&self, group: &str, message: Message) -> GroupSend {
@@ -472,11 +561,14 @@ impl HubEngine for LocalHub {
         let Some(members) = groups.get(group) else {
             return GroupSend::default();
         };
+        let mut queued = 0;
         for socket in members.values() {
-            socket.push(Outbound::Message(prepared.clone()));
+            if socket.push_message(prepared.clone(), self.limit) == Outcome::Done {
+                queued += 1;
+            }
         }
         GroupSend {
-            local: members.len(),
+            local: queued,
             forwarded: false,
         }
     }
@@ -532,7 +624,7 @@ impl HubEngine for LocalHub {
     }
 
     fn close(&self, id: SocketId, code: CloseCode, reason: &str) -> Outcome {
-        self.push(id, Outbound::Close(code, reason.to_owned()))
+        self.push_close(id, code, reason)
     }
 }
 
@@ -579,6 +671,62 @@ mod tests {
         assert_eq!(hub.close(id, CloseCode::NORMAL, ""), Outcome::NotFound);
         assert_eq!(hub.add_to_group("g", id), Outcome::NotFound);
         assert!(hub.is_empty());
+    }
+
+    fn payloads(shared: &SocketShared) -> Vec<String> {
+        shared
+            .drain()
+            .into_iter()
+            .map(|item| match item {
+                Outbound::Message(prepared) => {
+                    String::from_utf8(prepared.message().payload().to_vec()).unwrap()
+                }
+                Outbound::Close(code, _) => format!("close {}", code.0),
+                Outbound::Overflowed => "overflowed".to_owned(),
+            })
+            .collect()
+    }
+
+    /// The outbox's bound, for a socket whose task does not drain it: the
+    /// close policy lets go of what is queued and marks the socket for a
+    /// 1008; the drop policy drops what does not fit.
+    #[test]
+    fn outbox_is_bounded_by_the_slow_consumer_policy() {
+        let sixty = "x".repeat(60);
+        for (policy, expected) in [
+            (SlowConsumerPolicy::Close, vec!["overflowed"]),
+            (SlowConsumerPolicy::Drop, vec![sixty.as_str()]),
+        ] {
+            let limit = OutboxLimit {
+                max_bytes: 100,
+                policy,
+            };
+            let hub = Hub::with_local(Arc::new(LocalHub::with_limit(NodeId(0), limit)));
+            let shared = hub.register();
+            let id = shared.id();
+            hub.add_to_group("g", id);
+            assert_eq!(hub.send(id, Message::text(sixty.clone())), Outcome::Done);
+            assert_eq!(hub.send(id, Message::text(sixty.clone())), Outcome::Dropped);
+            assert_eq!(
+                hub.send_to_group("g", Message::text("x")).local,
+                usize::from(policy == SlowConsumerPolicy::Drop)
+            );
+            assert_eq!(
+                payloads(&shared)[..expected.len()],
+                expected[..],
+                "{policy:?}"
+            );
+            match policy {
+                // Closing: nothing more is taken.
+                SlowConsumerPolicy::Close => {
+                    assert_eq!(hub.send(id, Message::text("late")), Outcome::Dropped)
+                }
+                // Drained: room again.
+                SlowConsumerPolicy::Drop => {
+                    assert_eq!(hub.send(id, Message::text(sixty.clone())), Outcome::Done)
+                }
+            }
+        }
     }
 
     /// The race the module's lock order closes: sockets joining groups from

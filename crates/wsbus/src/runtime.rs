@@ -12,7 +12,7 @@ use wsbus_proto::handshake::RejectionKind;
 use wsbus_proto::{CloseCode, DeflateConfig, Limits};
 
 use crate::driver::{SessionRefresh, SocketSettings};
-use crate::hub::{Hub, HubEngine, LocalHub, NodeId, SocketId, SocketShared};
+use crate::hub::{Hub, HubEngine, LocalHub, NodeId, OutboxLimit, SocketId, SocketShared};
 use crate::session::{MemorySessionStore, SessionId, SessionStore, Sessions};
 
 /// Why an upgrade was refused: a label a metric can count.
@@ -276,7 +276,12 @@ impl RuntimeBuilder {
 
     /// The runtime.
     pub fn build(self) -> Runtime {
-        let local = Arc::new(LocalHub::new(self.node));
+        let socket = &self.config.socket;
+        let limit = OutboxLimit {
+            max_bytes: socket.max_outbound_bytes,
+            policy: socket.slow_consumer,
+        };
+        let local = Arc::new(LocalHub::with_limit(self.node, limit));
         let hub = match self.engine {
             Some(make) => Hub::with_engine(local.clone(), make(local)),
             None => Hub::with_local(local),

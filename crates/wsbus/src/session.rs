@@ -477,7 +477,7 @@ mod tests {
                 .into_iter()
                 .filter_map(|item| match item {
                     crate::hub::Outbound::Close(code, reason) => Some((code, reason)),
-                    crate::hub::Outbound::Message(_) => None,
+                    crate::hub::Outbound::Message(_) | crate::hub::Outbound::Overflowed => None,
                 })
                 .collect::<Vec<_>>()
         };

@@ -122,7 +122,7 @@ mod tests {
             .into_iter()
             .map(|item| match item {
                 Outbound::Message(prepared) => prepared.message().payload().to_vec(),
-                Outbound::Close(..) => panic!("a close"),
+                Outbound::Close(..) | Outbound::Overflowed => panic!("a close"),
             })
             .collect();
         assert_eq!(sent, [b"0", b"1", b"2"]);

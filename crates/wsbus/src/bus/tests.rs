@@ -69,7 +69,7 @@ fn texts(queued: impl IntoIterator<Item = Outbound>) -> Vec<String> {
             Outbound::Message(prepared) => {
                 String::from_utf8(prepared.message().payload().to_vec()).unwrap()
             }
-            Outbound::Close(..) => panic!("a close"),
+            Outbound::Close(..) | Outbound::Overflowed => panic!("a close"),
         })
         .collect()
 }
