@@ -1,0 +1,211 @@
+//! [`LocalHub`]: the sockets and groups of this process.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use wsbus_proto::{CloseCode, Message, PreparedMessage};
+
+use super::socket::{OutboxLimit, SocketShared};
+use super::{GroupSend, HubEngine, NodeId, Outcome, SocketId};
+
+/// The sockets and groups of this process.
+#[derive(Debug, Default)]
+pub struct LocalHub {
+    node: NodeId,
+    limit: OutboxLimit,
+    next_sequence: AtomicU64,
+    sockets: Mutex<HashMap<SocketId, Arc<SocketShared>>>,
+    /// Each group's members, with their shared part at hand: a broadcast
+    /// pushes to them without a second lookup per member.
+    groups: Mutex<HashMap<Box<str>, Members>>,
+}
+
+/// A group's members on this node.
+type Members = HashMap<SocketId, Arc<SocketShared>>;
+
+impl LocalHub {
+    /// The sockets and groups of node `node`, none yet, with the default
+    /// outbox bound (8 MiB, then close the socket).
+    pub fn new(node: NodeId) -> Self {
+        LocalHub {
+            node,
+            ..LocalHub::default()
+        }
+    }
+
+    /// The same, with each socket's outbox bounded by `limit`.
+    pub(crate) fn with_limit(node: NodeId, limit: OutboxLimit) -> Self {
+        LocalHub {
+            node,
+            limit,
+            ..LocalHub::default()
+        }
+    }
+
+    /// The node these sockets live on.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    pub(super) fn register(&self) -> Arc<SocketShared> {
+        let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = SocketId::new(self.node, sequence);
+        let shared = Arc::new(SocketShared::new(id));
+        self.sockets
+            .lock()
+            .expect("hub lock")
+            .insert(id, shared.clone());
+        shared
+    }
+
+    /// Forget a closed socket and end its group memberships. Idempotent.
+    pub(super) fn unregister(&self, id: SocketId) {
+        let Some(shared) = self.sockets.lock().expect("hub lock").remove(&id) else {
+            return;
+        };
+        // The task's waker refers to the task: let it go with the socket.
+        shared.forget_waker();
+        let mut membership = shared.membership.lock().expect("membership lock");
+        membership.closed = true;
+        let groups = std::mem::take(&mut membership.groups);
+        let mut all = self.groups.lock().expect("hub lock");
+        for group in groups {
+            if let Some(members) = all.get_mut(&group) {
+                members.remove(&id);
+                if members.is_empty() {
+                    all.remove(&group);
+                }
+            }
+        }
+    }
+
+    /// Close every socket of this process (server shutdown).
+    pub(crate) fn close_all(&self, code: CloseCode, reason: &str) {
+        let sockets: Vec<Arc<SocketShared>> = self
+            .sockets
+            .lock()
+            .expect("hub lock")
+            .values()
+            .cloned()
+            .collect();
+        for socket in sockets {
+            socket.close(code, reason);
+        }
+    }
+
+    fn socket(&self, id: SocketId) -> Option<Arc<SocketShared>> {
+        self.sockets.lock().expect("hub lock").get(&id).cloned()
+    }
+
+    /// The number of groups with members.
+    #[cfg(test)]
+    pub(super) fn group_count(&self) -> usize {
+        self.groups.lock().expect("hub lock").len()
+    }
+
+    /// The number of open sockets.
+    pub fn len(&self) -> usize {
+        self.sockets.lock().expect("hub lock").len()
+    }
+
+    /// Whether no socket is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queue a close for a socket of this node.
+    fn push_close(&self, id: SocketId, code: CloseCode, reason: &str) -> Outcome {
+        match self.socket(id) {
+            Some(socket) => {
+                socket.close(code, reason);
+                Outcome::Done
+            }
+            None => Outcome::NotFound,
+        }
+    }
+}
+
+/// This node's sockets only: an id of another node is [`Outcome::NotFound`].
+impl HubEngine for LocalHub {
+    fn send(&self, id: SocketId, message: Message) -> Outcome {
+        match self.socket(id) {
+            Some(socket) => socket.push_message(PreparedMessage::new(message), self.limit),
+            None => Outcome::NotFound,
+        }
+    }
+
+    fn send_to_group(&self, group: &str, message: Message) -> GroupSend {
+        let prepared = PreparedMessage::new(message);
+        // Pushing under the groups lock keeps a broadcast free of per-member
+        // allocation; a push only appends to an outbox and takes a waker.
+        let groups = self.groups.lock().expect("hub lock");
+        let Some(members) = groups.get(group) else {
+            return GroupSend::default();
+        };
+        let mut queued = 0;
+        for socket in members.values() {
+            if socket.push_message(prepared.clone(), self.limit) == Outcome::Done {
+                queued += 1;
+            }
+        }
+        GroupSend {
+            local: queued,
+            forwarded: false,
+        }
+    }
+
+    fn add_to_group(&self, group: &str, id: SocketId) -> Outcome {
+        let Some(socket) = self.socket(id) else {
+            return Outcome::NotFound;
+        };
+        // Lock order: membership, then groups (module docs).
+        let mut membership = socket.membership.lock().expect("membership lock");
+        if membership.closed {
+            return Outcome::NotFound;
+        }
+        let added = self
+            .groups
+            .lock()
+            .expect("hub lock")
+            .entry(group.into())
+            .or_default()
+            .insert(id, socket.clone())
+            .is_none();
+        if added {
+            membership.groups.push(group.into());
+        }
+        Outcome::Done
+    }
+
+    fn remove_from_group(&self, group: &str, id: SocketId) -> Outcome {
+        let Some(socket) = self.socket(id) else {
+            return Outcome::NotFound;
+        };
+        let mut membership = socket.membership.lock().expect("membership lock");
+        let Some(position) = membership.groups.iter().position(|g| &**g == group) else {
+            return Outcome::NotFound;
+        };
+        membership.groups.swap_remove(position);
+        let mut groups = self.groups.lock().expect("hub lock");
+        if let Some(members) = groups.get_mut(group) {
+            members.remove(&id);
+            if members.is_empty() {
+                groups.remove(group);
+            }
+        }
+        Outcome::Done
+    }
+
+    fn group_size(&self, group: &str) -> usize {
+        self.groups
+            .lock()
+            .expect("hub lock")
+            .get(group)
+            .map_or(0, HashMap::len)
+    }
+
+    fn close(&self, id: SocketId, code: CloseCode, reason: &str) -> Outcome {
+        self.push_close(id, code, reason)
+    }
+}
