@@ -1,88 +1,13 @@
-//! Bayeux messages: their JSON form, batch parsing with limits, and the
-//! pre-serialized messages the engine hands out.
+//! Reading messages: the hand-written serde visitors and batch parsing.
 
 use std::fmt;
-use std::sync::Arc;
 
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Map, Value};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
+use super::{Advice, Batch, BatchLimits, InvalidMessage, Message, Subscription};
 use crate::error::BayeuxError;
-use crate::id::ClientId;
-
-/// One Bayeux message, as received or sent. Every field is optional on the
-/// wire; which ones a message needs depends on its channel. Fields this
-/// crate does not know are kept in [`other`](Self::other) (and written back
-/// if the message is serialized again).
-///
-/// Deserialized by hand (below) rather than derived: the derive of a struct
-/// with a `flatten`ed field buffers every field before reading it, which
-/// made parsing most of the engine's cost per long-polling request. A key
-/// given twice takes its last value, as in a `serde_json::Value`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Message {
-    /// The channel, as written (validated by the engine, not here): a
-    /// `/meta/…` channel for the protocol, any other for a publish or a
-    /// delivery.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
-    /// Echoed verbatim in the reply (Bayeux says a string; some clients send
-    /// numbers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<Value>,
-    /// The session the message belongs to, given by the handshake reply;
-    /// required on every message but the handshake.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
-    /// `Some(Value::Null)` for `"data": null`, `None` when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
-    /// The pattern(s) of a `/meta/subscribe` or `/meta/unsubscribe`, echoed
-    /// in its reply.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subscription: Option<Subscription>,
-    /// In a reply: whether the request it answers succeeded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub successful: Option<bool>,
-    /// In a failed reply: the [`BayeuxError`] in its wire form
-    /// `code::message`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// What the client should do next (handshake and connect replies, and
-    /// `402` errors); a client may send `timeout` on `/meta/connect` to ask
-    /// for a shorter hold.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub advice: Option<Advice>,
-    /// Extension fields: `ack` (the `ack` extension), `replay` and
-    /// `offset` (history), `presence` (subscribe replies), tokens for an
-    /// [`Authorizer`](crate::Authorizer).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ext: Option<Map<String, Value>>,
-    /// Handshake and its reply: the transport names (`websocket`,
-    /// `long-polling`) the sender supports.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub supported_connection_types: Option<Vec<String>>,
-    /// Handshake and its reply: the Bayeux version, `1.0` (any `1.x` is
-    /// accepted).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// Handshake and its reply: the oldest version the sender accepts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub minimum_version: Option<String>,
-    /// `/meta/connect`: the transport the client says it uses. Informative
-    /// only: the engine goes by the transport the request arrived on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection_type: Option<String>,
-    /// When the message was sent, as the sender wrote it; kept, never
-    /// interpreted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<String>,
-    /// Fields not defined by Bayeux 1.0.
-    #[serde(flatten)]
-    pub other: Map<String, Value>,
-}
 
 /// The fields of [`Message`] and [`Advice`], told apart without allocating
 /// (an unknown key is kept for `other`).
@@ -224,38 +149,6 @@ impl<'de> Visitor<'de> for MessageVisitor {
     }
 }
 
-impl Message {
-    /// An empty message on `channel`.
-    pub fn on(channel: impl Into<String>) -> Self {
-        Message {
-            channel: Some(channel.into()),
-            ..Message::default()
-        }
-    }
-
-    /// `ext[key]`, if the message has an `ext` object with that key.
-    pub fn ext_field(&self, key: &str) -> Option<&Value> {
-        self.ext.as_ref()?.get(key)
-    }
-
-    /// Sets `ext[key]`, creating `ext` if needed.
-    pub fn set_ext_field(&mut self, key: &str, value: Value) {
-        self.ext
-            .get_or_insert_with(Map::new)
-            .insert(key.to_owned(), value);
-    }
-}
-
-/// A subscribe or unsubscribe message's `subscription`: one pattern or a list.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
-pub enum Subscription {
-    /// `"subscription": "/chat/*"`.
-    One(String),
-    /// `"subscription": ["/chat/a", "/chat/b"]`: all or nothing.
-    Many(Vec<String>),
-}
-
 impl<'de> Deserialize<'de> for Subscription {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct SubscriptionVisitor;
@@ -280,40 +173,6 @@ impl<'de> Deserialize<'de> for Subscription {
         }
         deserializer.deserialize_any(SubscriptionVisitor)
     }
-}
-
-impl Subscription {
-    /// The patterns, whichever form was used.
-    pub fn patterns(&self) -> &[String] {
-        match self {
-            Subscription::One(one) => std::slice::from_ref(one),
-            Subscription::Many(many) => many,
-        }
-    }
-}
-
-/// What a client should do after a reply (Bayeux 1.0 §3.5). Durations are
-/// milliseconds.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Advice {
-    /// What to do after this reply.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reconnect: Option<Reconnect>,
-    /// Milliseconds to wait before the next `/meta/connect` (or handshake).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<u64>,
-    /// Milliseconds the server holds a `/meta/connect` with nothing to
-    /// deliver; sent by a client, the longest hold it wants.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<u64>,
-    /// CometD's extension: how long the server keeps a session without a
-    /// `/meta/connect`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_interval: Option<u64>,
-    /// Fields not defined by Bayeux 1.0 or CometD, kept as received.
-    #[serde(flatten)]
-    pub other: Map<String, Value>,
 }
 
 impl<'de> Deserialize<'de> for Advice {
@@ -345,70 +204,14 @@ impl<'de> Deserialize<'de> for Advice {
     }
 }
 
-/// `advice.reconnect`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Reconnect {
-    /// Send the next `/meta/connect` after `interval`.
-    Retry,
-    /// Handshake again: the session is gone.
-    Handshake,
-    /// Stop: the server ended the session on purpose.
-    None,
-}
-
-/// A message that could not be read as a [`Message`]. Its `id` and `channel`
-/// are kept when they were readable, so that the error reply can echo them.
-#[derive(Clone, Debug, PartialEq)]
-pub struct InvalidMessage {
-    /// The message's `id`, if it had one (echoed in the error reply).
-    pub id: Option<Value>,
-    /// The message's `channel`, if it was a string.
-    pub channel: Option<String>,
-    /// Why it could not be read (`400`).
-    pub error: BayeuxError,
-}
-
-/// A parsed request body or WebSocket text message: one entry per message,
-/// in order, each either readable or not.
-pub type Batch = Vec<Result<Message, InvalidMessage>>;
-
-/// Limits on what one batch may hold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BatchLimits {
-    /// Largest batch in bytes, checked before parsing. Bounds the memory a
-    /// request or frame makes the parser allocate.
-    pub max_bytes: usize,
-    /// Most messages in one batch. Bounds the work and the size of the reply
-    /// one request can cause.
-    pub max_messages: usize,
-}
-
-impl BatchLimits {
-    /// 1 MiB: a bus message is small (chat lines, record updates); a megabyte
-    /// holds any sensible batch, and nothing larger is buffered.
-    pub const DEFAULT_MAX_BYTES: usize = 1 << 20;
-    /// 1,000: far above what clients batch (CometD batches a handful), low
-    /// enough that one request cannot keep the engine busy for long.
-    pub const DEFAULT_MAX_MESSAGES: usize = 1_000;
-}
-
-impl Default for BatchLimits {
-    fn default() -> Self {
-        BatchLimits {
-            max_bytes: Self::DEFAULT_MAX_BYTES,
-            max_messages: Self::DEFAULT_MAX_MESSAGES,
-        }
-    }
-}
-
 /// Parses a request body or a WebSocket text message: a JSON array of
 /// messages, or a single message object (accepted as a batch of one).
 ///
 /// A batch that cannot be read at all (too large, not JSON, neither object
 /// nor array, empty, too many messages) is an `Err` to answer with
-/// [`error_reply`] alone. A message that is not a valid Bayeux message only
-/// makes its own entry an `Err`: the others are still processed.
+/// [`error_reply`](super::error_reply) alone. A message that is not a valid
+/// Bayeux message only makes its own entry an `Err`: the others are still
+/// processed.
 pub fn parse_batch(body: &[u8], limits: &BatchLimits) -> Result<Batch, BayeuxError> {
     if body.len() > limits.max_bytes {
         return Err(BayeuxError::BATCH_TOO_LARGE);
@@ -492,121 +295,10 @@ fn parse_message(value: Value) -> Result<Message, InvalidMessage> {
     })
 }
 
-/// A message ready to send: serialized once, shared by every recipient (a
-/// broadcast to ten thousand subscribers is one string and ten thousand
-/// reference counts).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Outbound {
-    json: Arc<str>,
-}
-
-impl Outbound {
-    /// Serializes `message`.
-    pub fn new(message: &Message) -> Self {
-        // Serializing a Message cannot fail: every map key is a string.
-        let json = serde_json::to_string(message).expect("a Message always serializes");
-        Outbound { json: json.into() }
-    }
-
-    /// A successful `/meta/connect` reply, `{"channel", "id", "clientId",
-    /// "successful": true, "advice", "ext": {"ack"}}`, written directly: the
-    /// same text as [`Outbound::new`] of that [`Message`], for a fraction of
-    /// the cost (there is one per long-polling delivery). `advice` is the
-    /// advice as JSON.
-    pub(crate) fn connect_reply(
-        id: Option<&Value>,
-        client_id: &ClientId,
-        advice: &str,
-        ack: Option<u64>,
-    ) -> Self {
-        let mut json = Vec::with_capacity(80 + client_id.as_str().len() + advice.len());
-        json.extend_from_slice(br#"{"channel":"/meta/connect""#);
-        if let Some(id) = id {
-            json.extend_from_slice(br#","id":"#);
-            serde_json::to_writer(&mut json, id).expect("a Value always serializes");
-        }
-        // Client ids are base-36 digits: nothing to escape.
-        json.extend_from_slice(br#","clientId":""#);
-        json.extend_from_slice(client_id.as_str().as_bytes());
-        json.extend_from_slice(br#"","successful":true,"advice":"#);
-        json.extend_from_slice(advice.as_bytes());
-        if let Some(ack) = ack {
-            json.extend_from_slice(br#","ext":{"ack":"#);
-            json.extend_from_slice(ack.to_string().as_bytes());
-            json.push(b'}');
-        }
-        json.push(b'}');
-        let json = String::from_utf8(json).expect("JSON text is UTF-8");
-        Outbound { json: json.into() }
-    }
-
-    /// The message as a JSON object text.
-    pub fn json(&self) -> &str {
-        &self.json
-    }
-
-    /// Reads the message back (for tests, logging, outbound validation).
-    pub fn to_message(&self) -> Message {
-        serde_json::from_str(&self.json).expect("an Outbound holds a serialized Message")
-    }
-
-    /// Size in bytes, for memory accounting.
-    pub fn len(&self) -> usize {
-        self.json.len()
-    }
-
-    /// Never true: a message is at least `{}`.
-    pub fn is_empty(&self) -> bool {
-        self.json.is_empty()
-    }
-}
-
-impl fmt::Debug for Outbound {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.json)
-    }
-}
-
-/// Writes messages as one JSON array, the body of a long-polling response or
-/// one WebSocket text message. `None` for no messages: the bus never sends an
-/// empty array.
-pub fn encode_batch(messages: &[Outbound]) -> Option<String> {
-    if messages.is_empty() {
-        return None;
-    }
-    let len = messages.iter().map(|m| m.len() + 1).sum::<usize>() + 1;
-    let mut out = String::with_capacity(len);
-    out.push('[');
-    for (i, message) in messages.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(message.json());
-    }
-    out.push(']');
-    Some(out)
-}
-
-/// The reply reporting `error` for a message on `channel` with `id` (both
-/// echoed when known). A `402` carries advice to handshake again.
-pub fn error_reply(channel: Option<&str>, id: Option<Value>, error: &BayeuxError) -> Message {
-    Message {
-        channel: channel.map(str::to_owned),
-        id,
-        successful: Some(false),
-        error: Some(error.to_string()),
-        advice: error.requires_handshake().then(|| Advice {
-            reconnect: Some(Reconnect::Handshake),
-            interval: Some(0),
-            ..Advice::default()
-        }),
-        ..Message::default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::Outbound;
     use serde_json::json;
 
     fn limits() -> BatchLimits {
@@ -716,41 +408,6 @@ mod tests {
             ["/a", "/b"]
         );
     }
-
-    #[test]
-    fn connect_replies_are_written_as_serde_would() {
-        let client = ClientId::from_random([9; 16]);
-        let advice = Advice {
-            reconnect: Some(Reconnect::Retry),
-            interval: Some(0),
-            timeout: Some(30_000),
-            max_interval: Some(10_000),
-            ..Advice::default()
-        };
-        let advice_json = serde_json::to_string(&advice).unwrap();
-        for id in [
-            None,
-            Some(json!("7")),
-            Some(json!(42)),
-            Some(json!("a\"b\\c\u{1}")),
-        ] {
-            for ack in [None, Some(0), Some(u64::MAX)] {
-                let mut reply = Message::on("/meta/connect");
-                reply.id = id.clone();
-                reply.client_id = Some(client.to_string());
-                reply.successful = Some(true);
-                reply.advice = Some(advice.clone());
-                if let Some(ack) = ack {
-                    reply.set_ext_field("ack", ack.into());
-                }
-                assert_eq!(
-                    Outbound::connect_reply(id.as_ref(), &client, &advice_json, ack).json(),
-                    Outbound::new(&reply).json()
-                );
-            }
-        }
-    }
-
     #[test]
     fn both_parsing_paths_agree() {
         // Valid batches take the direct path; the same messages read through
@@ -774,26 +431,5 @@ mod tests {
         // A key given twice: its last value, as in a `Value`.
         let batch = parse_batch(br#"{"channel":"/a","channel":"/b"}"#, &limits()).unwrap();
         assert_eq!(batch[0].as_ref().unwrap().channel.as_deref(), Some("/b"));
-    }
-
-    #[test]
-    fn encoding() {
-        assert_eq!(encode_batch(&[]), None);
-        let a = Outbound::new(&Message::on("/a"));
-        let b = Outbound::new(&Message::on("/b"));
-        assert_eq!(
-            encode_batch(&[a, b]).unwrap(),
-            r#"[{"channel":"/a"},{"channel":"/b"}]"#
-        );
-        let reply = error_reply(
-            Some("/meta/connect"),
-            Some(json!("3")),
-            &BayeuxError::UNKNOWN_CLIENT,
-        );
-        assert_eq!(
-            serde_json::to_value(&reply).unwrap(),
-            json!({"channel":"/meta/connect","id":"3","successful":false,
-                   "error":"402::Unknown client","advice":{"reconnect":"handshake","interval":0}})
-        );
     }
 }
