@@ -17,7 +17,7 @@ pub use encode::{Outbound, encode_batch, error_reply};
 /// crate does not know are kept in [`other`](Self::other) (and written back
 /// if the message is serialized again).
 ///
-/// Deserialized by hand (below) rather than derived: the derive of a struct
+/// Deserialized by hand (`de.rs`) rather than derived: the derive of a struct
 /// with a `flatten`ed field buffers every field before reading it, which
 /// made parsing most of the engine's cost per long-polling request. A key
 /// given twice takes its last value, as in a `serde_json::Value`.
