@@ -4,8 +4,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::channel::ChannelPattern;
+#[cfg(doc)]
+use crate::Grant;
+use crate::channel::{ChannelName, ChannelPattern};
 use crate::message::BatchLimits;
+use crate::session::Session;
 
 /// Everything the [`Engine`](crate::Engine) is configured with. Every limit
 /// has a name, a default, and a line saying why.
@@ -38,8 +41,14 @@ pub struct BusConfig {
     /// Policies per channel pattern. The most specific pattern matching a
     /// channel wins: the channel itself, then its parent's `/*`, then `/**`
     /// of the nearest ancestor. `/service/**` channels without a matching
-    /// policy use [`ChannelPolicy::SERVICE`].
+    /// policy use [`ChannelPolicy::SERVICE`]; a presence channel
+    /// (`/presence/chat/room`) without one of its own uses its subject's
+    /// (`/chat/room`), so who may watch a room is who may join it.
     pub policies: Vec<(ChannelPattern, ChannelPolicy)>,
+    /// Whether a handshake must present a verified token
+    /// ([`Credential`](crate::Credential)); without one it is refused with
+    /// `401::Missing token`. Default `false`.
+    pub require_token: bool,
 }
 
 impl BusConfig {
@@ -62,6 +71,7 @@ impl Default for BusConfig {
             history: HistoryConfig::default(),
             default_policy: ChannelPolicy::default(),
             policies: Vec::new(),
+            require_token: false,
         }
     }
 }
@@ -175,6 +185,9 @@ pub enum SubscribePolicy {
     Authenticated,
     /// No client; the channel is for server-side code.
     Nobody,
+    /// Sessions whose token's `channels` claim lists a pattern covering the
+    /// subscription (see [`Grant::allows_pattern`]).
+    Claim,
 }
 
 /// Who may publish on a channel.
@@ -192,25 +205,60 @@ pub enum PublishPolicy {
     Subscribers,
     /// No client; only the server-side publish API.
     Nobody,
+    /// Sessions whose token's `channels` claim lists a pattern matching the
+    /// channel.
+    Claim,
 }
 
 impl SubscribePolicy {
-    pub(crate) fn allows(self, user: Option<&str>) -> bool {
+    /// Whether `session` may subscribe to `pattern`.
+    pub(crate) fn allows_pattern(self, session: &Session, pattern: &ChannelPattern) -> bool {
+        match self {
+            SubscribePolicy::Claim => session
+                .grant
+                .as_ref()
+                .is_some_and(|g| g.allows_pattern(pattern)),
+            other => other.allows_user(session),
+        }
+    }
+
+    /// Whether `session` may receive a message on `channel` (reached through
+    /// a wildcard subscription).
+    pub(crate) fn allows_channel(self, session: &Session, channel: &ChannelName) -> bool {
+        match self {
+            SubscribePolicy::Claim => session
+                .grant
+                .as_ref()
+                .is_some_and(|g| g.allows_channel(channel)),
+            other => other.allows_user(session),
+        }
+    }
+
+    fn allows_user(self, session: &Session) -> bool {
         match self {
             SubscribePolicy::Anyone => true,
-            SubscribePolicy::Authenticated => user.is_some(),
-            SubscribePolicy::Nobody => false,
+            SubscribePolicy::Authenticated => session.user.is_some(),
+            SubscribePolicy::Nobody | SubscribePolicy::Claim => false,
         }
     }
 }
 
 impl PublishPolicy {
-    pub(crate) fn allows(self, user: Option<&str>, subscribed: impl FnOnce() -> bool) -> bool {
+    pub(crate) fn allows(
+        self,
+        session: &Session,
+        channel: &ChannelName,
+        subscribed: impl FnOnce() -> bool,
+    ) -> bool {
         match self {
             PublishPolicy::Anyone => true,
-            PublishPolicy::Authenticated => user.is_some(),
+            PublishPolicy::Authenticated => session.user.is_some(),
             PublishPolicy::Subscribers => subscribed(),
             PublishPolicy::Nobody => false,
+            PublishPolicy::Claim => session
+                .grant
+                .as_ref()
+                .is_some_and(|g| g.allows_channel(channel)),
         }
     }
 }

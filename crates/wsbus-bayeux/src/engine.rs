@@ -262,11 +262,34 @@ impl Engine {
         stats
     }
 
+    /// The policy of `channel`. A presence channel's subscribe rule is its
+    /// subject's (see [`BusConfig::policies`]).
     pub(super) fn policy_for(&self, channel: &ChannelName) -> ChannelPolicy {
+        if let Some(subject) = presence::presence_subject(&ChannelPattern::from(channel.clone())) {
+            return ChannelPolicy {
+                subscribe: self.policy_for(&subject).subscribe,
+                ..ChannelPolicy::DEFAULT
+            };
+        }
         match self.policies.matching(channel).next() {
             Some((_, policy)) => *policy,
             None if channel.is_service() => ChannelPolicy::SERVICE,
             None => self.config.default_policy,
+        }
+    }
+
+    /// Whether `session` may subscribe to `pattern` by the policies (a
+    /// presence pattern by its subject's rule).
+    pub(super) fn may_subscribe(&self, session: &Session, pattern: &ChannelPattern) -> bool {
+        match presence::presence_subject_pattern(pattern) {
+            Some(subject) => self
+                .policy_for_pattern(&subject)
+                .subscribe
+                .allows_pattern(session, &subject),
+            None => self
+                .policy_for_pattern(pattern)
+                .subscribe
+                .allows_pattern(session, pattern),
         }
     }
 

@@ -8,6 +8,7 @@
 //! | code | meaning | texts |
 //! |---|---|---|
 //! | `400` | the message or batch is malformed | `Malformed JSON: …`, `Invalid message: …`, `Missing channel`, `Invalid channel: …`, `Unknown meta channel`, `Missing subscription`, `Invalid subscription: …`, `Missing data`, `Cannot publish to a wildcard channel`, `Unsupported version`, `Unsupported connection type`, `Batch too large`, `Too many messages in batch`, `Empty batch`, `Expected a JSON object or array`, `Message is not a JSON object` |
+//! | `401` | the access token is missing, refused or expired (see [`Credential`](crate::Credential)) | `Missing token`, `Token expired`, `Token of another user`, and the runtime's reasons (`Bad signature`, `Wrong issuer`, …) |
 //! | `402` | the client id is missing or unknown: handshake again | `Unknown client` (with advice `{reconnect: "handshake", interval: 0}`) |
 //! | `403` | a policy denies it | `Handshake denied`, `Subscribe denied`, `Publish denied`, `Cannot subscribe to a meta channel`, `Cannot subscribe to a service channel`, `Too many subscriptions` |
 //! | `404` | a `/service` channel without a server-side handler | `No handler for this service channel` |

@@ -122,6 +122,7 @@ pub mod channel;
 mod config;
 mod engine;
 mod error;
+mod grant;
 mod history;
 mod id;
 pub mod message;
@@ -135,6 +136,7 @@ pub use engine::{
     Published, RequestContext, ServiceRequest, SessionInfo, Stats,
 };
 pub use error::BayeuxError;
+pub use grant::{Credential, Grant};
 pub use id::{ClientId, IdHash, IdHasher, IdMap, IdSet, RandomSource};
 pub use message::{
     Advice, Batch, BatchLimits, Message, Outbound, Reconnect, encode_batch, parse_batch,

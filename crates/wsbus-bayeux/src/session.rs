@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::channel::ChannelPattern;
+use crate::grant::Grant;
 use crate::id::ClientId;
 use crate::message::Outbound;
 
@@ -119,6 +120,9 @@ impl DeliveryQueue {
 pub(crate) struct Session {
     pub(crate) id: ClientId,
     pub(crate) user: Option<Arc<str>>,
+    /// What the session's token grants, if it presented one (its user is
+    /// then [`user`](Self::user)).
+    pub(crate) grant: Option<Grant>,
     /// The transport of the latest `/meta/connect` (of the handshake before).
     pub(crate) transport: Transport,
     /// Whether a `/meta/connect` was answered: the first is answered at once.
@@ -144,6 +148,7 @@ impl Session {
         Session {
             id,
             user,
+            grant: None,
             transport,
             connected: false,
             subscriptions: HashSet::new(),
@@ -163,6 +168,11 @@ impl Session {
 
     pub(crate) fn user(&self) -> Option<&str> {
         self.user.as_deref()
+    }
+
+    /// Whether the session's token has expired at `now`.
+    pub(crate) fn token_expired(&self, now: Instant) -> bool {
+        self.grant.as_ref().is_some_and(|g| g.expired(now))
     }
 }
 

@@ -28,13 +28,13 @@ pub use pattern::{ChannelPattern, Wildcard};
 
 /// Parsers that panic on invalid text, shared by the unit tests.
 #[cfg(test)]
-mod test_support {
+pub(crate) mod test_support {
     use super::{ChannelName, ChannelPattern};
 
-    pub(super) fn name(s: &str) -> ChannelName {
+    pub(crate) fn name(s: &str) -> ChannelName {
         ChannelName::parse(s).unwrap()
     }
-    pub(super) fn pattern(s: &str) -> ChannelPattern {
+    pub(crate) fn pattern(s: &str) -> ChannelPattern {
         ChannelPattern::parse(s).unwrap()
     }
 }

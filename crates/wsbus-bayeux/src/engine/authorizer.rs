@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::channel::{ChannelName, ChannelPattern};
 use crate::error::BayeuxError;
+use crate::grant::Grant;
 use crate::id::ClientId;
 use crate::message::Message;
 use crate::session::{Session, Transport};
@@ -17,8 +18,11 @@ pub struct HandshakeRequest<'a> {
     pub message: &'a Message,
     /// The transport the handshake arrived on.
     pub transport: Transport,
-    /// The user authenticated by the transport layer.
+    /// The user authenticated by the transport layer: the verified token's
+    /// user, else the HTTP session's.
     pub user: Option<&'a Arc<str>>,
+    /// What the request's verified token grants, if it presented one.
+    pub grant: Option<&'a Grant>,
 }
 
 /// A session, as shown to an [`Authorizer`].
@@ -32,6 +36,9 @@ pub struct SessionInfo<'a> {
     /// The transport of the session's latest `/meta/connect` (of its
     /// handshake before the first).
     pub transport: Transport,
+    /// What the session's token grants (its latest refresh), if it
+    /// presented one.
+    pub grant: Option<&'a Grant>,
 }
 
 impl<'a> SessionInfo<'a> {
@@ -40,6 +47,7 @@ impl<'a> SessionInfo<'a> {
             client_id: &session.id,
             user: session.user(),
             transport: session.transport,
+            grant: session.grant.as_ref(),
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::message::{Advice, Message, Outbound, Reconnect, error_reply};
 use crate::session::Transport;
 
 use super::holds::HoldId;
-use super::{Engine, HeldConnect, META_CONNECT, Outcome, RequestContext};
+use super::{CloseReason, Engine, HeldConnect, META_CONNECT, Outcome, RequestContext};
 
 impl Engine {
     pub(super) fn connect(
@@ -80,7 +80,10 @@ impl Engine {
             out.replies.extend(replies);
             return;
         }
-        let deadline = now + timeout;
+        // A connect held past the token's expiry is answered at the expiry,
+        // with `401::Token expired`.
+        let token_expiry = session.grant.as_ref().and_then(|g| g.expires_at);
+        let deadline = cmp::min(now + timeout, token_expiry.unwrap_or(now + timeout));
         let hold_id = self.holds.hold(&id, message.id, deadline);
         // A session holding a connect is alive.
         self.set_expiry(&id, None);
@@ -145,6 +148,14 @@ impl Engine {
         let session = self.sessions.get_mut(&id)?;
         session.wake_pending = false;
         let deadline = self.holds.get(&id)?.deadline;
+        if session.token_expired(now) {
+            self.remove_session(&id, CloseReason::TokenExpired, now);
+            self.process_removals(now);
+            return self
+                .holds
+                .take_released(hold_id)
+                .map(|(_, replies)| replies);
+        }
         let ready =
             now >= deadline || (session.delivers_with_connect() && !session.queue.is_empty());
         if !ready {

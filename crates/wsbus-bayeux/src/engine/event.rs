@@ -21,6 +21,8 @@ pub enum CloseReason {
     Expired,
     /// More than `max_queued_messages` waited for it.
     QueueOverflow,
+    /// Its access token expired (or a refresh presented a refused token).
+    TokenExpired,
 }
 
 /// A message published by a client on a `/service` channel, for server-side

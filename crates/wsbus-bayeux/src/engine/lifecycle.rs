@@ -6,6 +6,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::error::BayeuxError;
+use crate::grant::Credential;
 use crate::id::ClientId;
 use crate::message::{Advice, Message, Outbound, Reconnect, error_reply};
 use crate::session::Session;
@@ -55,13 +56,31 @@ impl Engine {
                 );
             }
         }
+        // A refused token is refused whatever else the request carries; the
+        // same token would be refused again, so: reconnect none.
+        let grant = match &context.credential {
+            Some(Credential::Refused(reason)) => {
+                return refuse(out, &BayeuxError::unauthorized(reason), Reconnect::None);
+            }
+            Some(Credential::Verified(grant)) if grant.expired(now) => {
+                return refuse(out, &BayeuxError::TOKEN_EXPIRED, Reconnect::None);
+            }
+            Some(Credential::Verified(grant)) => Some(grant.clone()),
+            None if self.config.require_token => {
+                return refuse(out, &BayeuxError::MISSING_TOKEN, Reconnect::None);
+            }
+            None => None,
+        };
         if self.sessions.len() >= self.config.limits.max_sessions {
             return refuse(out, &BayeuxError::TOO_MANY_SESSIONS, Reconnect::Handshake);
         }
+        // The token's user, else the transport's (an HTTP session).
+        let transport_user = grant.as_ref().map(|g| &g.user).or(context.user.as_ref());
         let request = HandshakeRequest {
             message: &message,
             transport: context.transport,
-            user: context.user.as_ref(),
+            user: transport_user,
+            grant: grant.as_ref(),
         };
         let user = match self.authorizer.handshake(&request) {
             Ok(user) => user,
@@ -72,10 +91,10 @@ impl Engine {
         };
         // CometD's ack extension: the client asks with `ext.ack: true`.
         let ack = message.ext_field("ack") == Some(&Value::Bool(true));
-        self.sessions.insert(
-            id.clone(),
-            Session::new(id.clone(), user.clone(), context.transport, ack),
-        );
+        let mut session = Session::new(id.clone(), user.clone(), context.transport, ack);
+        // The grant holds only while the authorizer kept the token's user.
+        session.grant = grant.filter(|g| user.as_ref() == Some(&g.user));
+        self.sessions.insert(id.clone(), session);
         self.set_expiry(&id, Some(now + self.config.max_interval));
         self.events.push_back(Event::SessionOpened {
             client_id: id.clone(),
@@ -182,6 +201,13 @@ impl Engine {
                     held.message_id,
                     &BayeuxError::UNKNOWN_CLIENT,
                 ),
+                // Only a new token helps: handshake with one.
+                CloseReason::TokenExpired => token_refused_reply(
+                    META_CONNECT,
+                    held.message_id,
+                    id,
+                    &BayeuxError::TOKEN_EXPIRED,
+                ),
             };
             let mut replies = held.pending_replies;
             replies.push(Outbound::new(&reply));
@@ -204,4 +230,23 @@ impl Engine {
             );
         }
     }
+}
+
+/// The reply to a request of a session whose token expired or whose
+/// refresh was refused (`401::…`): advice `reconnect: handshake`, with a new
+/// token.
+pub(super) fn token_refused_reply(
+    channel: &str,
+    message_id: Option<Value>,
+    client: &ClientId,
+    error: &BayeuxError,
+) -> Message {
+    let mut reply = error_reply(Some(channel), message_id, error);
+    reply.client_id = Some(client.to_string());
+    reply.advice = Some(Advice {
+        reconnect: Some(Reconnect::Handshake),
+        interval: Some(0),
+        ..Advice::default()
+    });
+    reply
 }

@@ -144,3 +144,14 @@ pub(super) fn presence_subject(pattern: &ChannelPattern) -> Option<ChannelName> 
     }
     ChannelName::parse(subject).ok()
 }
+
+/// The pattern whose subscribe rule governs a subscription to `pattern` on
+/// the presence channels: `/presence/chat/*` → `/chat/*` (who may watch a
+/// room is who may join it). `None` for other patterns.
+pub(super) fn presence_subject_pattern(pattern: &ChannelPattern) -> Option<ChannelPattern> {
+    let subject = pattern.as_str().strip_prefix(PRESENCE_PREFIX)?;
+    if !subject.starts_with('/') {
+        return None;
+    }
+    ChannelPattern::parse(subject).ok()
+}

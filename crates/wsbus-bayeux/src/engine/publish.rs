@@ -14,7 +14,7 @@ use crate::message::{Message, Outbound, error_reply};
 use crate::session::Session;
 
 use super::holds::Holds;
-use super::presence::is_presence_channel;
+use super::presence::{is_presence_channel, presence_subject};
 use super::{CloseReason, Engine, Event, Outcome, RequestContext, ServiceRequest, SessionInfo};
 
 /// The result of a broadcast.
@@ -63,7 +63,7 @@ impl Engine {
         let policy = self.policy_for(&channel);
         let session = &self.sessions[&id];
         let subscriptions = &self.subscriptions;
-        if !policy.publish.allows(session.user(), || {
+        if !policy.publish.allows(session, &channel, || {
             subscriptions.is_subscribed(&channel, &id)
         }) {
             return fail(out, &BayeuxError::PUBLISH_DENIED);
@@ -136,7 +136,7 @@ impl Engine {
         }
         let mut message = Message::on(channel.as_str());
         message.data = Some(data);
-        self.enqueue(client, Outbound::new(&message));
+        self.enqueue(now, client, Outbound::new(&message));
         self.process_removals(now);
         Ok(())
     }
@@ -173,6 +173,10 @@ impl Engine {
         // observers) costs no lookup per recipient and allocates nothing.
         let sets: Vec<(MatchKind, &IdSet<ClientId>)> =
             self.subscriptions.matching_sets(channel).collect();
+        // What wildcard subscribers are checked against: a presence
+        // channel's subject (its subscribe rule is the subject's).
+        let checked = presence_subject(&ChannelPattern::from(channel.clone()));
+        let checked = checked.as_ref().unwrap_or(channel);
         let mut recipients = 0;
         let mut queue = Enqueue {
             sessions: &mut self.sessions,
@@ -194,14 +198,17 @@ impl Engine {
                 }
                 // A wildcard subscription was checked against the pattern's
                 // policy; this channel's own may be stricter.
-                if kind == MatchKind::Wildcard {
-                    let user = queue.sessions.get(client).and_then(Session::user);
-                    if !policy.subscribe.allows(user) {
-                        continue;
-                    }
+                if kind == MatchKind::Wildcard
+                    && !queue
+                        .sessions
+                        .get(client)
+                        .is_some_and(|s| policy.subscribe.allows_channel(s, checked))
+                {
+                    continue;
                 }
-                queue.push(client, &outbound);
-                recipients += 1;
+                if queue.push(now, client, &outbound) {
+                    recipients += 1;
+                }
             }
         }
         Published { offset, recipients }
@@ -209,7 +216,7 @@ impl Engine {
 
     /// Queues `message` for `client`, waking the driver if it can be sent
     /// now; schedules the session's removal if its queue is full.
-    fn enqueue(&mut self, client: &ClientId, message: Outbound) {
+    fn enqueue(&mut self, now: Instant, client: &ClientId, message: Outbound) {
         Enqueue {
             sessions: &mut self.sessions,
             holds: &self.holds,
@@ -217,7 +224,7 @@ impl Engine {
             removals: &mut self.removals,
             max_queued: self.config.limits.max_queued_messages,
         }
-        .push(client, &message);
+        .push(now, client, &message);
     }
 
     /// Emits one `Wake` for `client` until the driver polls it.
@@ -259,18 +266,23 @@ struct Enqueue<'a> {
 impl Enqueue<'_> {
     /// Queues `message` for `client` and emits one `Wake` until the driver
     /// polls (if the message can be sent now); schedules the session's
-    /// removal if its queue is full.
-    fn push(&mut self, client: &ClientId, message: &Outbound) {
+    /// removal if its queue is full. Whether the message was queued.
+    fn push(&mut self, now: Instant, client: &ClientId, message: &Outbound) -> bool {
         let Some(session) = self.sessions.get_mut(client) else {
-            return;
+            return false;
         };
+        // Nothing after its token's expiry; the session learns at its next
+        // request (or its held connect at the expiry) and ends then.
+        if session.token_expired(now) {
+            return false;
+        }
         if session.queue.len() >= self.max_queued {
             if !session.closing {
                 session.closing = true;
                 self.removals
                     .push((client.clone(), CloseReason::QueueOverflow));
             }
-            return;
+            return false;
         }
         session.queue.push(message.clone());
         // `wake_pending` first: in a burst, the hold is not looked up again.
@@ -279,5 +291,6 @@ impl Enqueue<'_> {
             session.wake_pending = true;
             self.events.push_back(Event::Wake(client.clone()));
         }
+        true
     }
 }

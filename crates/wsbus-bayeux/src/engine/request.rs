@@ -5,13 +5,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::BayeuxError;
+use crate::grant::Credential;
 use crate::id::ClientId;
 use crate::message::{Batch, Message, Outbound, encode_batch, error_reply, parse_batch};
 use crate::session::Transport;
 
 use super::holds::HoldId;
+use super::lifecycle::token_refused_reply;
 use super::{
-    Engine, META_CONNECT, META_DISCONNECT, META_HANDSHAKE, META_SUBSCRIBE, META_UNSUBSCRIBE,
+    CloseReason, Engine, META_CONNECT, META_DISCONNECT, META_HANDSHAKE, META_SUBSCRIBE,
+    META_UNSUBSCRIBE,
 };
 
 /// What the runtime knows about the request a batch arrived in.
@@ -27,6 +30,11 @@ pub struct RequestContext {
     /// carry a different user are treated as from an unknown client, so that
     /// a client id leaked to another user is useless to them.
     pub user: Option<Arc<str>>,
+    /// The access token the request presented (its WebSocket upgrade or
+    /// HTTP request, or the `ext.access_token` of its handshake or connect),
+    /// as the runtime checked it. See [`Credential`] for what the engine
+    /// does with it.
+    pub credential: Option<Credential>,
 }
 
 impl RequestContext {
@@ -35,6 +43,7 @@ impl RequestContext {
         RequestContext {
             transport: Transport::WebSocket,
             user: None,
+            credential: None,
         }
     }
 
@@ -43,7 +52,14 @@ impl RequestContext {
         RequestContext {
             transport: Transport::LongPolling,
             user: None,
+            credential: None,
         }
+    }
+
+    /// The same request, presenting a token checked with this outcome.
+    pub fn with_credential(mut self, credential: Credential) -> Self {
+        self.credential = Some(credential);
+        self
     }
 
     /// The same request, authenticated as `user`.
@@ -167,6 +183,11 @@ impl Engine {
             ));
             return;
         };
+        if channel != META_HANDSHAKE
+            && self.end_if_token_expired(now, context, &channel, &message, out)
+        {
+            return;
+        }
         match channel.as_str() {
             META_HANDSHAKE => self.handshake(now, context, message, out),
             META_CONNECT => self.connect(now, context, message, out),
@@ -175,6 +196,53 @@ impl Engine {
             META_DISCONNECT => self.client_disconnect(now, context, message, out),
             _ => self.client_publish(now, context, &channel, message, out),
         }
+    }
+
+    /// Applies a token refresh (a `/meta/connect` presenting a token) and
+    /// ends the session `message` names if its token has expired: the
+    /// message is answered with `401::<reason>`, advice `reconnect:
+    /// handshake`. Whether it was.
+    fn end_if_token_expired(
+        &mut self,
+        now: Instant,
+        context: &RequestContext,
+        channel: &str,
+        message: &Message,
+        out: &mut Outcome,
+    ) -> bool {
+        let Some(id) = self.session_for(message, context) else {
+            return false;
+        };
+        let session = self.sessions.get_mut(&id).expect("looked up above");
+        let refused = match (&context.credential, channel) {
+            (Some(Credential::Verified(grant)), META_CONNECT) => {
+                if session.user.as_ref() == Some(&grant.user) {
+                    session.grant = Some(grant.clone());
+                    None
+                } else {
+                    Some(BayeuxError::unauthorized("Token of another user"))
+                }
+            }
+            (Some(Credential::Refused(reason)), META_CONNECT) => {
+                Some(BayeuxError::unauthorized(reason))
+            }
+            _ => None,
+        };
+        let Some(error) = refused.or_else(|| {
+            session
+                .token_expired(now)
+                .then_some(BayeuxError::TOKEN_EXPIRED)
+        }) else {
+            return false;
+        };
+        self.remove_session(&id, CloseReason::TokenExpired, now);
+        out.push(&token_refused_reply(
+            channel,
+            message.id.clone(),
+            &id,
+            &error,
+        ));
+        true
     }
 
     /// The session `message` names, if it exists and the request's user (if

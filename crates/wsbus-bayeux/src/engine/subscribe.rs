@@ -45,9 +45,8 @@ impl Engine {
             if pattern.is_service() {
                 return fail(out, &BayeuxError::SERVICE_SUBSCRIBE);
             }
-            let policy = self.policy_for_pattern(pattern);
             let session = &self.sessions[&id];
-            if !policy.subscribe.allows(session.user()) {
+            if !self.may_subscribe(session, pattern) {
                 return fail(out, &BayeuxError::SUBSCRIBE_DENIED);
             }
             if let Err(error) = self

@@ -12,6 +12,11 @@ impl Engine {
     /// presence leaves are published), drops history past its window.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(id) = self.holds.first_due(now).cloned() {
+            if self.sessions.get(&id).is_some_and(|s| s.token_expired(now)) {
+                // Answers the hold with `401::Token expired` and wakes.
+                self.remove_session(&id, CloseReason::TokenExpired, now);
+                continue;
+            }
             let (hold_id, replies) = self.release_hold(&id, now).expect("a due connect is held");
             self.holds.stash_released(now, &id, hold_id, replies);
             self.wake(&id);

@@ -11,3 +11,4 @@ mod pubsub;
 mod server_side;
 mod special_channels;
 mod support;
+mod tokens;
