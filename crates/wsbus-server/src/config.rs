@@ -19,6 +19,9 @@ const ENV_PREFIX: &str = "WSBUS_";
 /// configuration; an unknown key *inside* a section is still an error.
 const TOP_LEVEL_KEYS: &[&str] = &[
     "listen",
+    "demo",
+    "auth",
+    "websocket",
     "bus",
     "session",
     "limits",
@@ -34,6 +37,14 @@ const TOP_LEVEL_KEYS: &[&str] = &[
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// The chat demo, its page and its demo login (anyone signs in under any
+    /// name). Unset: on for the no-config first run, off once `[auth]` is
+    /// configured — see [`Config::demo_enabled`].
+    pub demo: Option<bool>,
+    /// Token authentication; absent: no tokens are checked.
+    pub auth: Option<AuthSection>,
+    /// Raw WebSocket endpoints' options.
+    pub websocket: WebSocketSection,
     pub bus: BusConfig,
     pub session: SessionConfig,
     pub limits: LimitsConfig,
@@ -48,6 +59,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8080".parse().expect("valid address"),
+            demo: None,
+            auth: None,
+            websocket: WebSocketSection::default(),
             bus: BusConfig::default(),
             session: SessionConfig::default(),
             limits: LimitsConfig::default(),
@@ -71,8 +85,11 @@ pub struct BusConfig {
     /// The transport switch: `false` refuses WebSocket on the bus (400) and
     /// leaves every client on long-polling.
     pub websocket_enabled: bool,
-    /// The bearer token of `POST /api/publish`; unset disables the endpoint.
-    pub publish_token: Option<String>,
+    /// The bearer token of `POST /api/publish` (besides a JWT whose claims
+    /// allow the channel, when `[auth]` is set); unset: only JWTs.
+    pub publish_token: Option<Secret>,
+    /// Channel policies, most specific pattern first (`[[bus.channels]]`).
+    pub channels: Vec<ChannelSection>,
 }
 
 impl Default for BusConfig {
@@ -81,7 +98,90 @@ impl Default for BusConfig {
             path: "/amb".into(),
             websocket_enabled: true,
             publish_token: None,
+            channels: Vec::new(),
         }
+    }
+}
+
+/// One `[[bus.channels]]` entry: the rules of the channels `pattern`
+/// matches (the most specific matching pattern wins).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSection {
+    pub pattern: wsbus_bayeux::ChannelPattern,
+    #[serde(default)]
+    pub subscribe: wsbus_bayeux::SubscribePolicy,
+    #[serde(default)]
+    pub publish: wsbus_bayeux::PublishPolicy,
+    /// JSON Schema of the messages' `data`, both directions.
+    pub schema: Option<PathBuf>,
+    /// Whether messages are kept for replay (default true).
+    #[serde(default = "yes")]
+    pub history: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[auth]`: JWT verification (SPEC §5).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// `true`: upgrades and bus handshakes without a valid token are refused.
+    #[serde(default)]
+    pub required: bool,
+    /// HS256 secret.
+    pub jwt_secret: Option<Secret>,
+    /// RS256 / ES256 / EdDSA public key, a PEM file.
+    pub jwt_public_key: Option<PathBuf>,
+    /// Keys fetched from this JWKS URL and cached by issuer and `kid`.
+    pub jwks_url: Option<String>,
+    /// Checked when set (`iss`).
+    pub issuer: Option<String>,
+    /// Checked when set (`aud`).
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(default, with = "humantime_serde::option")]
+    pub leeway: Option<Duration>,
+}
+
+/// `[websocket]`: the raw WebSocket endpoints (the demo's `/chat`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketSection {
+    /// JSON Schemas of text messages, per endpoint path.
+    pub schemas: Vec<PathSchemaSection>,
+}
+
+/// One `[[websocket.schemas]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathSchemaSection {
+    /// The endpoint's path, e.g. `/chat`.
+    pub path: String,
+    /// The JSON Schema file.
+    pub schema: PathBuf,
+    /// What an invalid inbound message does: `close` (1007) or `error` (an
+    /// ERROR event to the application, the socket stays open).
+    #[serde(default)]
+    pub on_invalid: wsbus::app::OnInvalid,
+}
+
+/// A configured secret: read like a string, never printed.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
     }
 }
 
@@ -101,9 +201,32 @@ impl Default for SessionConfig {
     }
 }
 
+/// 100 messages/s per connection or bus session: ten times what a person
+/// typing or a UI tracking a pointer produces, far below what one client can
+/// push to hurt the others.
+pub const DEFAULT_MESSAGES_PER_SECOND: u32 = 100;
+/// 1,000 sockets per client address: a large office behind one NAT, not a
+/// single host exhausting the server's descriptors.
+pub const DEFAULT_CONNECTIONS_PER_IP: usize = 1_000;
+/// 100 sockets per user: tabs and devices of one person, not a stolen
+/// token used to open thousands.
+pub const DEFAULT_CONNECTIONS_PER_USER: usize = 100;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
+    /// Messages per second per connection and per bus session (a token
+    /// bucket); 0 disables the limit.
+    pub messages_per_second: u32,
+    /// Messages a client may send at once above the rate (the bucket's
+    /// size); default: the rate, i.e. one second's worth.
+    pub messages_burst: Option<u32>,
+    /// WebSocket connections per client address; 0: no limit.
+    pub connections_per_ip: usize,
+    /// WebSocket connections per authenticated user; 0: no limit.
+    pub connections_per_user: usize,
+    /// Peers whose `Forwarded` / `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<String>,
     pub max_frame_size: usize,
     pub max_message_size: usize,
     pub max_inflated_size: usize,
@@ -117,6 +240,11 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         let server = ServerConfig::default();
         LimitsConfig {
+            messages_per_second: DEFAULT_MESSAGES_PER_SECOND,
+            messages_burst: None,
+            connections_per_ip: DEFAULT_CONNECTIONS_PER_IP,
+            connections_per_user: DEFAULT_CONNECTIONS_PER_USER,
+            trusted_proxies: Vec::new(),
             max_frame_size: server.limits.max_frame_size as usize,
             max_message_size: server.limits.max_message_size,
             max_inflated_size: server.limits.max_inflated_size,
@@ -264,6 +392,12 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 impl Config {
+    /// Whether the demo (chat at `/chat`, its page, the demo login) is on:
+    /// `demo` if set, else on unless `[auth]` is configured.
+    pub fn demo_enabled(&self) -> bool {
+        self.demo.unwrap_or(self.auth.is_none())
+    }
+
     /// Load from an optional file, then the environment, then `flags`
     /// (already parsed `key = value` overrides, e.g. `listen`).
     pub fn load(
