@@ -16,6 +16,7 @@
 //!   `validate` runs `is_valid` first.
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
@@ -59,7 +60,10 @@ fn bench(c: &mut Criterion) {
         b.iter(|| schema.validate(black_box(&invalid)))
     });
 
-    let engine = jsonschema::options().offline().build(&chat_schema()).expect("schema");
+    let engine = jsonschema::options()
+        .offline()
+        .build(&chat_schema())
+        .expect("schema");
     group.bench_function("engine_is_valid", |b| {
         b.iter(|| engine.is_valid(black_box(&value)))
     });
@@ -69,5 +73,16 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+// criterion's macros define undocumented `pub fn`s.
+#[allow(missing_docs)]
+mod entry {
+    use super::*;
+    criterion_group! {
+        name = benches;
+        config = Criterion::default()
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2));
+        targets = bench
+    }
+}
+criterion_main!(entry::benches);

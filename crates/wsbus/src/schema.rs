@@ -205,10 +205,14 @@ impl Schema {
 /// Describes a compile failure in one line: where in the schema, and why.
 fn compile_error_message(error: &ValidationError<'_>) -> String {
     if let ValidationErrorKind::Referencing(reference) = error.kind() {
-        return format!(
-            "unresolvable $ref ({reference}); schemas are compiled offline: \
-             only references inside the schema document (#/$defs/...) are followed"
-        );
+        let hint = match reference {
+            jsonschema::ReferencingError::Unretrievable { .. } => {
+                " (schemas are compiled offline: only references inside \
+                 the schema document, like #/$defs/name, are followed)"
+            }
+            _ => "",
+        };
+        return one_line(&format!("unresolvable reference: {reference}{hint}"));
     }
     // For a schema that fails its meta-schema, the "instance" is the schema:
     // its path is where in the schema the mistake is.
@@ -428,7 +432,10 @@ mod tests {
     fn backtracking_patterns_are_refused_at_compile() {
         let err = Schema::from_value("look", &json!({"pattern": "(?=a)a"})).unwrap_err();
         assert!(matches!(err, SchemaError::Invalid { .. }), "{err}");
-        assert!(err.to_string().starts_with("schema look: invalid: "), "{err}");
+        assert!(
+            err.to_string().starts_with("schema look: invalid: "),
+            "{err}"
+        );
     }
 
     #[test]
