@@ -27,6 +27,7 @@ pub mod echo;
 mod hub;
 mod origin;
 mod runtime;
+pub mod schema;
 mod server;
 pub mod session;
 mod transport;
