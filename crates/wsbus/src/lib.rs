@@ -25,6 +25,7 @@ pub mod client;
 mod driver;
 pub mod echo;
 mod hub;
+pub mod limits;
 mod origin;
 mod runtime;
 pub mod schema;
