@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::Grant;
 use crate::channel::{ChannelName, ChannelPattern};
 use crate::message::BatchLimits;
+use crate::rate::RateLimit;
 use crate::session::Session;
 
 /// Everything the [`Engine`](crate::Engine) is configured with. Every limit
@@ -95,6 +96,11 @@ pub struct Limits {
     /// costs no connection, so connection limits do not bound sessions;
     /// beyond this, handshakes get `503::Too many sessions`.
     pub max_sessions: usize,
+    /// Messages per second one session may send, besides `/meta/connect`
+    /// and `/meta/handshake` (the transport's own); `None`: no limit
+    /// (default: the runtime sets it from configuration). A message over it
+    /// gets `429::Too many messages` and is not acted on; the session stays.
+    pub messages_per_second: Option<RateLimit>,
 }
 
 impl Limits {
@@ -113,6 +119,7 @@ impl Default for Limits {
             max_subscriptions_per_client: Self::DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT,
             max_queued_messages: Self::DEFAULT_MAX_QUEUED_MESSAGES,
             max_sessions: Self::DEFAULT_MAX_SESSIONS,
+            messages_per_second: None,
         }
     }
 }

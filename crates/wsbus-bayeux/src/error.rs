@@ -11,6 +11,7 @@
 //! | `401` | the access token is missing, refused or expired (see [`Credential`](crate::Credential)) | `Missing token`, `Token expired`, `Token of another user`, and the runtime's reasons (`Bad signature`, `Wrong issuer`, …) |
 //! | `402` | the client id is missing or unknown: handshake again | `Unknown client` (with advice `{reconnect: "handshake", interval: 0}`) |
 //! | `403` | a policy denies it | `Handshake denied`, `Subscribe denied`, `Publish denied`, `Cannot subscribe to a meta channel`, `Cannot subscribe to a service channel`, `Too many subscriptions` |
+//! | `429` | the session is over its message rate: the message was dropped | `Too many messages` |
 //! | `404` | a `/service` channel without a server-side handler | `No handler for this service channel` |
 //! | `500` | the random source keeps repeating ids in use | `Could not allocate a client id` |
 //! | `503` | the server is at a capacity limit: try later | `Too many sessions`, `Service busy` |
@@ -117,6 +118,12 @@ impl BayeuxError {
     pub(crate) const SERVICE_SUBSCRIBE: Self =
         Self::fixed(403, "Cannot subscribe to a service channel");
     pub(crate) const TOO_MANY_SUBSCRIPTIONS: Self = Self::fixed(403, "Too many subscriptions");
+
+    // --- 429 ---------------------------------------------------------------
+
+    /// A session sent more than `Limits::messages_per_second` allows; the
+    /// message was not acted on.
+    pub const TOO_MANY_MESSAGES_PER_SECOND: Self = Self::fixed(429, "Too many messages");
 
     // --- 404, 503 ---------------------------------------------------------
 

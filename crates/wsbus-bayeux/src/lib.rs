@@ -126,6 +126,7 @@ mod grant;
 mod history;
 mod id;
 pub mod message;
+mod rate;
 mod session;
 
 pub use channel::{ChannelError, ChannelName, ChannelPattern, Wildcard};
@@ -141,4 +142,5 @@ pub use id::{ClientId, IdHash, IdHasher, IdMap, IdSet, RandomSource};
 pub use message::{
     Advice, Batch, BatchLimits, Message, Outbound, Reconnect, encode_batch, parse_batch,
 };
+pub use rate::{RateLimit, TokenBucket};
 pub use session::Transport;

@@ -11,6 +11,7 @@ use crate::channel::ChannelPattern;
 use crate::grant::Grant;
 use crate::id::ClientId;
 use crate::message::Outbound;
+use crate::rate::TokenBucket;
 
 /// The transport a request arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -123,6 +124,8 @@ pub(crate) struct Session {
     /// What the session's token grants, if it presented one (its user is
     /// then [`user`](Self::user)).
     pub(crate) grant: Option<Grant>,
+    /// Its message rate (when the bus limits it).
+    pub(crate) rate: Option<TokenBucket>,
     /// The transport of the latest `/meta/connect` (of the handshake before).
     pub(crate) transport: Transport,
     /// Whether a `/meta/connect` was answered: the first is answered at once.
@@ -149,6 +152,7 @@ impl Session {
             id,
             user,
             grant: None,
+            rate: None,
             transport,
             connected: false,
             subscriptions: HashSet::new(),

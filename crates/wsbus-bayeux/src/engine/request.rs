@@ -8,6 +8,7 @@ use crate::error::BayeuxError;
 use crate::grant::Credential;
 use crate::id::ClientId;
 use crate::message::{Batch, Message, Outbound, encode_batch, error_reply, parse_batch};
+use crate::rate::TokenBucket;
 use crate::session::Transport;
 
 use super::holds::HoldId;
@@ -188,6 +189,17 @@ impl Engine {
         {
             return;
         }
+        if channel != META_HANDSHAKE
+            && channel != META_CONNECT
+            && !self.take_rate(now, context, &message)
+        {
+            out.push(&error_reply(
+                Some(&channel),
+                message.id,
+                &BayeuxError::TOO_MANY_MESSAGES_PER_SECOND,
+            ));
+            return;
+        }
         match channel.as_str() {
             META_HANDSHAKE => self.handshake(now, context, message, out),
             META_CONNECT => self.connect(now, context, message, out),
@@ -243,6 +255,23 @@ impl Engine {
             &error,
         ));
         true
+    }
+
+    /// Whether the session `message` names is within its message rate (one
+    /// message is counted). Messages of no known session are not counted:
+    /// they are refused as such.
+    fn take_rate(&mut self, now: Instant, context: &RequestContext, message: &Message) -> bool {
+        let Some(limit) = self.config.limits.messages_per_second else {
+            return true;
+        };
+        let Some(id) = self.session_for(message, context) else {
+            return true;
+        };
+        let session = self.sessions.get_mut(&id).expect("looked up above");
+        session
+            .rate
+            .get_or_insert_with(|| TokenBucket::new(limit, now))
+            .try_take(limit, now)
     }
 
     /// The session `message` names, if it exists and the request's user (if

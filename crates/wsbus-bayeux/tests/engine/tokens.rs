@@ -228,3 +228,46 @@ fn a_connect_with_a_new_token_of_the_same_user_refreshes_the_session() {
     assert_eq!(replies[0]["advice"]["reconnect"], "handshake");
     assert!(!bus.engine.has_session(&other));
 }
+
+#[test]
+fn a_session_over_its_message_rate_gets_429_and_others_are_unaffected() {
+    let mut bus = Bus::with(BusConfig {
+        limits: Limits {
+            messages_per_second: Some(RateLimit::new(10)),
+            ..Limits::default()
+        },
+        policies: vec![(
+            pattern("/chat"),
+            ChannelPolicy {
+                publish: PublishPolicy::Anyone,
+                ..ChannelPolicy::DEFAULT
+            },
+        )],
+        ..BusConfig::default()
+    });
+    let flooder = bus.session(&lp());
+    let calm = bus.session(&lp());
+    bus.subscribe(&lp(), &calm, "/chat");
+    let mut refused = 0;
+    for i in 0..100 {
+        let reply = bus.publish(&lp(), &flooder, "/chat", json!(i));
+        if reply["successful"] == false {
+            assert_eq!(reply["error"], "429::Too many messages");
+            refused += 1;
+        }
+    }
+    // The burst is one second's worth (10); the subscribe above was the
+    // calm client's own.
+    assert_eq!(refused, 90);
+    // Connects are the transport's heartbeat: never counted.
+    assert!(bus.connect(&lp(), &flooder).replies.is_empty());
+    bus.now += Duration::from_millis(100);
+    assert_eq!(
+        bus.publish(&lp(), &flooder, "/chat", json!("later"))["successful"],
+        true
+    );
+    assert_eq!(
+        bus.publish(&lp(), &calm, "/chat", json!("mine"))["successful"],
+        true
+    );
+}
