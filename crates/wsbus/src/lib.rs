@@ -27,6 +27,7 @@ pub mod echo;
 mod hub;
 pub mod limits;
 mod origin;
+pub mod proxy;
 mod runtime;
 pub mod schema;
 mod server;
