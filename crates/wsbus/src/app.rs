@@ -28,6 +28,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +37,11 @@ use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
 use wsbus_proto::{ApiError, CloseCode, Connection, Message, ProtocolError};
 
+use crate::auth::{Claims, TokenError};
 use crate::hub::{Hub, SocketId};
+use crate::runtime::Runtime;
+use crate::schema::Violation;
+use crate::security::SocketGuard;
 use crate::session::{SessionId, User};
 
 /// What the upgrade decision sees of the HTTP request.
@@ -54,8 +59,16 @@ pub struct HandshakeRequest {
     pub user: Option<User>,
     /// The request's HTTP session, if any.
     pub session: Option<SessionId>,
-    /// Whether the request arrived over TLS.
+    /// Whether the request arrived over TLS (at the client's side of a
+    /// trusted proxy: see [`Security::trusted_proxies`](crate::security::Security::trusted_proxies)).
     pub tls: bool,
+    /// The verified claims of the request's access token, if it presented
+    /// one (then [`user`](Self::user) is the token's `sub` and `name`).
+    /// The token itself is not passed on: `access_token` is removed from
+    /// [`params`](Self::params).
+    pub claims: Option<Arc<Claims>>,
+    /// The client's address (behind trusted proxies, the one they report).
+    pub client_addr: Option<IpAddr>,
 }
 
 /// A custom origin check: gets the raw `Origin` value (`None` when absent);
@@ -192,6 +205,8 @@ pub struct SocketInfo {
     pub params: BTreeMap<String, String>,
     /// The authenticated user when it opened, if any.
     pub user: Option<User>,
+    /// The verified claims of its access token, if it presented one.
+    pub claims: Option<Arc<Claims>>,
 }
 
 /// Why a socket failed: the payload of [`EventKind::Error`].
@@ -201,13 +216,20 @@ pub enum SocketError {
     /// The peer broke RFC 6455 / RFC 7692 or exceeded a limit; the socket is
     /// closing with the error's close code.
     Protocol(ProtocolError),
+    /// A message failed its path's schema, whose
+    /// [`OnInvalid::Error`](crate::security::OnInvalid::Error) hands it to
+    /// the application this way instead of delivering it. The socket stays
+    /// open: this one error is not followed by CLOSE.
+    Invalid(Violation),
 }
 
 impl SocketError {
-    /// The close code the socket is closing with.
+    /// The close code the socket is closing with (for
+    /// [`Invalid`](Self::Invalid), the one it would close with: 1007).
     pub fn close_code(&self) -> CloseCode {
         match self {
             SocketError::Protocol(err) => err.close_code(),
+            SocketError::Invalid(_) => CloseCode::INVALID_PAYLOAD,
         }
     }
 }
@@ -216,6 +238,7 @@ impl std::fmt::Display for SocketError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SocketError::Protocol(err) => write!(f, "protocol error: {err}"),
+            SocketError::Invalid(violation) => write!(f, "invalid message: {violation}"),
         }
     }
 }
@@ -224,6 +247,7 @@ impl std::error::Error for SocketError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             SocketError::Protocol(err) => Some(err),
+            SocketError::Invalid(violation) => Some(violation),
         }
     }
 }
@@ -235,7 +259,9 @@ pub enum EventKind {
     Open,
     /// A complete message from the peer.
     Message(Message),
-    /// The socket failed and is closing; CLOSE follows.
+    /// The socket failed and is closing; CLOSE follows. (Or, for
+    /// [`SocketError::Invalid`], a message was refused by its schema and the
+    /// socket stays open.)
     Error(SocketError),
     /// Last, exactly once, with the close code (1005: none given; 1006: the
     /// connection dropped).
@@ -251,8 +277,9 @@ pub struct WsEvent<'a, D> {
     pub socket: &'a SocketInfo,
     /// The value the upgrade decision gave the socket.
     pub data: &'a D,
-    hub: &'a Hub,
+    runtime: &'a Runtime,
     conn: Option<&'a mut Connection>,
+    guard: Option<&'a mut SocketGuard>,
 }
 
 impl<'a, D> WsEvent<'a, D> {
@@ -260,30 +287,62 @@ impl<'a, D> WsEvent<'a, D> {
         kind: EventKind,
         socket: &'a SocketInfo,
         data: &'a D,
-        hub: &'a Hub,
+        runtime: &'a Runtime,
         conn: Option<&'a mut Connection>,
+        guard: Option<&'a mut SocketGuard>,
     ) -> Self {
         WsEvent {
             kind,
             socket,
             data,
-            hub,
+            runtime,
             conn,
+            guard,
         }
     }
 
     /// The hub: send to any socket or group, manage groups, close sockets.
     pub fn hub(&self) -> &Hub {
-        self.hub
+        self.runtime.hub()
     }
 
     /// Send to this socket directly (no hub round trip). After CLOSE, or once
-    /// the socket is closing, this fails with [`ApiError::NotOpen`].
+    /// the socket is closing, this fails with [`ApiError::NotOpen`]. A
+    /// message failing the path's schema is not sent (counted and logged,
+    /// like the hub's sends), and this returns `Ok`.
     pub fn send(&mut self, message: Message) -> Result<(), ApiError> {
+        if let Some(guard) = self.guard.as_deref()
+            && let Err(violation) = guard.outbound_ok(&message)
+        {
+            self.runtime.metrics().schema_rejection("out");
+            tracing::warn!(target: "wsbus::schema", socket = %self.socket.id, path = %self.socket.path, pointer = %violation.pointer, reason = %violation.reason, "outbound message failed the path's schema; not sent");
+            return Ok(());
+        }
         match &mut self.conn {
             Some(conn) => conn.send(message),
             None => Err(ApiError::NotOpen),
         }
+    }
+
+    /// Refresh the socket's access token before it expires, without
+    /// reconnecting: `token` (a client sent it in a message of the
+    /// application's protocol) is verified against the keys known now, must
+    /// be of the socket's user, and its `exp` becomes the socket's new
+    /// expiry. On an error the socket keeps its old expiry (the application
+    /// may close it). A socket opened without a token has nothing to
+    /// refresh: [`TokenError::Missing`].
+    pub fn refresh_token(&mut self, token: &str) -> Result<Claims, TokenError> {
+        let auth = self.runtime.security().auth.as_ref().ok_or(TokenError::Missing)?;
+        let guard = self.guard.as_deref_mut().ok_or(TokenError::Missing)?;
+        let Some(user) = guard.user.clone() else {
+            return Err(TokenError::Missing);
+        };
+        let claims = crate::auth::verify_now(&auth.verifier, token)?;
+        if *claims.sub != *user {
+            return Err(TokenError::WrongSubject);
+        }
+        guard.token_expires_at = claims.expires_at.map(crate::security::tokio_deadline);
+        Ok(claims)
     }
 
     /// Close this socket.

@@ -40,12 +40,20 @@ pub fn websocket<A: WebSocketApp, S: Clone + Send + Sync + 'static>(
         let app = app.clone();
         let runtime = runtime.clone();
         async move {
-            let tls = req
+            // Under another server than ours, the peer is unknown: the
+            // unspecified address stands for it (no per-address limit can
+            // tell clients apart then, and no proxy is trusted).
+            let connection = req
                 .extensions()
                 .get::<ConnectionInfo>()
-                .is_some_and(|connection| connection.tls);
-            let response: Response =
-                crate::upgrade::upgrade(&app, &runtime, req, tls).into_response();
+                .copied()
+                .unwrap_or(ConnectionInfo {
+                    tls: false,
+                    peer: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+                });
+            let response: Response = crate::upgrade::upgrade(&app, &runtime, req, connection)
+                .await
+                .into_response();
             response
         }
     })

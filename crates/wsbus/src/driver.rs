@@ -24,6 +24,10 @@ use wsbus_proto::{CloseCode, Connection, Event, State};
 use crate::app::{EventKind, SocketError, SocketInfo, WebSocketApp, WsEvent};
 use crate::hub::Outbound;
 use crate::runtime::{Registration, Runtime};
+use crate::security::{
+    Inbound, OnInvalid, RATE_EXCEEDED_REASON, SocketGuard, TOKEN_EXPIRED_REASON,
+    invalid_close_reason,
+};
 use crate::transport::{MAX_IOVECS, SocketIo, Transport};
 
 /// While this many bytes wait to be written the task stops reading, so a peer
@@ -118,6 +122,9 @@ pub(crate) struct SocketTask<A: WebSocketApp> {
     /// The socket's hub entry and session binding, released on drop; and
     /// the runtime (hub, sessions, settings).
     pub(crate) registration: Registration,
+    /// Token expiry, message rate, schema, connection permits: boxed, and
+    /// only for sockets that have any.
+    pub(crate) guard: Option<Box<SocketGuard>>,
 }
 
 /// The close reason of a socket whose handler panicked (code 1011).
@@ -141,14 +148,15 @@ impl<A: WebSocketApp> SocketTask<A> {
     /// MESSAGE events, and CLOSE still comes exactly once (the task, and with
     /// it the other sockets of its worker thread, carries on). Returns false
     /// if the handler panicked.
-    fn emit(&self, kind: EventKind, mut conn: Option<&mut Connection>) -> bool {
+    fn emit(&mut self, kind: EventKind, mut conn: Option<&mut Connection>) -> bool {
         let closing = matches!(kind, EventKind::Close(_));
         let event = WsEvent::new(
             kind,
             &self.info,
             &self.data,
-            self.registration.runtime().hub(),
+            self.registration.runtime(),
             conn.as_deref_mut(),
+            self.guard.as_deref_mut(),
         );
         let app = &self.app;
         let Err(panic) = catch_unwind(AssertUnwindSafe(|| app.on_event(event))) else {
@@ -174,6 +182,7 @@ impl<A: WebSocketApp> SocketTask<A> {
         while let Some(event) = conn.poll_event() {
             match event {
                 Event::Message(_) if *handler_failed => {}
+                Event::Message(message) if !self.admit(conn, &message, handler_failed) => {}
                 Event::Message(message) => {
                     self.refresh_session();
                     *handler_failed |= !self.emit(EventKind::Message(message), Some(conn));
@@ -188,10 +197,61 @@ impl<A: WebSocketApp> SocketTask<A> {
         }
     }
 
+    /// The guard's say on an inbound message: `false` if it is not to be
+    /// delivered (over the rate: close 1008; failing the path's schema:
+    /// close 1007, or an ERROR event instead of the message).
+    fn admit(
+        &mut self,
+        conn: &mut Connection,
+        message: &wsbus_proto::Message,
+        handler_failed: &mut bool,
+    ) -> bool {
+        let Some(guard) = self.guard.as_deref_mut() else {
+            return true;
+        };
+        let verdict = guard.inbound(message, std::time::Instant::now());
+        let metrics = self.registration.runtime().metrics();
+        match verdict {
+            Inbound::Pass => true,
+            Inbound::Drop => false,
+            Inbound::RateExceeded => {
+                guard.violated = true;
+                metrics.limit_hit("messages_per_second");
+                tracing::info!(target: "wsbus::limits", socket = %self.info.id, path = %self.info.path, "message rate exceeded; closing with 1008");
+                let _ = conn.close(CloseCode::POLICY_VIOLATION, RATE_EXCEEDED_REASON);
+                false
+            }
+            Inbound::Invalid(violation) => {
+                metrics.schema_rejection("in");
+                tracing::info!(target: "wsbus::schema", socket = %self.info.id, path = %self.info.path, pointer = %violation.pointer, reason = %violation.reason, "inbound message failed the path's schema");
+                let on_invalid = guard.schema.as_ref().map(|s| s.on_invalid);
+                if on_invalid == Some(OnInvalid::Error) {
+                    *handler_failed |= !self.emit(
+                        EventKind::Error(SocketError::Invalid(violation)),
+                        Some(conn),
+                    );
+                } else {
+                    guard.violated = true;
+                    let _ = conn.close(CloseCode::INVALID_PAYLOAD, &invalid_close_reason(&violation));
+                }
+                false
+            }
+        }
+    }
+
     /// `session_access`: inbound messages refresh the HTTP session, at most
     /// once per throttle window.
     fn refresh_session(&mut self) {
         self.registration.inbound_message(Instant::now());
+    }
+
+    /// The timer's next deadline for a keepalive step due at
+    /// `keepalive_at`: earlier if the token expires before.
+    fn timer_deadline(&mut self, keepalive_at: Instant) -> Instant {
+        match self.guard.as_deref_mut() {
+            Some(guard) => guard.deadline(keepalive_at),
+            None => keepalive_at,
+        }
     }
 
     fn apply_outbound(&self, conn: &mut Connection, item: Outbound) {
@@ -202,6 +262,13 @@ impl<A: WebSocketApp> SocketTask<A> {
                         SlowConsumerPolicy::Close => self.close_slow_consumer(conn),
                         SlowConsumerPolicy::Drop => {}
                     }
+                    return;
+                }
+                if let Some(guard) = self.guard.as_deref()
+                    && let Err(violation) = guard.outbound_ok(prepared.message())
+                {
+                    self.runtime().metrics().schema_rejection("out");
+                    tracing::warn!(target: "wsbus::schema", socket = %self.info.id, path = %self.info.path, pointer = %violation.pointer, reason = %violation.reason, "outbound message failed the path's schema; not sent");
                     return;
                 }
                 // A send to a closing socket is dropped: nothing may follow a
@@ -250,7 +317,8 @@ impl<A: WebSocketApp> SocketTask<A> {
             let mut flush_pending = false;
             let mut eof = false;
             let keepalive = self.runtime().socket_settings().keepalive_interval;
-            let mut timer = pin!(tokio::time::sleep(keepalive));
+            let first = self.timer_deadline(Instant::now() + keepalive);
+            let mut timer = pin!(tokio::time::sleep_until(first));
 
             let mut handler_failed = !self.emit(EventKind::Open, Some(&mut conn));
             loop {
@@ -320,7 +388,8 @@ impl<A: WebSocketApp> SocketTask<A> {
                         ping_outstanding = false;
                         if !closing {
                             let interval = self.runtime().socket_settings().keepalive_interval;
-                            timer.as_mut().reset(Instant::now() + interval);
+                            let deadline = self.timer_deadline(Instant::now() + interval);
+                            timer.as_mut().reset(deadline);
                         }
                         while conn.handle_read(&mut rbuf) {
                             self.dispatch(&mut conn, &mut handler_failed);
@@ -345,6 +414,24 @@ impl<A: WebSocketApp> SocketTask<A> {
                             conn.handle_eof();
                             break;
                         }
+                        if let Some(guard) = self.guard.as_deref_mut() {
+                            let now = Instant::now();
+                            if guard.token_expired(now) {
+                                guard.violated = true;
+                                tracing::info!(target: "wsbus::auth", socket = %self.info.id, path = %self.info.path, "token expired; closing with 1008");
+                                let _ = conn.close(CloseCode::POLICY_VIOLATION, TOKEN_EXPIRED_REASON);
+                                continue;
+                            }
+                            // Woken for an expiry that a refresh moved: the
+                            // keepalive is not due yet.
+                            if let Some(keepalive_at) = guard.keepalive_at
+                                && now < keepalive_at
+                            {
+                                let deadline = guard.deadline(keepalive_at);
+                                timer.as_mut().reset(deadline);
+                                continue;
+                            }
+                        }
                         if ping_outstanding {
                             tracing::debug!(target: "wsbus::frames", socket = %self.info.id, "peer silent past keepalive timeout");
                             conn.handle_eof();
@@ -356,8 +443,15 @@ impl<A: WebSocketApp> SocketTask<A> {
                         // The peer was last heard from one interval before
                         // this deadline; it has until the keepalive timeout.
                         let settings = self.runtime().socket_settings();
-                        let heard = timer.deadline() - settings.keepalive_interval;
-                        timer.as_mut().reset(heard + settings.keepalive_timeout);
+                        let due = self
+                            .guard
+                            .as_ref()
+                            .and_then(|g| g.keepalive_at)
+                            .unwrap_or(timer.deadline());
+                        let heard = due - settings.keepalive_interval;
+                        let timeout_at = heard + settings.keepalive_timeout;
+                        let deadline = self.timer_deadline(timeout_at);
+                        timer.as_mut().reset(deadline);
                     }
                 }
             }
@@ -427,8 +521,10 @@ mod tests {
                 path: "/".into(),
                 params: Default::default(),
                 user: None,
+                claims: None,
             },
             registration,
+            guard: None,
         };
         let conn = Connection::server(Limits::default());
         eprintln!("Connection: {} bytes", std::mem::size_of_val(&conn));

@@ -29,6 +29,7 @@ pub mod limits;
 mod origin;
 pub mod proxy;
 mod runtime;
+pub mod security;
 pub mod schema;
 mod server;
 pub mod session;

@@ -13,6 +13,7 @@ use wsbus_proto::{CloseCode, DeflateConfig, Limits};
 
 use crate::driver::{SessionRefresh, SocketSettings};
 use crate::hub::{Hub, HubEngine, LocalHub, NodeId, OutboxLimit, SocketId, SocketShared};
+use crate::security::Security;
 use crate::session::{MemorySessionStore, SessionId, SessionStore, Sessions};
 
 /// Why an upgrade was refused: a label a metric can count.
@@ -28,6 +29,11 @@ pub enum HandshakeRefusal {
     /// The `Origin` failed the default rule or the application's
     /// `check_origin` (403).
     OriginNotAllowed,
+    /// The access token was missing (where required) or refused (401).
+    Unauthorized,
+    /// The client address or user has `connections_per_ip` /
+    /// `connections_per_user` sockets open (429 with `Retry-After`).
+    ConnectionLimit,
 }
 
 impl HandshakeRefusal {
@@ -40,6 +46,8 @@ impl HandshakeRefusal {
             HandshakeRefusal::TooManyConnections => "too_many_connections",
             HandshakeRefusal::Application => "application",
             HandshakeRefusal::OriginNotAllowed => "origin_not_allowed",
+            HandshakeRefusal::Unauthorized => "unauthorized",
+            HandshakeRefusal::ConnectionLimit => "connection_limit",
         }
     }
 }
@@ -100,6 +108,9 @@ impl Default for ServerConfig {
 pub struct Metrics {
     handshakes: Mutex<BTreeMap<u16, u64>>,
     refusals: Mutex<BTreeMap<&'static str, u64>>,
+    auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    limit_hits: Mutex<BTreeMap<&'static str, u64>>,
+    schema_rejections: Mutex<BTreeMap<&'static str, u64>>,
     /// TCP connections accepted by the listener, upgraded or not.
     pub connections_accepted: AtomicU64,
 }
@@ -135,9 +146,46 @@ impl Metrics {
         self.refusals.lock().expect("metrics lock").clone()
     }
 
+    /// A token refused (or missing where required), by
+    /// [`TokenError::label`](crate::auth::TokenError::label).
+    pub fn auth_failure(&self, reason: &'static str) {
+        count(&self.auth_failures, reason);
+    }
+
+    /// A limit hit: `messages_per_second`, `connections_per_ip`,
+    /// `connections_per_user`, ….
+    pub fn limit_hit(&self, limit: &'static str) {
+        count(&self.limit_hits, limit);
+    }
+
+    /// A message refused by its schema, `in` (from a client) or `out` (to
+    /// clients).
+    pub fn schema_rejection(&self, direction: &'static str) {
+        count(&self.schema_rejections, direction);
+    }
+
+    /// Tokens refused, by reason.
+    pub fn auth_failures(&self) -> BTreeMap<&'static str, u64> {
+        self.auth_failures.lock().expect("metrics lock").clone()
+    }
+
+    /// Limits hit, by limit.
+    pub fn limit_hits(&self) -> BTreeMap<&'static str, u64> {
+        self.limit_hits.lock().expect("metrics lock").clone()
+    }
+
+    /// Schema rejections, by direction.
+    pub fn schema_rejections(&self) -> BTreeMap<&'static str, u64> {
+        self.schema_rejections.lock().expect("metrics lock").clone()
+    }
+
     pub(crate) fn connection_accepted(&self) {
         self.connections_accepted.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+fn count(map: &Mutex<BTreeMap<&'static str, u64>>, label: &'static str) {
+    *map.lock().expect("metrics lock").entry(label).or_default() += 1;
 }
 
 /// A socket's binding to the HTTP session it was opened with.
@@ -208,6 +256,7 @@ struct Inner {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     metrics: Metrics,
+    security: Security,
 }
 
 /// Shared server state; cheap to clone. Create one per server (or per axum
@@ -236,6 +285,7 @@ pub struct RuntimeBuilder {
     node: NodeId,
     store: Arc<dyn SessionStore>,
     engine: Option<EngineFactory>,
+    security: Security,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -274,6 +324,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Tokens, trusted proxies, connection and message limits, schemas per
+    /// path (see [`Security`]). Default: none of them.
+    pub fn security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
+    }
+
     /// The runtime.
     pub fn build(self) -> Runtime {
         let socket = &self.config.socket;
@@ -299,6 +356,7 @@ impl RuntimeBuilder {
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 metrics: Metrics::default(),
+                security: self.security,
             }),
         }
     }
@@ -317,6 +375,7 @@ impl Runtime {
             node: NodeId::default(),
             store: Arc::new(MemorySessionStore::default()),
             engine: None,
+            security: Security::default(),
         }
     }
 
@@ -337,6 +396,12 @@ impl Runtime {
     /// HTTP sessions and their bound sockets.
     pub fn sessions(&self) -> &Arc<Sessions> {
         &self.inner.sessions
+    }
+
+    /// What the runtime enforces besides the protocol (tokens, limits,
+    /// schemas).
+    pub fn security(&self) -> &Security {
+        &self.inner.security
     }
 
     /// Counters for the metrics endpoint.

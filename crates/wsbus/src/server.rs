@@ -10,6 +10,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use tower_service::Service as _;
 
 use crate::app::WebSocketApp;
 use crate::runtime::Runtime;
+use crate::proxy::client_view;
 use crate::upgrade::{text_response, upgrade};
 
 /// What [`Server`] knows of the connection a plain-HTTP request came on,
@@ -57,20 +59,24 @@ type ResponseBody = Either<Full<Bytes>, ::axum::body::Body>;
 
 /// A type-erased WebSocket endpoint.
 trait Endpoint: Send + Sync {
-    fn handle(&self, runtime: &Runtime, req: Request<Incoming>, tls: bool)
-    -> Response<Full<Bytes>>;
+    fn handle<'a>(
+        &'a self,
+        runtime: &'a Runtime,
+        req: Request<Incoming>,
+        connection: ConnectionInfo,
+    ) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send + 'a>>;
 }
 
 struct AppEndpoint<A>(Arc<A>);
 
 impl<A: WebSocketApp> Endpoint for AppEndpoint<A> {
-    fn handle(
-        &self,
-        runtime: &Runtime,
+    fn handle<'a>(
+        &'a self,
+        runtime: &'a Runtime,
         req: Request<Incoming>,
-        tls: bool,
-    ) -> Response<Full<Bytes>> {
-        upgrade(&self.0, runtime, req, tls)
+        connection: ConnectionInfo,
+    ) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send + 'a>> {
+        Box::pin(upgrade(&self.0, runtime, req, connection))
     }
 }
 
@@ -296,22 +302,34 @@ impl Server {
         req: Request<Incoming>,
         connection: ConnectionInfo,
     ) -> Response<ResponseBody> {
-        let tls = connection.tls;
         // WebSocket upgrades are GETs (RFC 6455 §4.1); other methods on an
         // endpoint's path (the bus's long-polling POSTs) are plain HTTP.
         let endpoint = self.endpoints.get(req.uri().path());
         if let Some(endpoint) = endpoint
             && (req.method() == http::Method::GET || self.router.is_none())
         {
-            return endpoint.handle(&self.runtime, req, tls).map(Either::Left);
+            return endpoint
+                .handle(&self.runtime, req, connection)
+                .await
+                .map(Either::Left);
         }
         let wants_websocket = req.headers().contains_key(http::header::UPGRADE);
         match (&self.router, &self.fallback) {
-            (_, Some(fallback)) if wants_websocket || self.router.is_none() => {
-                fallback.handle(&self.runtime, req, tls).map(Either::Left)
-            }
+            (_, Some(fallback)) if wants_websocket || self.router.is_none() => fallback
+                .handle(&self.runtime, req, connection)
+                .await
+                .map(Either::Left),
             (Some(router), _) => {
                 let mut req = req;
+                // The client as the router's handlers should see it: behind
+                // trusted proxies, the scheme, host and address they report.
+                let client = client_view(
+                    connection.peer,
+                    connection.tls,
+                    req.headers(),
+                    &self.runtime.security().trusted_proxies,
+                );
+                req.extensions_mut().insert(client);
                 req.extensions_mut().insert(connection);
                 req.extensions_mut().insert(self.runtime.clone());
                 // A `Router` is an `Arc` inside: the clone is a count, and its

@@ -15,6 +15,12 @@ use wsbus_proto::Connection;
 use wsbus_proto::handshake::{Rejection, validate_upgrade};
 
 use crate::app::{HandshakeRequest, SocketInfo, Upgrade, WebSocketApp, WebSocketConfig};
+use crate::auth::{ACCESS_TOKEN_PARAM, Claims, TokenError, token_from_request};
+use crate::limits::TokenBucket;
+use crate::proxy::client_view;
+use crate::security::{Permits, SocketGuard, tokio_deadline};
+use crate::server::ConnectionInfo;
+use crate::session::User;
 use crate::driver::{SessionRefresh, SocketTask};
 use crate::origin;
 use crate::runtime::{HandshakeRefusal, Runtime, SessionBinding};
@@ -70,14 +76,60 @@ pub(crate) fn query_params(query: Option<&str>) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// `401` for a missing or refused access token (RFC 6750 §3): the reason
+/// (never the token) in `error_description` and the body.
+fn unauthorized(error: &TokenError) -> Response<Full<Bytes>> {
+    let mut response = text_response(StatusCode::UNAUTHORIZED, error.reason());
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_str(&error.www_authenticate()).expect("reasons are header-safe"),
+    );
+    closing(response)
+}
+
+/// `429` with `Retry-After`: a connection limit of the client is reached.
+fn too_many(runtime: &Runtime, what: &str) -> Response<Full<Bytes>> {
+    let mut response = text_response(StatusCode::TOO_MANY_REQUESTS, what);
+    let retry = runtime.config().retry_after.as_secs().max(1).to_string();
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_str(&retry).expect("digits"),
+    );
+    closing(response)
+}
+
+/// The request's access token, checked: `Ok(None)` when it has none and
+/// none is required.
+async fn authenticate(
+    runtime: &Runtime,
+    headers: &http::HeaderMap,
+    query: Option<&str>,
+) -> Result<Option<Claims>, TokenError> {
+    let Some(auth) = &runtime.security().auth else {
+        return Ok(None);
+    };
+    match token_from_request(headers, query) {
+        Some(token) => auth.verifier.verify(&token).await.map(Some),
+        None if auth.required => Err(TokenError::Missing),
+        None => Ok(None),
+    }
+}
+
 /// Run the upgrade decision for `req` and, if it accepts, answer 101 and
 /// start the socket once hyper hands over the connection.
-pub(crate) fn upgrade<A: WebSocketApp, B>(
+pub(crate) async fn upgrade<A: WebSocketApp, B>(
     app: &Arc<A>,
     runtime: &Runtime,
     mut req: Request<B>,
-    tls: bool,
+    connection: ConnectionInfo,
 ) -> Response<Full<Bytes>> {
+    let client = client_view(
+        connection.peer,
+        connection.tls,
+        req.headers(),
+        &runtime.security().trusted_proxies,
+    );
+    let tls = client.tls;
     let session = {
         let cookies = req
             .headers()
@@ -97,14 +149,41 @@ pub(crate) fn upgrade<A: WebSocketApp, B>(
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_bytes())),
     );
+    // The token is checked for WebSocket attempts only: a plain request
+    // here is the application's to answer.
+    let claims = if validated.is_ok() {
+        match authenticate(runtime, req.headers(), req.uri().query()).await {
+            Ok(claims) => claims.map(Arc::new),
+            Err(error) => {
+                runtime.metrics().auth_failure(error.label());
+                tracing::info!(target: "wsbus::auth", client = %client.addr, path = %req.uri().path(), reason = error.reason(), "upgrade refused: access token");
+                runtime.metrics().refusal(HandshakeRefusal::Unauthorized, 401);
+                return unauthorized(&error);
+            }
+        }
+    } else {
+        None
+    };
+    let mut params = query_params(req.uri().query());
+    // The token stays out of what applications see (and might log).
+    params.remove(ACCESS_TOKEN_PARAM);
+    let user = match &claims {
+        Some(claims) => Some(User {
+            login: claims.sub.clone(),
+            display_name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
+        }),
+        None => session.as_ref().map(|s| s.user.clone()),
+    };
     let handshake = HandshakeRequest {
         is_websocket: validated.is_ok(),
         path: req.uri().path().to_owned(),
-        params: query_params(req.uri().query()),
+        params,
         headers: req.headers().clone(),
-        user: session.as_ref().map(|s| s.user.clone()),
+        user,
         session: session.as_ref().map(|s| s.id.clone()),
         tls,
+        claims,
+        client_addr: Some(client.addr),
     };
     let upgrade_request = match validated {
         Ok(upgrade) => upgrade,
@@ -152,6 +231,30 @@ pub(crate) fn upgrade<A: WebSocketApp, B>(
         );
         return closing(response);
     }
+    let security = runtime.security();
+    let mut permits = Permits::default();
+    if let Some(limiter) = &security.connections_per_ip {
+        match limiter.try_acquire(client.addr) {
+            Some(permit) => permits._ip = Some(permit),
+            None => {
+                runtime.metrics().limit_hit("connections_per_ip");
+                runtime.metrics().refusal(HandshakeRefusal::ConnectionLimit, 429);
+                tracing::info!(target: "wsbus::limits", client = %client.addr, path = %handshake.path, "upgrade refused: connections_per_ip reached");
+                return too_many(runtime, "too many connections from this address, retry later");
+            }
+        }
+    }
+    if let (Some(limiter), Some(user)) = (&security.connections_per_user, &handshake.user) {
+        match limiter.try_acquire(Arc::from(user.login.as_str())) {
+            Some(permit) => permits._user = Some(permit),
+            None => {
+                runtime.metrics().limit_hit("connections_per_user");
+                runtime.metrics().refusal(HandshakeRefusal::ConnectionLimit, 429);
+                tracing::info!(target: "wsbus::limits", client = %client.addr, user = %user.login, path = %handshake.path, "upgrade refused: connections_per_user reached");
+                return too_many(runtime, "too many connections for this user, retry later");
+            }
+        }
+    }
     let config = match app.upgrade(&handshake) {
         Upgrade::Refuse(response) => {
             runtime
@@ -161,13 +264,9 @@ pub(crate) fn upgrade<A: WebSocketApp, B>(
         }
         Upgrade::Accept(config) => config,
     };
-    if !origin_allowed(
-        &config,
-        upgrade_request.origin.as_deref(),
-        &upgrade_request.host,
-        tls,
-    ) {
-        tracing::info!(target: "wsbus::handshake", origin = ?upgrade_request.origin, path = %handshake.path, "origin rejected");
+    let host = client.host.as_deref().unwrap_or(&upgrade_request.host);
+    if !origin_allowed(&config, upgrade_request.origin.as_deref(), host, tls) {
+        tracing::info!(target: "wsbus::handshake", client = %client.addr, origin = ?upgrade_request.origin, path = %handshake.path, "origin rejected");
         runtime
             .metrics()
             .refusal(HandshakeRefusal::OriginNotAllowed, 403);
@@ -206,6 +305,21 @@ pub(crate) fn upgrade<A: WebSocketApp, B>(
                 .then(|| SessionRefresh::new(config.session_access_throttle)),
         }
     }));
+    let guard = SocketGuard {
+        token_expires_at: handshake
+            .claims
+            .as_ref()
+            .and_then(|c| c.expires_at)
+            .map(tokio_deadline),
+        keepalive_at: None,
+        user: handshake.claims.as_ref().map(|c| Arc::from(c.sub.as_str())),
+        rate: security
+            .message_rate
+            .map(|limit| (limit, TokenBucket::new(limit, std::time::Instant::now()))),
+        schema: security.schemas.get(&handshake.path).cloned(),
+        violated: false,
+        permits,
+    };
     let task = SocketTask {
         app: app.clone(),
         data: config.data,
@@ -214,8 +328,10 @@ pub(crate) fn upgrade<A: WebSocketApp, B>(
             path: handshake.path,
             params: handshake.params,
             user: handshake.user,
+            claims: handshake.claims,
         },
         registration,
+        guard: guard.is_active().then(|| Box::new(guard)),
     };
     runtime
         .tracker()

@@ -64,7 +64,7 @@ async fn start() -> TestBus {
                 .get("x-test-user")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            bus.long_poll(&body, user.as_deref()).await
+            bus.long_poll(&body, user.as_deref(), None).await
         }
     });
     let server = Server::new(runtime)

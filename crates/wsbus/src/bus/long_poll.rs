@@ -1,8 +1,9 @@
 //! The `long-polling` transport: one HTTP request body in, one response body
 //! out; a held `/meta/connect` keeps the request open.
 
-use wsbus_bayeux::{ClientId, HoldId, Outbound, RequestContext, encode_batch};
+use wsbus_bayeux::{ClientId, HoldId, Outbound, RequestContext, encode_batch, parse_batch};
 
+use super::credentials::{credential, ext_token};
 use super::{Bus, now};
 
 impl Bus {
@@ -31,13 +32,30 @@ impl Bus {
     /// a newer one, or the client ended) is dropped with it; under the `ack`
     /// extension its deliveries stay queued until acknowledged. A future
     /// dropped before its first poll does nothing.
-    pub async fn long_poll(&self, body: &[u8], user: Option<&str>) -> String {
+    ///
+    /// `token` is the request's own access token (`Authorization` or
+    /// `access_token`), if any; a handshake's or connect's
+    /// `ext.access_token` takes precedence (see the bus's
+    /// [`with_runtime`](Bus::with_runtime)). Without a runtime's token
+    /// authentication, tokens are ignored.
+    pub async fn long_poll(&self, body: &[u8], user: Option<&str>, token: Option<&str>) -> String {
         let mut context = RequestContext::long_polling();
         if let Some(user) = user {
             context = context.with_user(user);
         }
+        let batch = parse_batch(body, &self.inner.batch_limits);
+        if let (Ok(batch), Some(runtime)) = (&batch, &self.inner.runtime)
+            && let Some(auth) = &runtime.security().auth
+            && let Some(token) = ext_token(batch).or(token)
+        {
+            let verified = auth.verifier.verify(token).await;
+            context.credential = Some(credential(runtime, verified));
+        }
         let (outcome, waiter) = self.drive(|engine| {
-            let outcome = engine.handle_body(now(), &context, body);
+            let outcome = match batch {
+                Ok(batch) => engine.handle(now(), &context, batch),
+                Err(_) => engine.handle_body(now(), &context, body),
+            };
             // Register the hold before the events are routed, so that a wake
             // caused by this very batch is not lost.
             let waiter = outcome.held.as_ref().map(|held| {

@@ -73,6 +73,7 @@
 // or private.
 #![warn(missing_docs, unreachable_pub)]
 
+mod credentials;
 mod long_poll;
 mod routes;
 mod sends;
@@ -89,9 +90,10 @@ use wsbus_bayeux::{
 };
 
 use crate::hub::Hub;
+use crate::runtime::Runtime;
 use routes::Routes;
 use sends::SendQueue;
-pub use services::{SERVICE_MAX_PENDING, ServiceCall, ServiceError};
+pub use services::{ChannelSchemas, SERVICE_MAX_PENDING, ServiceCall, ServiceError};
 use services::{ServiceGate, ServiceTable};
 use timer::Timer;
 pub use websocket::BusSocket;
@@ -106,6 +108,8 @@ pub enum PublishError {
     Refused(String),
     /// [`Bus::deliver`] to a client that does not exist (any more).
     UnknownClient,
+    /// The data failed the channel's schema; nothing was sent.
+    Invalid(crate::schema::Violation),
 }
 
 impl std::fmt::Display for PublishError {
@@ -114,6 +118,7 @@ impl std::fmt::Display for PublishError {
             PublishError::InvalidChannel(why) => write!(f, "invalid channel: {why}"),
             PublishError::Refused(why) => write!(f, "publish refused: {why}"),
             PublishError::UnknownClient => f.write_str("unknown client"),
+            PublishError::Invalid(violation) => write!(f, "invalid data: {violation}"),
         }
     }
 }
@@ -136,6 +141,15 @@ struct Inner {
     /// The engine's batch limit, checked on WebSocket messages before they
     /// reach it (1009 instead of a Bayeux error).
     max_batch_bytes: usize,
+    /// The engine's batch limits, for parsing a batch before it (to find
+    /// its access token).
+    batch_limits: wsbus_bayeux::BatchLimits,
+    /// Schemas of channels' `data`, checked on server-side publishes and
+    /// deliveries (client publishes: by the engine's authorizer).
+    schemas: Arc<ChannelSchemas>,
+    /// The runtime whose tokens, limits and metrics the bus shares, if it
+    /// was made with one ([`Bus::with_runtime`]).
+    runtime: Option<Runtime>,
 }
 
 /// The Bayeux bus: the engine, its transports' state and its timer. Cheap to
@@ -169,12 +183,44 @@ impl Bus {
     ///
     /// Outside a tokio runtime.
     pub fn new(config: BusConfig, hub: Hub) -> Self {
+        Self::build(config, hub, None, ChannelSchemas::default())
+    }
+
+    /// A bus served by `runtime`'s server: it delivers through the runtime's
+    /// hub, checks access tokens with its [`TokenAuth`](crate::security::TokenAuth)
+    /// (`ext.access_token` in a handshake or connect, or the transport's
+    /// `Authorization` / `access_token`; `required` refuses handshakes
+    /// without one), limits each session to its `message_rate`, counts in
+    /// its metrics, and checks `data` against `schemas` in both directions.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn with_runtime(mut config: BusConfig, runtime: &Runtime, schemas: ChannelSchemas) -> Self {
+        let security = runtime.security();
+        config.require_token |= security.auth.as_ref().is_some_and(|a| a.required);
+        if config.limits.messages_per_second.is_none() {
+            config.limits.messages_per_second = security.message_rate;
+        }
+        Self::build(config, runtime.hub().clone(), Some(runtime.clone()), schemas)
+    }
+
+    fn build(
+        config: BusConfig,
+        hub: Hub,
+        runtime: Option<Runtime>,
+        schemas: ChannelSchemas,
+    ) -> Self {
         let websocket_enabled = config.websocket_enabled;
         let max_batch_bytes = config.limits.batch.max_bytes;
+        let batch_limits = config.limits.batch;
         let mut engine = Engine::new(config, || rand::rng().random::<[u8; 16]>());
         let services = ServiceTable::default();
+        let schemas = Arc::new(schemas);
         engine.set_authorizer(ServiceGate {
             services: services.clone(),
+            schemas: schemas.clone(),
+            runtime: runtime.clone(),
         });
         let bus = Bus {
             inner: Arc::new(Inner {
@@ -186,6 +232,9 @@ impl Bus {
                 timer: Arc::default(),
                 websocket_enabled,
                 max_batch_bytes,
+                batch_limits,
+                schemas,
+                runtime,
             }),
         };
         tokio::spawn(timer::run(
@@ -221,6 +270,7 @@ impl Bus {
     pub fn publish(&self, channel: &str, data: Value) -> Result<Published, PublishError> {
         let channel =
             ChannelName::parse(channel).map_err(|e| PublishError::InvalidChannel(e.to_string()))?;
+        self.check_outbound(&channel, &data)?;
         self.drive(|engine| engine.publish(now(), &channel, data))
             .map_err(|e| PublishError::Refused(e.to_string()))
     }
@@ -251,6 +301,7 @@ impl Bus {
         channel: &ChannelName,
         data: Value,
     ) -> Result<(), PublishError> {
+        self.check_outbound(channel, &data)?;
         self.drive(|engine| engine.deliver(now(), client, channel, data))
             .map_err(|e| {
                 if e == BayeuxError::UNKNOWN_CLIENT {
@@ -259,6 +310,19 @@ impl Bus {
                     PublishError::Refused(e.to_string())
                 }
             })
+    }
+
+    /// Server-side `data` must pass its channel's schema too: what fails is
+    /// not sent, is counted and logged (with the channel and pointer, never
+    /// the payload).
+    fn check_outbound(&self, channel: &ChannelName, data: &Value) -> Result<(), PublishError> {
+        self.inner.schemas.check(channel, data).map_err(|violation| {
+            if let Some(runtime) = &self.inner.runtime {
+                runtime.metrics().schema_rejection("out");
+            }
+            tracing::warn!(target: "wsbus::schema", %channel, pointer = %violation.pointer, reason = %violation.reason, "server-side bus message failed its channel's schema; not sent");
+            PublishError::Invalid(violation)
+        })
     }
 
     /// The hub the bus's WebSocket clients are served through (the one given

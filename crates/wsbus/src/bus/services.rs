@@ -14,6 +14,8 @@ use wsbus_bayeux::{
 };
 
 use super::{Bus, PublishError};
+use crate::runtime::Runtime;
+use crate::schema::{Schema, Violation};
 
 /// Why [`Bus::add_service`] refused a pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,17 +101,30 @@ pub(super) type ServiceTable = Arc<Mutex<PatternMap<Arc<ServiceSlot>>>>;
 /// (`503::Service busy`) reaches the client in the publish reply. Runs under
 /// the engine lock; the table is only changed under it too, so the slot
 /// reserved here is the one [`Bus::dispatch_service`] hands the call to.
+///
+/// It also checks a publish's `data` against its channel's schema (the most
+/// specific `[[bus.channels]]` pattern with one): a failure is refused with
+/// `400::<pointer>: <reason>` and is never relayed.
 pub(super) struct ServiceGate {
     pub(super) services: ServiceTable,
+    pub(super) schemas: Arc<ChannelSchemas>,
+    pub(super) runtime: Option<Runtime>,
 }
 
 impl Authorizer for ServiceGate {
     fn publish(
         &mut self,
-        _session: &SessionInfo<'_>,
+        session: &SessionInfo<'_>,
         channel: &ChannelName,
-        _data: &Value,
+        data: &Value,
     ) -> Result<(), BayeuxError> {
+        if let Err(violation) = self.schemas.check(channel, data) {
+            if let Some(runtime) = &self.runtime {
+                runtime.metrics().schema_rejection("in");
+            }
+            tracing::info!(target: "wsbus::schema", client = %session.client_id, user = session.user.unwrap_or("-"), %channel, pointer = %violation.pointer, reason = %violation.reason, "bus publish failed its channel's schema");
+            return Err(BayeuxError::new(400, violation.to_string()));
+        }
         if !channel.is_service() {
             return Ok(());
         }
@@ -269,6 +284,32 @@ impl Bus {
             // The handler's task is gone (its runtime shut down).
             drop(PendingGuard(slot.pending.clone()));
             tracing::warn!(target: "wsbus::bus", channel = %call.channel.as_str(), "service handler gone; call dropped");
+        }
+    }
+}
+
+/// JSON Schemas of bus channels' `data`, by pattern: the most specific
+/// pattern matching a channel decides.
+#[derive(Debug, Default)]
+pub struct ChannelSchemas {
+    map: PatternMap<Schema>,
+}
+
+impl ChannelSchemas {
+    /// `schemas`, each for the channels its pattern matches.
+    pub fn new(schemas: impl IntoIterator<Item = (ChannelPattern, Schema)>) -> Self {
+        let mut map = PatternMap::default();
+        for (pattern, schema) in schemas {
+            map.insert(&pattern, schema);
+        }
+        ChannelSchemas { map }
+    }
+
+    /// Whether `data` on `channel` passes its schema (no schema: it does).
+    pub fn check(&self, channel: &ChannelName, data: &Value) -> Result<(), Violation> {
+        match self.map.matching(channel).next() {
+            Some((_, schema)) => schema.validate(data),
+            None => Ok(()),
         }
     }
 }

@@ -117,7 +117,7 @@ async fn a_hub_engine_may_call_back_into_the_bus_from_a_send() {
     bus_slot.set(bus.clone()).unwrap();
     let socket = hub.register();
     let batch = |body: Value| {
-        bus.websocket_batch(socket.id(), body.to_string().as_bytes(), None)
+        bus.websocket_batch(socket.id(), body.to_string().as_bytes(), None, None)
             .map(|json: String| serde_json::from_str::<Value>(&json).unwrap())
             .unwrap()
     };

@@ -2,10 +2,12 @@
 //! path. Each text message is a batch; its replies go back on the socket,
 //! deliveries are pushed through the hub.
 
-use wsbus_bayeux::{RequestContext, encode_batch};
+use wsbus_bayeux::{Credential, RequestContext, encode_batch, parse_batch};
 use wsbus_proto::{CloseCode, Message};
 
+use super::credentials::{credential, ext_token, grant_of};
 use super::{Bus, now};
+use crate::auth::{Claims, verify_now};
 use crate::app::{EventKind, HandshakeRequest, Upgrade, WebSocketApp, WebSocketConfig, WsEvent};
 use crate::hub::SocketId;
 
@@ -62,9 +64,12 @@ impl WebSocketApp for BusSocket {
             }
             EventKind::Message(message) => {
                 let user = event.socket.user.as_ref().map(|u| u.login.clone());
-                let reply =
-                    self.bus
-                        .websocket_batch(event.socket.id, message.payload(), user.as_deref());
+                let reply = self.bus.websocket_batch(
+                    event.socket.id,
+                    message.payload(),
+                    user.as_deref(),
+                    event.socket.claims.as_deref(),
+                );
                 if let Some(json) = reply {
                     let _ = event.send(Message::Text(wsbus_proto::Utf8Bytes::from(json)));
                 }
@@ -85,13 +90,31 @@ impl Bus {
         socket: SocketId,
         body: &[u8],
         user: Option<&str>,
+        socket_claims: Option<&Claims>,
     ) -> Option<String> {
         let mut context = RequestContext::websocket();
         if let Some(user) = user {
             context = context.with_user(user);
         }
+        let batch = parse_batch(body, &self.inner.batch_limits);
+        if let (Ok(batch), Some(runtime)) = (&batch, &self.inner.runtime)
+            && let Some(auth) = &runtime.security().auth
+        {
+            // A token in the batch is verified with the keys known now: a
+            // socket's handler cannot wait for a key fetch (one is started,
+            // and a retry finds the key).
+            if let Some(token) = ext_token(batch) {
+                let verified = verify_now(&auth.verifier, token);
+                context.credential = Some(credential(runtime, verified));
+            } else if let Some(claims) = socket_claims {
+                context.credential = Some(Credential::Verified(grant_of(claims)));
+            }
+        }
         self.drive(|engine| {
-            let outcome = engine.handle_body(now(), &context, body);
+            let outcome = match batch {
+                Ok(batch) => engine.handle(now(), &context, batch),
+                Err(_) => engine.handle_body(now(), &context, body),
+            };
             let mut replies = outcome.replies;
             if let Some(client) = &outcome.session {
                 let mut routes = self.inner.routes.lock().expect("routes lock");
