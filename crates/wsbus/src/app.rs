@@ -330,16 +330,19 @@ impl<'a, D> WsEvent<'a, D> {
     /// be of the socket's user, and its `exp` becomes the socket's new
     /// expiry. On an error the socket keeps its old expiry (the application
     /// may close it). A socket opened without a token has nothing to
-    /// refresh: [`TokenError::Missing`].
-    pub fn refresh_token(&mut self, token: &str) -> Result<Claims, TokenError> {
-        let auth = self.runtime.security().auth.as_ref().ok_or(TokenError::Missing)?;
-        let guard = self.guard.as_deref_mut().ok_or(TokenError::Missing)?;
-        let Some(user) = guard.user.clone() else {
-            return Err(TokenError::Missing);
+    /// refresh: [`RefreshError::NoToken`].
+    pub fn refresh_token(&mut self, token: &str) -> Result<Claims, RefreshError> {
+        let auth = self.runtime.security().auth.as_ref();
+        let guard = self.guard.as_deref_mut();
+        let (Some(auth), Some(guard)) = (auth, guard) else {
+            return Err(RefreshError::NoToken);
         };
-        let claims = crate::auth::verify_now(&auth.verifier, token)?;
+        let Some(user) = guard.user.clone() else {
+            return Err(RefreshError::NoToken);
+        };
+        let claims = crate::auth::verify_now(&auth.verifier, token).map_err(RefreshError::Token)?;
         if *claims.sub != *user {
-            return Err(TokenError::WrongSubject);
+            return Err(RefreshError::OtherUser);
         }
         guard.token_expires_at = claims.expires_at.map(crate::security::tokio_deadline);
         Ok(claims)
@@ -353,6 +356,29 @@ impl<'a, D> WsEvent<'a, D> {
         }
     }
 }
+
+/// Why [`WsEvent::refresh_token`] refused a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefreshError {
+    /// The token was refused.
+    Token(TokenError),
+    /// The token is of another user than the socket's.
+    OtherUser,
+    /// The socket was opened without a token (or the runtime checks none).
+    NoToken,
+}
+
+impl std::fmt::Display for RefreshError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RefreshError::Token(error) => f.write_str(error.reason()),
+            RefreshError::OtherUser => f.write_str("Token of another user"),
+            RefreshError::NoToken => f.write_str("The socket has no token to refresh"),
+        }
+    }
+}
+
+impl std::error::Error for RefreshError {}
 
 /// A WebSocket application: the upgrade decision and the event handler.
 ///

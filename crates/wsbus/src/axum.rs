@@ -43,14 +43,14 @@ pub fn websocket<A: WebSocketApp, S: Clone + Send + Sync + 'static>(
             // Under another server than ours, the peer is unknown: the
             // unspecified address stands for it (no per-address limit can
             // tell clients apart then, and no proxy is trusted).
-            let connection = req
-                .extensions()
-                .get::<ConnectionInfo>()
-                .copied()
-                .unwrap_or(ConnectionInfo {
-                    tls: false,
-                    peer: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-                });
+            let connection =
+                req.extensions()
+                    .get::<ConnectionInfo>()
+                    .copied()
+                    .unwrap_or(ConnectionInfo {
+                        tls: false,
+                        peer: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+                    });
             let response: Response = crate::upgrade::upgrade(&app, &runtime, req, connection)
                 .await
                 .into_response();

@@ -232,7 +232,10 @@ impl<A: WebSocketApp> SocketTask<A> {
                     );
                 } else {
                     guard.violated = true;
-                    let _ = conn.close(CloseCode::INVALID_PAYLOAD, &invalid_close_reason(&violation));
+                    let _ = conn.close(
+                        CloseCode::INVALID_PAYLOAD,
+                        &invalid_close_reason(&violation),
+                    );
                 }
                 false
             }
@@ -419,7 +422,8 @@ impl<A: WebSocketApp> SocketTask<A> {
                             if guard.token_expired(now) {
                                 guard.violated = true;
                                 tracing::info!(target: "wsbus::auth", socket = %self.info.id, path = %self.info.path, "token expired; closing with 1008");
-                                let _ = conn.close(CloseCode::POLICY_VIOLATION, TOKEN_EXPIRED_REASON);
+                                let _ =
+                                    conn.close(CloseCode::POLICY_VIOLATION, TOKEN_EXPIRED_REASON);
                                 continue;
                             }
                             // Woken for an expiry that a refresh moved: the

@@ -14,11 +14,13 @@
 //! * [`client`]: a `ws://` client;
 //! * [`bus`]: the Bayeux message bus over WebSocket and long-polling, with
 //!   server-side publishing and `/service` handlers ([`bus::Bus`]); the
-//!   engine's types are re-exported as [`bayeux`].
+//!   engine's types are re-exported as [`bayeux`];
+//! * [`auth`]: JWT verification for handshakes ([`auth::TokenVerifier`]).
 
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod app;
+pub mod auth;
 pub mod axum;
 pub mod bus;
 pub mod client;
@@ -29,8 +31,8 @@ pub mod limits;
 mod origin;
 pub mod proxy;
 mod runtime;
-pub mod security;
 pub mod schema;
+pub mod security;
 mod server;
 pub mod session;
 mod transport;

@@ -150,7 +150,10 @@ impl SocketGuard {
     }
 
     /// Whether an outbound message passes the path's schema.
-    pub(crate) fn outbound_ok(&self, message: &wsbus_proto::Message) -> Result<(), crate::schema::Violation> {
+    pub(crate) fn outbound_ok(
+        &self,
+        message: &wsbus_proto::Message,
+    ) -> Result<(), crate::schema::Violation> {
         let Some(path) = &self.schema else {
             return Ok(());
         };

@@ -28,8 +28,8 @@ use tokio_rustls::TlsAcceptor;
 use tower_service::Service as _;
 
 use crate::app::WebSocketApp;
-use crate::runtime::Runtime;
 use crate::proxy::client_view;
+use crate::runtime::Runtime;
 use crate::upgrade::{text_response, upgrade};
 
 /// What [`Server`] knows of the connection a plain-HTTP request came on,

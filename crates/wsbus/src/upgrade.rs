@@ -16,14 +16,14 @@ use wsbus_proto::handshake::{Rejection, validate_upgrade};
 
 use crate::app::{HandshakeRequest, SocketInfo, Upgrade, WebSocketApp, WebSocketConfig};
 use crate::auth::{ACCESS_TOKEN_PARAM, Claims, TokenError, token_from_request};
+use crate::driver::{SessionRefresh, SocketTask};
 use crate::limits::TokenBucket;
+use crate::origin;
 use crate::proxy::client_view;
+use crate::runtime::{HandshakeRefusal, Runtime, SessionBinding};
 use crate::security::{Permits, SocketGuard, tokio_deadline};
 use crate::server::ConnectionInfo;
 use crate::session::User;
-use crate::driver::{SessionRefresh, SocketTask};
-use crate::origin;
-use crate::runtime::{HandshakeRefusal, Runtime, SessionBinding};
 
 /// A plain-text response.
 pub(crate) fn text_response(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
@@ -157,7 +157,9 @@ pub(crate) async fn upgrade<A: WebSocketApp, B>(
             Err(error) => {
                 runtime.metrics().auth_failure(error.label());
                 tracing::info!(target: "wsbus::auth", client = %client.addr, path = %req.uri().path(), reason = error.reason(), "upgrade refused: access token");
-                runtime.metrics().refusal(HandshakeRefusal::Unauthorized, 401);
+                runtime
+                    .metrics()
+                    .refusal(HandshakeRefusal::Unauthorized, 401);
                 return unauthorized(&error);
             }
         }
@@ -238,9 +240,14 @@ pub(crate) async fn upgrade<A: WebSocketApp, B>(
             Some(permit) => permits._ip = Some(permit),
             None => {
                 runtime.metrics().limit_hit("connections_per_ip");
-                runtime.metrics().refusal(HandshakeRefusal::ConnectionLimit, 429);
+                runtime
+                    .metrics()
+                    .refusal(HandshakeRefusal::ConnectionLimit, 429);
                 tracing::info!(target: "wsbus::limits", client = %client.addr, path = %handshake.path, "upgrade refused: connections_per_ip reached");
-                return too_many(runtime, "too many connections from this address, retry later");
+                return too_many(
+                    runtime,
+                    "too many connections from this address, retry later",
+                );
             }
         }
     }
@@ -249,7 +256,9 @@ pub(crate) async fn upgrade<A: WebSocketApp, B>(
             Some(permit) => permits._user = Some(permit),
             None => {
                 runtime.metrics().limit_hit("connections_per_user");
-                runtime.metrics().refusal(HandshakeRefusal::ConnectionLimit, 429);
+                runtime
+                    .metrics()
+                    .refusal(HandshakeRefusal::ConnectionLimit, 429);
                 tracing::info!(target: "wsbus::limits", client = %client.addr, user = %user.login, path = %handshake.path, "upgrade refused: connections_per_user reached");
                 return too_many(runtime, "too many connections for this user, retry later");
             }

@@ -202,7 +202,12 @@ impl Bus {
         if config.limits.messages_per_second.is_none() {
             config.limits.messages_per_second = security.message_rate;
         }
-        Self::build(config, runtime.hub().clone(), Some(runtime.clone()), schemas)
+        Self::build(
+            config,
+            runtime.hub().clone(),
+            Some(runtime.clone()),
+            schemas,
+        )
     }
 
     fn build(

@@ -7,8 +7,8 @@ use wsbus_proto::{CloseCode, Message};
 
 use super::credentials::{credential, ext_token, grant_of};
 use super::{Bus, now};
-use crate::auth::{Claims, verify_now};
 use crate::app::{EventKind, HandshakeRequest, Upgrade, WebSocketApp, WebSocketConfig, WsEvent};
+use crate::auth::{Claims, verify_now};
 use crate::hub::SocketId;
 
 /// The bus's `websocket` transport, as a WebSocket application: mount it at
