@@ -13,7 +13,14 @@ use serde_json::{Value, json};
 use wsbus::Runtime;
 use wsbus::bus::Bus;
 
-use crate::auth::{BearerToken, require_bearer};
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use wsbus::auth::{Claims, TokenVerifier};
+use wsbus::bayeux::{ChannelName, ChannelPattern};
+
+use crate::auth::BearerToken;
 
 /// An `/api` route's failure: its status and a JSON body
 /// `{"error": "<code>", "message": "<for people>"}`, where `code` is a
@@ -85,17 +92,26 @@ pub fn json_response(status: StatusCode, value: &Value) -> Response {
     (status, headers, value.to_string()).into_response()
 }
 
-/// The `/api` routes (to be nested at `/api`). `publish_token: None`
-/// leaves `POST /api/publish` answering `404`.
-pub fn router(bus: Bus, publish_token: Option<BearerToken>) -> Router {
-    let publish = match publish_token {
+/// Who may `POST /api/publish`: the holder of `bus.publish_token` (any
+/// channel), or of a JWT whose `channels` claim covers the channel.
+#[derive(Clone, Debug)]
+pub struct PublishAuth {
+    pub token: Option<BearerToken>,
+    pub jwt: Option<TokenVerifier>,
+}
+
+/// The `/api` routes (to be nested at `/api`). With neither a publish token
+/// nor JWTs, `POST /api/publish` answers `404`.
+pub fn router(bus: Bus, auth: PublishAuth) -> Router {
+    let publish = if auth.token.is_some() || auth.jwt.is_some() {
         // `route_layer`: a wrong method is a 405, whoever asks.
-        Some(token) => {
-            post(publish).route_layer(middleware::from_fn_with_state(token, require_bearer))
-        }
-        None => post(|| async {
-            ApiError::not_found("publishing over HTTP is disabled (set bus.publish_token)")
-        }),
+        post(publish).route_layer(middleware::from_fn_with_state(auth, require_publisher))
+    } else {
+        post(|| async {
+            ApiError::not_found(
+                "publishing over HTTP is disabled (set bus.publish_token or [auth])",
+            )
+        })
     };
     Router::new()
         .route("/me", get(me))
@@ -123,6 +139,7 @@ async fn me(Extension(runtime): Extension<Runtime>, headers: HeaderMap) -> Respo
 /// The bearer check runs before it (see [`router`]).
 async fn publish(
     State(bus): State<Bus>,
+    claims: Option<Extension<Arc<Claims>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     #[derive(serde::Deserialize)]
@@ -133,6 +150,21 @@ async fn publish(
     let request: PublishRequest = serde_json::from_slice(&body?).map_err(|err| {
         ApiError::bad_request(format!("expected {{\"channel\", \"data\"}}: {err}"))
     })?;
+    // A JWT publishes only where its `channels` claim reaches.
+    if let Some(Extension(claims)) = claims {
+        let allowed = ChannelName::parse(&request.channel).is_ok_and(|channel| {
+            claims.channels.iter().flatten().any(|pattern| {
+                ChannelPattern::parse(pattern).is_ok_and(|pattern| pattern.matches(&channel))
+            })
+        });
+        if !allowed {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the token's channels claim does not cover this channel",
+            ));
+        }
+    }
     let published = bus
         .publish(&request.channel, request.data)
         .map_err(|err| ApiError::bad_request(err.to_string()))?;
@@ -142,4 +174,39 @@ async fn publish(
         "offset": published.offset,
     });
     Ok(json_response(StatusCode::OK, &answer))
+}
+
+/// Middleware of `POST /api/publish`: the publish token passes as is; a JWT
+/// passes with its claims in the request (the handler checks the channel);
+/// anything else gets `401`.
+async fn require_publisher(
+    State(auth): State<PublishAuth>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| crate::auth::bearer_credentials(value.as_bytes()))
+        .map(<[u8]>::to_vec);
+    let Some(presented) = presented else {
+        return ApiError::unauthorized().into_response();
+    };
+    if auth.token.as_ref().is_some_and(|t| t.matches(&presented)) {
+        return next.run(request).await;
+    }
+    if let Some(verifier) = &auth.jwt
+        && let Ok(token) = std::str::from_utf8(&presented)
+    {
+        match verifier.verify(token).await {
+            Ok(claims) => {
+                request.extensions_mut().insert(Arc::new(claims));
+                return next.run(request).await;
+            }
+            Err(error) => {
+                tracing::info!(target: "wsbus::auth", reason = error.reason(), "POST /api/publish: token refused");
+            }
+        }
+    }
+    ApiError::unauthorized().into_response()
 }

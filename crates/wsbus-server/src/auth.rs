@@ -2,8 +2,9 @@
 //! middleware.
 //!
 //! Put [`require_bearer`] in front of a route with
-//! `axum::middleware::from_fn_with_state(token, require_bearer)`, as
-//! `POST /api/publish` does; the admin API's routes take the same layer.
+//! `axum::middleware::from_fn_with_state(token, require_bearer)`; the admin
+//! API's routes take this layer. (`POST /api/publish` has its own, which
+//! also takes JWTs: `api::require_publisher`.)
 
 use std::sync::Arc;
 
@@ -32,29 +33,13 @@ impl BearerToken {
     /// Whether `presented` is this token, in a time that does not depend
     /// on how much of it is right.
     pub fn matches(&self, presented: &[u8]) -> bool {
-        constant_time_eq(presented, &self.0)
+        wsbus::auth::constant_time_eq(presented, &self.0)
     }
-}
-
-/// `presented == secret`, taking the same time whatever `presented` holds:
-/// every byte of `secret` is compared, the differences are OR-ed together
-/// and looked at once at the end. The time depends on `secret`'s length
-/// only (the attacker's own `presented` length decides nothing but the
-/// result), so a mismatch position or a matching prefix cannot be timed.
-pub fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
-    let mut difference = u8::from(presented.len() != secret.len());
-    for (i, expected) in secret.iter().enumerate() {
-        let byte = presented.get(i).copied().unwrap_or(0);
-        // `black_box` keeps the optimiser from turning the loop into an
-        // early exit once `difference` is non-zero.
-        difference = std::hint::black_box(difference | (byte ^ expected));
-    }
-    difference == 0
 }
 
 /// The credentials of an `Authorization` value of the Bearer scheme (the
 /// scheme name is case-insensitive, RFC 9110 §11.1).
-fn bearer_credentials(authorization: &[u8]) -> Option<&[u8]> {
+pub fn bearer_credentials(authorization: &[u8]) -> Option<&[u8]> {
     const SCHEME: &[u8] = b"bearer ";
     let scheme = authorization.get(..SCHEME.len())?;
     if !scheme.eq_ignore_ascii_case(SCHEME) {
@@ -67,6 +52,7 @@ fn bearer_credentials(authorization: &[u8]) -> Option<&[u8]> {
 /// Middleware: runs the route only for a request that presents `token`;
 /// anything else gets `401` with `WWW-Authenticate: Bearer` and the API's
 /// JSON error.
+#[allow(dead_code)] // for the admin API, next
 pub async fn require_bearer(
     State(token): State<BearerToken>,
     request: Request,
@@ -85,18 +71,6 @@ pub async fn require_bearer(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn equal_only_when_every_byte_and_the_length_match() {
-        assert!(constant_time_eq(b"s3cret", b"s3cret"));
-        assert!(!constant_time_eq(b"s3creT", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cret\0", b"s3cret"));
-        // A shorter guess padded with the padding byte is still wrong.
-        assert!(!constant_time_eq(b"ab", b"ab\0"));
-        assert!(!constant_time_eq(b"", b"s3cret"));
-        assert!(constant_time_eq(b"", b""));
-    }
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_needs_credentials() {

@@ -165,7 +165,7 @@ pub struct PathSchemaSection {
     /// What an invalid inbound message does: `close` (1007) or `error` (an
     /// ERROR event to the application, the socket stays open).
     #[serde(default)]
-    pub on_invalid: wsbus::app::OnInvalid,
+    pub on_invalid: wsbus::security::OnInvalid,
 }
 
 /// A configured secret: read like a string, never printed.

@@ -26,6 +26,7 @@ mod auth;
 #[path = "../examples/chat.rs"]
 mod chat;
 mod config;
+mod security;
 mod web;
 
 #[derive(Parser, Debug)]
@@ -232,27 +233,59 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> ServerRe
             .min(wsbus_bayeux::BatchLimits::DEFAULT_MAX_BYTES),
         ..wsbus_bayeux::BatchLimits::default()
     };
-    let runtime = Runtime::new(server_config);
+    let security = security::from_config(&config)?;
+    let verifier = security.auth.as_ref().map(|auth| auth.verifier.clone());
+    let (policies, channel_schemas) = security::bus_channels(&config)?;
+    let demo = config.demo_enabled();
+    if demo && !config.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %config.listen,
+            "the demo (chat page and its login, where anyone signs in under any name) is on \
+             and the listener is not loopback: set `demo = false` or configure [auth]"
+        );
+    }
+    let runtime = Runtime::builder(server_config).security(security).build();
+    if let Some(verifier) = &verifier {
+        // The JWKS, if any, before the first client needs it; a failure is
+        // logged by the verifier and retried on demand.
+        let verifier = verifier.clone();
+        tokio::spawn(async move {
+            let _ = verifier.prefetch_keys().await;
+        });
+    }
     let listener = listen_on(config.listen).await?;
-    let bus = wsbus::bus::Bus::new(
+    let bus = wsbus::bus::Bus::with_runtime(
         wsbus_bayeux::BusConfig {
             websocket_enabled: config.bus.websocket_enabled,
             limits: wsbus_bayeux::Limits {
                 batch,
                 ..wsbus_bayeux::Limits::default()
             },
+            policies,
             ..wsbus_bayeux::BusConfig::default()
         },
-        runtime.hub().clone(),
+        &runtime,
+        channel_schemas,
     );
     let bus_socket_paths = [bus_path.clone(), format!("{bus_path}/")];
     let routes = web::BusRoutes {
         bus: bus.clone(),
         path: bus_path,
-        publish_token: config.bus.publish_token.clone(),
+        publish: api::PublishAuth {
+            token: config
+                .bus
+                .publish_token
+                .as_ref()
+                .map(|t| auth::BearerToken::new(t.expose())),
+            jwt: verifier,
+        },
+        demo,
     };
-    let mut server = Server::new(runtime)
-        .websocket("/chat", chat::Chat)
+    let mut server = Server::new(runtime);
+    if demo {
+        server = server.websocket("/chat", chat::Chat);
+    }
+    let mut server = server
         .websocket_at(
             bus_socket_paths.iter().map(String::as_str),
             wsbus::bus::BusSocket::new(bus),

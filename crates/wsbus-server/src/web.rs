@@ -16,11 +16,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderValue};
+use wsbus::Runtime;
 use wsbus::bus::Bus;
+use wsbus::proxy::ClientView;
 use wsbus::session::{Session, Sessions, User};
-use wsbus::{ConnectionInfo, Runtime};
-
-use crate::auth::BearerToken;
 
 /// The Content-Security-Policy of every page and asset.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
@@ -44,8 +43,10 @@ pub struct BusRoutes {
     pub bus: Bus,
     /// The bus path, e.g. `/amb` (see [`bus_path`]).
     pub path: String,
-    /// Bearer token of `POST /api/publish`; `None` disables it.
-    pub publish_token: Option<String>,
+    /// Who may `POST /api/publish`.
+    pub publish: crate::api::PublishAuth,
+    /// Whether the demo (chat page, demo login) is served.
+    pub demo: bool,
 }
 
 /// Paths of the route table that the bus may not take (nor sit below).
@@ -81,20 +82,23 @@ pub fn bus_path(configured: &str) -> Result<String, String> {
 /// body limit). Pages and their errors carry [`CSP`]; every response is
 /// `no-store` and `nosniff`.
 pub fn router(bus: BusRoutes) -> Router {
-    let publish_token = bus.publish_token.as_deref().map(BearerToken::new);
-    Router::new()
-        .route("/", page(HTML, INDEX_HTML))
-        .route("/app.js", page(JAVASCRIPT, APP_JS))
-        .route("/bus.js", page(JAVASCRIPT, BUS_JS))
-        .route("/app.css", page(CSS, APP_CSS))
+    let mut router = Router::new();
+    if bus.demo {
+        router = router
+            .route("/", page(HTML, INDEX_HTML))
+            .route("/app.js", page(JAVASCRIPT, APP_JS))
+            .route("/bus.js", page(JAVASCRIPT, BUS_JS))
+            .route("/app.css", page(CSS, APP_CSS))
+            .route("/login", form_post(login))
+            .route("/logout", form_post(logout));
+    }
+    router
         .route("/metrics", get(metrics))
-        .route("/login", form_post(login))
-        .route("/logout", form_post(logout))
         // Before `/api` is nested: that table has its own JSON 405.
         .method_not_allowed_fallback(|| async {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
-        .nest("/api", crate::api::router(bus.bus.clone(), publish_token))
+        .nest("/api", crate::api::router(bus.bus.clone(), bus.publish))
         .fallback(|| async { text(StatusCode::NOT_FOUND, "not found") })
         .layer(middleware::map_response(with_csp))
         // `/amb`, `/amb/` and `/amb/*` (CometD posts to `/amb/handshake`, …);
@@ -154,17 +158,20 @@ where
 /// otherwise log a visitor in or out (login CSRF). Browsers send `Origin` on
 /// every POST; its absence means a non-browser client.
 async fn refuse_cross_origin(
-    Extension(connection): Extension<ConnectionInfo>,
+    Extension(client): Extension<ClientView>,
     request: Request,
     next: Next,
 ) -> Response {
     let headers = request.headers();
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if !wsbus::origin_allowed_by_default(origin, host, connection.tls) {
+    // Behind a trusted proxy, the scheme and host the browser used.
+    let host = client.host.as_deref().unwrap_or_else(|| {
+        headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    });
+    if !wsbus::origin_allowed_by_default(origin, host, client.tls) {
         return text(StatusCode::FORBIDDEN, "cross-origin form post refused");
     }
     next.run(request).await
@@ -183,7 +190,7 @@ fn redirect_home(cookie: &str) -> Response {
 /// `POST /login` with the form field `user`: a session for that name.
 async fn login(
     Extension(runtime): Extension<Runtime>,
-    Extension(connection): Extension<ConnectionInfo>,
+    Extension(client): Extension<ClientView>,
     body: Bytes,
 ) -> Response {
     let user = form_urlencoded::parse(&body)
@@ -200,19 +207,20 @@ async fn login(
         );
     }
     let id = runtime.sessions().login(User::new(user));
-    redirect_home(&Sessions::cookie(&id, connection.tls))
+    // `Secure` when the browser is on https, behind a proxy too.
+    redirect_home(&Sessions::cookie(&id, client.tls))
 }
 
 /// `POST /logout`: ends the session (and its bound sockets).
 async fn logout(
     Extension(runtime): Extension<Runtime>,
-    Extension(connection): Extension<ConnectionInfo>,
+    Extension(client): Extension<ClientView>,
     headers: HeaderMap,
 ) -> Response {
     if let Some(session) = session_of(&runtime, &headers) {
         runtime.sessions().logout(&session.id);
     }
-    redirect_home(&Sessions::clear_cookie(connection.tls))
+    redirect_home(&Sessions::clear_cookie(client.tls))
 }
 
 /// Prometheus text exposition, format 0.0.4.
@@ -261,6 +269,32 @@ async fn metrics(Extension(runtime): Extension<Runtime>) -> Response {
     for (reason, count) in runtime.metrics().refusals() {
         out.sample(refusals, &format!("{{reason=\"{reason}\"}}"), count);
     }
+    let labelled = [
+        (
+            "wsbus_auth_failures_total",
+            "Access tokens refused (or missing where required), by reason.",
+            "reason",
+            runtime.metrics().auth_failures(),
+        ),
+        (
+            "wsbus_limit_hits_total",
+            "Abuse limits hit, by limit.",
+            "limit",
+            runtime.metrics().limit_hits(),
+        ),
+        (
+            "wsbus_schema_rejections_total",
+            "Messages refused by their JSON Schema, by direction (in: from clients, out: to clients).",
+            "direction",
+            runtime.metrics().schema_rejections(),
+        ),
+    ];
+    for (name, help, label, counts) in labelled {
+        out.family(name, "counter", help);
+        for (value, count) in counts {
+            out.sample(name, &format!("{{{label}=\"{value}\"}}"), count);
+        }
+    }
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
     ([(header::CONTENT_TYPE, content_type)], out.0).into_response()
 }
@@ -279,10 +313,14 @@ fn long_polling(bus: Bus) -> MethodRouter {
 async fn long_poll(
     State(bus): State<Bus>,
     Extension(runtime): Extension<Runtime>,
+    uri: http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let user = session_of(&runtime, &headers).map(|s| s.user.login);
-    let json = bus.long_poll(&body, user.as_deref()).await;
+    let token = wsbus::auth::token_from_request(&headers, uri.query());
+    let json = bus
+        .long_poll(&body, user.as_deref(), token.as_deref())
+        .await;
     ([(header::CONTENT_TYPE, "application/json")], json).into_response()
 }

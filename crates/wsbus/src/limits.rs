@@ -204,7 +204,7 @@ mod tests {
         let mut bucket = TokenBucket::new(limit, t0);
         // 1/3 s truncates to 333 333 333 ns: exact thirds always pass.
         for i in 0..3_000u64 {
-            let now = t0 + Duration::from_nanos(i * NANOS_PER_SECOND / 3);
+            let now = t0 + Duration::from_nanos(i * 1_000_000_000 / 3);
             assert!(bucket.try_take(limit, now), "message {i}");
         }
     }
