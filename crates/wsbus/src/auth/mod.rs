@@ -272,16 +272,15 @@ impl TokenError {
 
     /// The `WWW-Authenticate` value of a `401` for this refusal (RFC 6750
     /// §3): `Bearer error="invalid_token", error_description="<reason>"`.
-    /// For [`TokenError::Missing`] it is a bare `Bearer`, as RFC 6750 §3.1
-    /// asks when the request carried no credentials.
+    /// [`TokenError::Missing`] too: RFC 6750 §3.1 only says a server
+    /// SHOULD NOT send an error code without credentials, and SPEC §5 (what
+    /// tools rely on) gives every refusal this one form, the description
+    /// telling them apart.
     pub fn www_authenticate(&self) -> String {
-        match self {
-            Self::Missing => "Bearer".to_owned(),
-            _ => format!(
-                r#"Bearer error="invalid_token", error_description="{}""#,
-                self.reason()
-            ),
-        }
+        format!(
+            r#"Bearer error="invalid_token", error_description="{}""#,
+            self.reason()
+        )
     }
 }
 

@@ -436,7 +436,10 @@ async fn errors_never_show_the_token() {
         err.www_authenticate(),
         r#"Bearer error="invalid_token", error_description="Bad signature""#
     );
-    assert_eq!(TokenError::Missing.www_authenticate(), "Bearer");
+    assert_eq!(
+        TokenError::Missing.www_authenticate(),
+        r#"Bearer error="invalid_token", error_description="Missing token""#
+    );
     let dbg = format!("{v:?}");
     assert!(!dbg.contains(SECRET), "{dbg}");
     let cfg = AuthConfig {
