@@ -1,0 +1,290 @@
+//! The runtime's security over real sockets: tokens at the upgrade (401 with
+//! the reason), a socket closed with 1008 when its token expires, a refresh
+//! that keeps it open, the per-socket message rate, and a bus session whose
+//! `ext.access_token` is checked by the engine.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use wsbus::app::{EventKind, HandshakeRequest, Upgrade, WebSocketApp, WebSocketConfig, WsEvent};
+use wsbus::auth::{AuthConfig, Secret, TokenVerifier};
+use wsbus::client::{self, ClientOptions, WebSocket};
+use wsbus::limits::RateLimit;
+use wsbus::proto::{CloseCode, Event, Message};
+use wsbus::security::{Security, TokenAuth};
+use wsbus::{Runtime, Server, ServerConfig};
+
+const SECRET: &str = "a test secret of at least 32 bytes!!";
+
+fn token(sub: &str, lifetime: Duration) -> String {
+    let exp = (SystemTime::now() + lifetime)
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    encode(
+        &Header::default(),
+        &json!({"sub": sub, "name": format!("{sub}!"), "exp": exp}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Echoes, greets with the user's name, and refreshes its token when a
+/// message says `refresh <token>`.
+struct App;
+
+impl WebSocketApp for App {
+    type Data = ();
+
+    fn upgrade(&self, request: &HandshakeRequest) -> Upgrade<()> {
+        if !request.is_websocket {
+            return Upgrade::status(404);
+        }
+        assert!(
+            !request.params.contains_key("access_token"),
+            "the token is not handed to applications"
+        );
+        Upgrade::Accept(WebSocketConfig::new(()))
+    }
+
+    fn on_event(&self, mut event: WsEvent<'_, ()>) {
+        match event.kind.clone() {
+            EventKind::Open => {
+                let name = event.socket.user.as_ref().map(|u| u.display_name.clone());
+                let _ = event.send(Message::text(format!("hello {}", name.unwrap_or_default())));
+            }
+            EventKind::Message(Message::Text(text)) => {
+                let reply = match text.as_str().strip_prefix("refresh ") {
+                    Some(token) => match event.refresh_token(token) {
+                        Ok(_) => "refreshed".to_owned(),
+                        Err(error) => format!("refused: {error}"),
+                    },
+                    None => text.as_str().to_owned(),
+                };
+                let _ = event.send(Message::text(reply));
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn start(security: Security) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let runtime = Runtime::builder(ServerConfig::default())
+        .security(security)
+        .build();
+    let bus = wsbus::bus::Bus::with_runtime(
+        wsbus::bayeux::BusConfig::default(),
+        &runtime,
+        wsbus::bus::ChannelSchemas::default(),
+    );
+    let server = Server::new(runtime)
+        .websocket("/ws", App)
+        .websocket("/amb", wsbus::bus::BusSocket::new(bus));
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    addr
+}
+
+fn token_auth(required: bool) -> Security {
+    let verifier = TokenVerifier::new(AuthConfig {
+        jwt_secret: Some(Secret::new(SECRET)),
+        ..AuthConfig::default()
+    })
+    .unwrap();
+    Security {
+        auth: Some(TokenAuth { verifier, required }),
+        ..Security::default()
+    }
+}
+
+async fn text(ws: &mut WebSocket) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.recv()).await {
+            Ok(Ok(Some(Event::Message(Message::Text(text))))) => return text.as_str().to_owned(),
+            Ok(Ok(Some(Event::Ping(_) | Event::Pong(_)))) => {}
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+/// Waits for the close, returning its code and reason.
+async fn closed(ws: &mut WebSocket) -> (CloseCode, String) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.recv()).await {
+            Ok(Ok(Some(Event::Close(Some(frame))))) => {
+                return (frame.code, frame.reason.to_string());
+            }
+            Ok(Ok(Some(_))) => {}
+            other => panic!("expected a close, got {other:?}"),
+        }
+    }
+}
+
+/// The raw response head to an upgrade request with `extra` header lines.
+async fn upgrade_response(addr: &str, target: &str, extra: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn refused_tokens_get_401_with_the_reason_and_never_echo_the_token() {
+    let addr = start(token_auth(true)).await;
+    let missing = upgrade_response(&addr, "/ws", "").await;
+    assert!(missing.starts_with("HTTP/1.1 401"), "{missing}");
+    assert!(
+        missing.contains(
+            r#"www-authenticate: Bearer error="invalid_token", error_description="Missing token""#
+        ),
+        "{missing}"
+    );
+    let stale = encode(
+        &Header::default(),
+        &json!({"sub": "ana", "exp": 1_000_000}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let response =
+        upgrade_response(&addr, "/ws", &format!("Authorization: Bearer {stale}\r\n")).await;
+    assert!(response.contains("Token expired"), "{response}");
+    assert!(!response.contains(&stale), "the token is not echoed");
+    let forged = encode(
+        &Header::default(),
+        &json!({"sub": "ana"}),
+        &EncodingKey::from_secret(b"another secret, also 32 bytes long"),
+    )
+    .unwrap();
+    let response = upgrade_response(&addr, &format!("/ws?access_token={forged}"), "").await;
+    assert!(response.contains("Bad signature"), "{response}");
+    let huge = "a".repeat(64 * 1024);
+    let response = upgrade_response(&addr, &format!("/ws?access_token={huge}"), "").await;
+    assert!(
+        response.starts_with("HTTP/1.1 401") || response.starts_with("HTTP/1.1 431"),
+        "{}",
+        &response[..response.len().min(200)]
+    );
+    // Still serving.
+    let url = format!(
+        "ws://{addr}/ws?access_token={}",
+        token("ana", Duration::from_secs(60))
+    );
+    let mut ws = client::connect(&url, ClientOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(text(&mut ws).await, "hello ana!");
+}
+
+#[tokio::test]
+async fn a_socket_closes_with_1008_when_its_token_expires_unless_refreshed() {
+    let addr = start(token_auth(true)).await;
+    let short = |sub| token(sub, Duration::from_secs(2));
+    let mut expiring = client::connect(
+        &format!("ws://{addr}/ws?access_token={}", short("ana")),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut refreshed = client::connect(
+        &format!("ws://{addr}/ws?access_token={}", short("bob")),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(text(&mut expiring).await, "hello ana!");
+    assert_eq!(text(&mut refreshed).await, "hello bob!");
+    let other_user = token("eve", Duration::from_secs(600));
+    refreshed
+        .send(Message::text(format!("refresh {other_user}")))
+        .await
+        .unwrap();
+    assert_eq!(text(&mut refreshed).await, "refused: Token of another user");
+    let longer = token("bob", Duration::from_secs(600));
+    refreshed
+        .send(Message::text(format!("refresh {longer}")))
+        .await
+        .unwrap();
+    assert_eq!(text(&mut refreshed).await, "refreshed");
+
+    let (code, reason) = closed(&mut expiring).await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (CloseCode::POLICY_VIOLATION, "token expired")
+    );
+    // Past the old expiry, the refreshed socket still answers.
+    refreshed.send(Message::text("still here")).await.unwrap();
+    assert_eq!(text(&mut refreshed).await, "still here");
+}
+
+#[tokio::test]
+async fn a_socket_over_its_message_rate_is_closed_and_others_are_served() {
+    let addr = start(Security {
+        message_rate: Some(RateLimit::new(10)),
+        ..Security::default()
+    })
+    .await;
+    let url = format!("ws://{addr}/ws");
+    let mut flood = client::connect(&url, ClientOptions::default())
+        .await
+        .unwrap();
+    let mut calm = client::connect(&url, ClientOptions::default())
+        .await
+        .unwrap();
+    text(&mut flood).await;
+    text(&mut calm).await;
+    for i in 0..100 {
+        if flood.send(Message::text(format!("{i}"))).await.is_err() {
+            break;
+        }
+    }
+    let (code, reason) = closed(&mut flood).await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (CloseCode::POLICY_VIOLATION, "message rate exceeded")
+    );
+    calm.send(Message::text("fine")).await.unwrap();
+    assert_eq!(text(&mut calm).await, "fine");
+}
+
+#[tokio::test]
+async fn the_bus_checks_ext_access_token_and_refuses_with_401() {
+    let addr = start(token_auth(true)).await;
+    // The bus socket itself opens without a token: the token rides in the
+    // handshake's ext (browsers cannot set headers on a WebSocket)...
+    let missing = upgrade_response(&addr, "/amb", "").await;
+    assert!(missing.starts_with("HTTP/1.1 401"), "{missing}");
+    // ...unless required: then the upgrade needs one too, and the handshake
+    // can carry another (a refresh), checked by the engine.
+    let url = format!(
+        "ws://{addr}/amb?access_token={}",
+        token("ana", Duration::from_secs(60))
+    );
+    let mut ws = client::connect(&url, ClientOptions::default())
+        .await
+        .unwrap();
+    let handshake = |ext: Value| {
+        json!([{"channel": "/meta/handshake", "version": "1.0",
+                "supportedConnectionTypes": ["websocket"], "ext": ext}])
+        .to_string()
+    };
+    ws.send(Message::text(handshake(json!({"access_token": "garbage"}))))
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_str(&text(&mut ws).await).unwrap();
+    assert_eq!(reply[0]["error"], "401::Malformed token");
+    assert_eq!(reply[0]["advice"]["reconnect"], "none");
+    ws.send(Message::text(handshake(json!({})))).await.unwrap();
+    let reply: Value = serde_json::from_str(&text(&mut ws).await).unwrap();
+    assert_eq!(
+        reply[0]["successful"], true,
+        "the socket's own token: {reply}"
+    );
+}
