@@ -288,3 +288,108 @@ async fn the_bus_checks_ext_access_token_and_refuses_with_401() {
         "the socket's own token: {reply}"
     );
 }
+
+/// An upgrade's status line, from a client bound to `local` (an address of
+/// 127/8: every one of them is this host).
+async fn upgrade_status_from(local: &str, addr: &str) -> (TcpStream, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            other => panic!("no response head: {other:?}"),
+        }
+    }
+    (stream, String::from_utf8_lossy(&head).into_owned())
+}
+
+#[tokio::test]
+async fn a_thousand_connections_from_one_address_fill_its_limit_and_not_anothers() {
+    let addr = start(Security {
+        connections_per_ip: Some(wsbus::limits::ConnectionLimiter::new(1_000)),
+        ..Security::default()
+    })
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..1_000 {
+        let (stream, head) = upgrade_status_from("127.0.0.1", &addr).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        open.push(stream);
+    }
+    let (_, head) = upgrade_status_from("127.0.0.1", &addr).await;
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: "),
+        "{head}"
+    );
+    let (_, head) = upgrade_status_from("127.0.0.2", &addr).await;
+    assert!(
+        head.starts_with("HTTP/1.1 101"),
+        "another address is served: {head}"
+    );
+    // A connection that ends gives its place back.
+    drop(open.pop());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (stream, head) = upgrade_status_from("127.0.0.1", &addr).await;
+        if head.starts_with("HTTP/1.1 101") {
+            open.push(stream);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place never came back: {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_deeply_nested_message_fails_the_schema_without_overflowing_the_stack() {
+    let schema = wsbus::schema::Schema::from_value(
+        "nested.json",
+        &json!({"type": "object", "properties": {"a": {"$ref": "#"}}}),
+    )
+    .unwrap();
+    let mut schemas = std::collections::HashMap::new();
+    schemas.insert(
+        "/ws".to_owned(),
+        wsbus::security::PathSchema {
+            schema,
+            on_invalid: wsbus::security::OnInvalid::Close,
+        },
+    );
+    let addr = start(Security {
+        schemas,
+        ..Security::default()
+    })
+    .await;
+    let mut ws = client::connect(&format!("ws://{addr}/ws"), ClientOptions::default())
+        .await
+        .unwrap();
+    let deep = "{\"a\":".repeat(100_000) + "1" + &"}".repeat(100_000);
+    ws.send(Message::text(deep)).await.unwrap();
+    let (code, reason) = closed(&mut ws).await;
+    assert_eq!(code, CloseCode::INVALID_PAYLOAD);
+    assert!(
+        reason.starts_with("invalid message: : not JSON"),
+        "{reason}"
+    );
+    // The server is still there.
+    let mut again = client::connect(&format!("ws://{addr}/ws"), ClientOptions::default())
+        .await
+        .unwrap();
+    again
+        .send(Message::text(r#"{"a": {"a": {}}}"#))
+        .await
+        .unwrap();
+    // The greeting is not JSON: it was not sent (outbound schema); the echo is.
+    assert_eq!(text(&mut again).await, r#"{"a": {"a": {}}}"#);
+}
