@@ -92,6 +92,11 @@ pub struct WebSocketConfig<D> {
     pub session_access: bool,
     /// At most one refresh per this interval. Default 60 s.
     pub session_access_throttle: Duration,
+    /// The application's protocol carries the access token in its messages
+    /// (the bus: the handshake's `ext.access_token`), so `auth.required`
+    /// does not refuse an upgrade without one; a token that *is* presented
+    /// is still checked. Default false.
+    pub token_in_messages: bool,
 }
 
 impl<D> std::fmt::Debug for WebSocketConfig<D> {
@@ -102,6 +107,7 @@ impl<D> std::fmt::Debug for WebSocketConfig<D> {
             .field("terminate_on_session_exit", &self.terminate_on_session_exit)
             .field("session_access", &self.session_access)
             .field("session_access_throttle", &self.session_access_throttle)
+            .field("token_in_messages", &self.token_in_messages)
             .finish_non_exhaustive()
     }
 }
@@ -117,6 +123,7 @@ impl<D> WebSocketConfig<D> {
             terminate_on_session_exit: true,
             session_access: false,
             session_access_throttle: Duration::from_secs(60),
+            token_in_messages: false,
         }
     }
 
@@ -159,6 +166,14 @@ impl<D> WebSocketConfig<D> {
     /// ones never do). Default false.
     pub fn session_access(mut self, access: bool) -> Self {
         self.session_access = access;
+        self
+    }
+
+    /// Say that the protocol carries the access token in its messages: an
+    /// upgrade without one is not refused when tokens are required (the
+    /// application refuses what arrives without one). Default false.
+    pub fn token_in_messages(mut self, in_messages: bool) -> Self {
+        self.token_in_messages = in_messages;
         self
     }
 

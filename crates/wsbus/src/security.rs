@@ -66,11 +66,12 @@ pub struct Security {
     pub schemas: HashMap<String, PathSchema>,
 }
 
-/// The connection-limit permits a socket holds while it lives.
+/// The connection-limit permits a socket holds while it lives (dropping
+/// them gives the places back).
 #[derive(Debug, Default)]
 pub(crate) struct Permits {
-    pub(crate) _ip: Option<ConnectionPermit<IpAddr>>,
-    pub(crate) _user: Option<ConnectionPermit<Arc<str>>>,
+    pub(crate) ip: Option<ConnectionPermit<IpAddr>>,
+    pub(crate) user: Option<ConnectionPermit<Arc<str>>>,
 }
 
 /// The close reason of a socket whose token expired (code 1008).
@@ -117,8 +118,8 @@ impl SocketGuard {
         self.token_expires_at.is_some()
             || self.rate.is_some()
             || self.schema.is_some()
-            || self.permits._ip.is_some()
-            || self.permits._user.is_some()
+            || self.permits.ip.is_some()
+            || self.permits.user.is_some()
     }
 
     pub(crate) fn inbound(

@@ -98,8 +98,9 @@ fn too_many(runtime: &Runtime, what: &str) -> Response<Full<Bytes>> {
     closing(response)
 }
 
-/// The request's access token, checked: `Ok(None)` when it has none and
-/// none is required.
+/// The request's access token, checked: `Ok(None)` when it has none
+/// (whether one is required is decided after the application's decision,
+/// which may say its protocol carries the token in its messages).
 async fn authenticate(
     runtime: &Runtime,
     headers: &http::HeaderMap,
@@ -110,9 +111,24 @@ async fn authenticate(
     };
     match token_from_request(headers, query) {
         Some(token) => auth.verifier.verify(&token).await.map(Some),
-        None if auth.required => Err(TokenError::Missing),
         None => Ok(None),
     }
+}
+
+/// Refuses an upgrade for its token: counted, logged (the reason, never the
+/// token), `401`.
+fn refuse_token(
+    runtime: &Runtime,
+    error: &TokenError,
+    client: std::net::IpAddr,
+    path: &str,
+) -> Response<Full<Bytes>> {
+    runtime.metrics().auth_failure(error.label());
+    tracing::info!(target: "wsbus::auth", %client, path, reason = error.reason(), "upgrade refused: access token");
+    runtime
+        .metrics()
+        .refusal(HandshakeRefusal::Unauthorized, 401);
+    unauthorized(error)
 }
 
 /// Run the upgrade decision for `req` and, if it accepts, answer 101 and
@@ -154,14 +170,7 @@ pub(crate) async fn upgrade<A: WebSocketApp, B>(
     let claims = if validated.is_ok() {
         match authenticate(runtime, req.headers(), req.uri().query()).await {
             Ok(claims) => claims.map(Arc::new),
-            Err(error) => {
-                runtime.metrics().auth_failure(error.label());
-                tracing::info!(target: "wsbus::auth", client = %client.addr, path = %req.uri().path(), reason = error.reason(), "upgrade refused: access token");
-                runtime
-                    .metrics()
-                    .refusal(HandshakeRefusal::Unauthorized, 401);
-                return unauthorized(&error);
-            }
+            Err(error) => return refuse_token(runtime, &error, client.addr, req.uri().path()),
         }
     } else {
         None
@@ -237,7 +246,7 @@ pub(crate) async fn upgrade<A: WebSocketApp, B>(
     let mut permits = Permits::default();
     if let Some(limiter) = &security.connections_per_ip {
         match limiter.try_acquire(client.addr) {
-            Some(permit) => permits._ip = Some(permit),
+            Some(permit) => permits.ip = Some(permit),
             None => {
                 runtime.metrics().limit_hit("connections_per_ip");
                 runtime
@@ -253,7 +262,7 @@ pub(crate) async fn upgrade<A: WebSocketApp, B>(
     }
     if let (Some(limiter), Some(user)) = (&security.connections_per_user, &handshake.user) {
         match limiter.try_acquire(Arc::from(user.login.as_str())) {
-            Some(permit) => permits._user = Some(permit),
+            Some(permit) => permits.user = Some(permit),
             None => {
                 runtime.metrics().limit_hit("connections_per_user");
                 runtime
@@ -273,6 +282,10 @@ pub(crate) async fn upgrade<A: WebSocketApp, B>(
         }
         Upgrade::Accept(config) => config,
     };
+    let token_required = security.auth.as_ref().is_some_and(|a| a.required);
+    if token_required && handshake.claims.is_none() && !config.token_in_messages {
+        return refuse_token(runtime, &TokenError::Missing, client.addr, &handshake.path);
+    }
     let host = client.host.as_deref().unwrap_or(&upgrade_request.host);
     if !origin_allowed(&config, upgrade_request.origin.as_deref(), host, tls) {
         tracing::info!(target: "wsbus::handshake", client = %client.addr, origin = ?upgrade_request.origin, path = %handshake.path, "origin rejected");

@@ -257,17 +257,10 @@ async fn a_socket_over_its_message_rate_is_closed_and_others_are_served() {
 #[tokio::test]
 async fn the_bus_checks_ext_access_token_and_refuses_with_401() {
     let addr = start(token_auth(true)).await;
-    // The bus socket itself opens without a token: the token rides in the
-    // handshake's ext (browsers cannot set headers on a WebSocket)...
-    let missing = upgrade_response(&addr, "/amb", "").await;
-    assert!(missing.starts_with("HTTP/1.1 401"), "{missing}");
-    // ...unless required: then the upgrade needs one too, and the handshake
-    // can carry another (a refresh), checked by the engine.
-    let url = format!(
-        "ws://{addr}/amb?access_token={}",
-        token("ana", Duration::from_secs(60))
-    );
-    let mut ws = client::connect(&url, ClientOptions::default())
+    // The bus socket opens without a token although tokens are required:
+    // Bayeux clients carry theirs in the handshake's ext (browsers cannot set
+    // headers on a WebSocket), and the engine refuses handshakes without.
+    let mut ws = client::connect(&format!("ws://{addr}/amb"), ClientOptions::default())
         .await
         .unwrap();
     let handshake = |ext: Value| {
@@ -281,6 +274,25 @@ async fn the_bus_checks_ext_access_token_and_refuses_with_401() {
     let reply: Value = serde_json::from_str(&text(&mut ws).await).unwrap();
     assert_eq!(reply[0]["error"], "401::Malformed token");
     assert_eq!(reply[0]["advice"]["reconnect"], "none");
+    ws.send(Message::text(handshake(json!({})))).await.unwrap();
+    let reply: Value = serde_json::from_str(&text(&mut ws).await).unwrap();
+    assert_eq!(reply[0]["error"], "401::Missing token");
+    let ext = json!({"access_token": token("ana", Duration::from_secs(60))});
+    ws.send(Message::text(handshake(ext))).await.unwrap();
+    let reply: Value = serde_json::from_str(&text(&mut ws).await).unwrap();
+    assert_eq!(reply[0]["successful"], true, "{reply}");
+
+    // A token the upgrade presents is checked there, and then stands for
+    // the handshakes on that socket.
+    let bad = upgrade_response(&addr, "/amb?access_token=garbage", "").await;
+    assert!(bad.starts_with("HTTP/1.1 401"), "{bad}");
+    let url = format!(
+        "ws://{addr}/amb?access_token={}",
+        token("bob", Duration::from_secs(60))
+    );
+    let mut ws = client::connect(&url, ClientOptions::default())
+        .await
+        .unwrap();
     ws.send(Message::text(handshake(json!({})))).await.unwrap();
     let reply: Value = serde_json::from_str(&text(&mut ws).await).unwrap();
     assert_eq!(

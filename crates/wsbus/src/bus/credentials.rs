@@ -29,6 +29,14 @@ pub(super) fn ext_token(batch: &Batch) -> Option<&str> {
     })
 }
 
+/// Whether the batch holds a `/meta/handshake`.
+pub(super) fn has_handshake(batch: &Batch) -> bool {
+    batch
+        .iter()
+        .flatten()
+        .any(|message| message.channel.as_deref() == Some("/meta/handshake"))
+}
+
 /// What a verified token grants a bus session: its `sub`, the patterns of
 /// its `channels` claim (invalid ones are skipped: they match nothing), and
 /// its expiry on the engine's clock.

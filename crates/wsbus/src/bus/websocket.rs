@@ -5,7 +5,7 @@
 use wsbus_bayeux::{Credential, RequestContext, encode_batch, parse_batch};
 use wsbus_proto::{CloseCode, Message};
 
-use super::credentials::{credential, ext_token, grant_of};
+use super::credentials::{credential, ext_token, grant_of, has_handshake};
 use super::{Bus, now};
 use crate::app::{EventKind, HandshakeRequest, Upgrade, WebSocketApp, WebSocketConfig, WsEvent};
 use crate::auth::{Claims, verify_now};
@@ -45,7 +45,9 @@ impl WebSocketApp for BusSocket {
             // The A/B switch: clients fall back to long-polling.
             return Upgrade::status(400);
         }
-        Upgrade::Accept(WebSocketConfig::new(()))
+        // Bayeux clients carry their token in the handshake's
+        // `ext.access_token`, checked by the engine (`401::<reason>`).
+        Upgrade::Accept(WebSocketConfig::new(()).token_in_messages(true))
     }
 
     fn on_event(&self, mut event: WsEvent<'_, ()>) {
@@ -106,7 +108,12 @@ impl Bus {
             if let Some(token) = ext_token(batch) {
                 let verified = verify_now(&auth.verifier, token);
                 context.credential = Some(credential(runtime, verified));
-            } else if let Some(claims) = socket_claims {
+            } else if let Some(claims) = socket_claims
+                && has_handshake(batch)
+            {
+                // The socket's own token authenticates the sessions it
+                // handshakes; it is no refresh (the socket closes when it
+                // expires).
                 context.credential = Some(Credential::Verified(grant_of(claims)));
             }
         }
