@@ -88,10 +88,15 @@ async function joinRoom(page, room) {
   await page.click('#join', { timeout: TIMEOUT });
 }
 
-/** Chromium's report of a refused WebSocket handshake mentions the HTTP status. */
+/**
+ * Whether Chromium reported the page's WebSocket handshake refused with `status`: "Unexpected
+ * response code: <status>", or for a 401 with a WWW-Authenticate challenge, "HTTP
+ * Authentication failed; no valid credentials available".
+ */
 function refusedWith(page, status) {
   const texts = [...page.console, ...page.sockets.flatMap((s) => s.errors)];
-  return texts.some((t) => t.includes(`Unexpected response code: ${status}`));
+  return texts.some((t) => t.includes(`Unexpected response code: ${status}`) ||
+    (status === 401 && t.includes('HTTP Authentication failed')));
 }
 
 before(async () => {

@@ -10,7 +10,7 @@
 #   browser.test.mjs    headless Chromium on the page at /#access_token=<JWT>
 # Then checks that neither server wrote the secret or a token (eyJ…) in its log.
 #
-#   tests/security/run.sh
+#   tests/security/run.sh [raw|bus|browser]...     all three parts, or only those named
 #
 # Starts two servers on free ports from configurations written here (a fresh random HS256
 # secret each run): "strict" — [auth] required, /secure/** by claim, /typed/** with a schema,
@@ -125,16 +125,20 @@ start_server chat no
 export SEC_CHAT_URL=$url
 echo "==== servers: strict $SEC_URL, chat (no /chat schema) $SEC_CHAT_URL"
 
+parts=("${@:-raw bus browser}")
+parts=" ${parts[*]} "
 failed=()
+# run PART NAME COMMAND...: runs a part if it was asked for, records its failure.
 run() {
-  local name=$1
-  shift
+  local part=$1 name=$2
+  shift 2
+  [[ $parts == *" $part "* ]] || return 0
   echo "==== $name"
   "$@" || failed+=("$name")
 }
-run "raw WebSocket (Python websockets): raw_socket_test.py" "$python" raw_socket_test.py
-run "bus (faye, cometd): bus.test.mjs" node --test --test-force-exit --test-reporter=spec bus.test.mjs
-run "browser (Chromium): browser.test.mjs" node --test --test-force-exit --test-reporter=spec browser.test.mjs
+run raw "raw WebSocket (Python websockets): raw_socket_test.py" "$python" raw_socket_test.py
+run bus "bus (faye, cometd): bus.test.mjs" node --test --test-force-exit --test-reporter=spec bus.test.mjs
+run browser "browser (Chromium): browser.test.mjs" node --test --test-force-exit --test-reporter=spec browser.test.mjs
 stop_servers
 
 echo "==== no secret in the server logs"
