@@ -252,8 +252,9 @@
       busStatus.textContent = 'in ' + room + ' over ' + client.transport;
       busText.focus();
     } catch (e) {
-      busStatus.textContent = 'could not join: ' + e.message;
+      // Leave first: it reports "left <room>", which would hide why.
       await leave();
+      busStatus.textContent = 'could not join: ' + e.message;
     }
   }
 
