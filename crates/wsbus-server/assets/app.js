@@ -20,6 +20,42 @@
 
   let socket = null;
 
+  // An access token handed to the page in its address: /#access_token=<JWT>.
+  // The fragment is never sent to a server (nor written in its access log);
+  // it is read once and removed from the address bar at once, so that it is
+  // not bookmarked, shared or kept in the history. The token then lives in
+  // this page's memory only: a reload needs a new one. With a token, the chat
+  // socket and the bus handshake carry it (the server verifies it and names
+  // the user); without one, the page uses the demo login as before.
+  const accessToken = takeAccessToken();
+
+  function takeAccessToken() {
+    const fragment = new URLSearchParams(location.hash.slice(1));
+    const token = fragment.get('access_token');
+    if (token === null) return null;
+    fragment.delete('access_token');
+    const rest = fragment.toString();
+    history.replaceState(history.state, '', location.pathname + location.search + (rest ? '#' + rest : ''));
+    return token === '' ? null : token;
+  }
+
+  // The token's `name` claim (else `sub`), to show who is signed in. Display
+  // only: the page cannot verify the token; the server does, and its welcome
+  // names the user it verified.
+  function tokenName(token) {
+    try {
+      const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      const binary = atob(part.padEnd(Math.ceil(part.length / 4) * 4, '='));
+      const claims = JSON.parse(new TextDecoder().decode(Uint8Array.from(binary, (c) => c.charCodeAt(0))));
+      for (const claim of [claims.name, claims.sub]) {
+        if (typeof claim === 'string' && claim !== '') return claim;
+      }
+    } catch (e) {
+      // Not a JWT the page can read: the server will say (it refuses the socket).
+    }
+    return 'token holder';
+  }
+
   function setStatus(s) {
     status.textContent = s;
   }
@@ -70,7 +106,11 @@
 
   function chatUrl() {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    return scheme + '//' + location.host + '/chat';
+    // A browser cannot set an Authorization header on a WebSocket: the token
+    // goes in the access_token query parameter (which the server reads and
+    // keeps out of its logs).
+    const query = accessToken === null ? '' : '?access_token=' + encodeURIComponent(accessToken);
+    return scheme + '//' + location.host + '/chat' + query;
   }
 
   function connect() {
@@ -78,7 +118,9 @@
     setConnected(false);
     const ws = new WebSocket(chatUrl());
     socket = ws;
+    let opened = false;
     ws.addEventListener('open', () => {
+      opened = true;
       setStatus('connected');
       setConnected(true);
       text.focus();
@@ -90,10 +132,17 @@
       if (socket !== ws) return;
       socket = null;
       setConnected(false);
+      if (!opened) {
+        // Refused at the upgrade (e.g. 401: no token, or a token the server
+        // does not accept) or unreachable: a page cannot see the HTTP status.
+        setStatus('could not connect' + (accessToken === null ? '' : ' with this access token'));
+        return;
+      }
       setStatus(('disconnected: ' + event.code + ' ' + event.reason).trim());
       // The server ends the socket with 1008 when the HTTP session ends
-      // (sign-out in another tab, idle expiry): offer to sign in again.
-      if (event.code === 1008) {
+      // (sign-out in another tab, idle expiry), or when the token expires.
+      // Without a token, offer to sign in again.
+      if (event.code === 1008 && accessToken === null) {
         whoAmI().then((user) => { if (user === null) showSignedOut(); }, () => {});
       }
     });
@@ -110,6 +159,15 @@
   });
 
   async function start() {
+    if (accessToken !== null) {
+      loading.hidden = true;
+      showSignedIn(tokenName(accessToken));
+      // Signing out is for the demo login's cookie session; a token is
+      // dropped by closing the page.
+      $('logout').form.hidden = true;
+      connect();
+      return;
+    }
     let user;
     try {
       user = await whoAmI();
@@ -171,6 +229,7 @@
     const user = me.textContent;
     const client = new BayeuxClient('/amb', {
       transport: busTransport,
+      accessToken,
       onState: (s) => { busStatus.textContent = s; },
     });
     bus = { client, room, user, members: {} };
@@ -193,8 +252,9 @@
       busStatus.textContent = 'in ' + room + ' over ' + client.transport;
       busText.focus();
     } catch (e) {
-      busStatus.textContent = 'could not join: ' + e.message;
+      // Leave first: it reports "left <room>", which would hide why.
       await leave();
+      busStatus.textContent = 'could not join: ' + e.message;
     }
   }
 

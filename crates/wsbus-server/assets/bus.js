@@ -8,10 +8,13 @@
 // eslint-disable-next-line no-unused-vars
 class BayeuxClient {
   // url: the bus path ('/amb'); transport: 'auto', 'websocket' or
-  // 'long-polling'; onState(text) reports the connection state.
-  constructor(url, { transport = 'auto', onState = () => {} } = {}) {
+  // 'long-polling'; accessToken: a JWT sent in the handshake's
+  // ext.access_token (the session is its user's until it expires), or null;
+  // onState(text) reports the connection state.
+  constructor(url, { transport = 'auto', accessToken = null, onState = () => {} } = {}) {
     this.url = url;
     this.wanted = transport;
+    this.accessToken = accessToken;
     this.onState = onState;
     this.transport = null; // the one in use
     this.clientId = null;
@@ -26,11 +29,13 @@ class BayeuxClient {
   async start() {
     this.stopped = false;
     this.onState('handshaking');
-    const [reply] = await this.post([{
+    const handshake = {
       channel: '/meta/handshake',
       version: '1.0',
       supportedConnectionTypes: ['websocket', 'long-polling'],
-    }]);
+    };
+    if (this.accessToken !== null) handshake.ext = { access_token: this.accessToken };
+    const [reply] = await this.post([handshake]);
     if (!reply || !reply.successful) throw new Error('handshake refused: ' + (reply && reply.error));
     this.clientId = reply.clientId;
     const offered = reply.supportedConnectionTypes || [];
