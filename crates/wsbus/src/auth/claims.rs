@@ -1,9 +1,8 @@
 //! The verified claims of a token and their validation (RFC 7519 §4.1).
 //!
-//! wsbus validates the registered claims itself rather than through
-//! `jsonwebtoken::Validation`: the clock is passed in (tests are
-//! deterministic), and a claim of the wrong JSON type is refused instead of
-//! being skipped (a numeric `iss` must not pass an issuer check).
+//! wsbus validates the registered claims itself: the clock is passed in
+//! (tests are deterministic), and a claim of the wrong JSON type is refused
+//! instead of being skipped (a numeric `iss` must not pass an issuer check).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

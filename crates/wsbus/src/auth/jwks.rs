@@ -32,7 +32,6 @@ use http::header::{ACCEPT, CONTENT_LENGTH, HOST, USER_AGENT};
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_util::rt::TokioIo;
-use jsonwebtoken::Algorithm;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -40,6 +39,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
 
+use super::alg::Algorithm;
 use super::keys::VerifyKey;
 use super::{AuthConfigError, TokenError};
 

@@ -6,20 +6,43 @@
 //! algorithms, and an HMAC key only ever comes from `jwt_secret`. That is
 //! what defeats algorithm confusion: an HS256 token "signed" with the bytes
 //! of the RSA public key finds no HMAC key to be checked against.
+//!
+//! Signatures are checked with `ring` (the crypto provider rustls already
+//! uses in wsbus): each key is held in the form `ring` takes, prepared
+//! once when the key is loaded, and `ring` is asked for exactly one
+//! algorithm per `alg` (RFC 7518 §3.1), never for "any that fits".
 
 use std::fmt;
 
+use base64::DecodeSliceError;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use ring::hmac;
+use ring::signature::{RsaPublicKeyComponents, UnparsedPublicKey};
 use serde_json::Value;
 
+use super::alg::Algorithm;
 use super::{AuthConfigError, TokenError};
 
 /// The smallest RSA modulus accepted, in bits: RFC 7518 §3.3 ("a key of
 /// size 2048 bits or larger MUST be used with these algorithms").
 pub const MIN_RSA_BITS: usize = 2048;
+
+/// The largest RSA modulus accepted, in bits: the most `ring` verifies
+/// (its `RSA_*_2048_8192_*` algorithms), so a longer key is refused when it
+/// is loaded rather than failing every token.
+pub const MAX_RSA_BITS: usize = 8192;
+
+/// The largest RSA public exponent accepted, 2^33 - 1: `ring`'s bound on
+/// the cost of a verification (its exponentiation is by squaring). Real
+/// keys use 65537.
+const MAX_RSA_EXPONENT: u64 = (1 << 33) - 1;
+
+/// The longest signature that can verify, in bytes: an RSA signature as
+/// long as a [`MAX_RSA_BITS`] modulus (RFC 8017 §8.2.2). Longer ones are
+/// refused without being decoded further; this also sizes the stack buffer
+/// a signature is decoded into.
+const MAX_SIGNATURE_BYTES: usize = MAX_RSA_BITS / 8;
 
 /// The kind of a verification key, which fixes the algorithms it may verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,9 +76,42 @@ impl KeyKind {
 #[derive(Clone)]
 pub(crate) struct VerifyKey {
     kind: KeyKind,
-    key: DecodingKey,
+    material: Material,
     /// The algorithm a JWK pins with its `alg` member (RFC 7517 §4.4).
     pinned: Option<Algorithm>,
+}
+
+/// Key material in the form `ring` verifies with.
+#[derive(Clone)]
+enum Material {
+    /// One `ring` key per HS* hash (boxed: half a KiB of hash state).
+    Hmac(Box<HmacKeys>),
+    /// Modulus and exponent, big-endian without leading zeros (how `ring`
+    /// wants them), already checked against `ring`'s limits.
+    Rsa(RsaPublicKeyComponents<Vec<u8>>),
+    /// The uncompressed point `04 || X || Y` (SEC 1 §2.3.3) of a P-256 or
+    /// P-384 key; the curve is the key's [`KeyKind`].
+    Ec(Vec<u8>),
+    /// The 32-byte Ed25519 public key (RFC 8032 §5.1.5).
+    Ed25519([u8; 32]),
+}
+
+/// The shared secret as a `ring` key for each HS* hash (RFC 7518 §3.2):
+/// building a key hashes the padded secret, which is then not redone for
+/// every token.
+#[derive(Clone)]
+struct HmacKeys {
+    sha256: hmac::Key,
+    sha384: hmac::Key,
+    sha512: hmac::Key,
+}
+
+/// Why an RSA modulus and exponent are not a usable key.
+enum RsaKeyError {
+    /// Shorter than [`MIN_RSA_BITS`].
+    TooShort { bits: usize },
+    /// Anything else; names the problem, never the bytes.
+    Invalid(&'static str),
 }
 
 impl fmt::Debug for VerifyKey {
@@ -73,7 +129,11 @@ impl VerifyKey {
     pub(crate) fn hmac(secret: &[u8]) -> Self {
         Self {
             kind: KeyKind::Hmac,
-            key: DecodingKey::from_secret(secret),
+            material: Material::Hmac(Box::new(HmacKeys {
+                sha256: hmac::Key::new(hmac::HMAC_SHA256, secret),
+                sha384: hmac::Key::new(hmac::HMAC_SHA384, secret),
+                sha512: hmac::Key::new(hmac::HMAC_SHA512, secret),
+            })),
             pinned: None,
         }
     }
@@ -144,19 +204,17 @@ impl VerifyKey {
                 }
                 Ok(Self {
                     kind,
-                    key: DecodingKey::from_ec_der(key),
+                    material: Material::Ec(key.to_vec()),
                     pinned: None,
                 })
             }
             OID_ED25519 => {
-                if key.len() != 32 {
-                    return Err(AuthConfigError::InvalidPublicKey(
-                        "Ed25519 key is not 32 bytes",
-                    ));
-                }
+                let key = key.try_into().map_err(|_| {
+                    AuthConfigError::InvalidPublicKey("Ed25519 key is not 32 bytes")
+                })?;
                 Ok(Self {
                     kind: KeyKind::Ed25519,
-                    key: DecodingKey::from_ed_der(key),
+                    material: Material::Ed25519(key),
                     pinned: None,
                 })
             }
@@ -180,14 +238,43 @@ impl VerifyKey {
         let (0x02, e, _) = der_tlv(rest).ok_or(BAD)? else {
             return Err(BAD);
         };
+        Self::rsa(n, e).map_err(|e| match e {
+            RsaKeyError::TooShort { bits } => AuthConfigError::RsaKeyTooShort { bits },
+            RsaKeyError::Invalid(why) => AuthConfigError::InvalidPublicKey(why),
+        })
+    }
+
+    /// An RSA key from its big-endian modulus and exponent, checked now
+    /// against what `ring` will verify with (modulus of [`MIN_RSA_BITS`] to
+    /// [`MAX_RSA_BITS`], odd; exponent odd, 3 to [`MAX_RSA_EXPONENT`]), so a
+    /// key `ring` would refuse is refused at load instead of failing every
+    /// token as a bad signature.
+    fn rsa(n: &[u8], e: &[u8]) -> Result<Self, RsaKeyError> {
+        let (n, e) = (strip_zeros(n), strip_zeros(e));
         let bits = unsigned_bits(n);
         if bits < MIN_RSA_BITS {
-            return Err(AuthConfigError::RsaKeyTooShort { bits });
+            return Err(RsaKeyError::TooShort { bits });
         }
-        let key = DecodingKey::from_rsa_raw_components(strip_zeros(n), strip_zeros(e));
+        if bits > MAX_RSA_BITS {
+            return Err(RsaKeyError::Invalid("RSA key longer than 8192 bits"));
+        }
+        if n.last().is_none_or(|&b| b & 1 == 0) {
+            return Err(RsaKeyError::Invalid("RSA modulus is even"));
+        }
+        let exponent = (e.len() <= 8)
+            .then(|| e.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+            .filter(|&v| (3..=MAX_RSA_EXPONENT).contains(&v) && v & 1 == 1);
+        if exponent.is_none() {
+            return Err(RsaKeyError::Invalid(
+                "RSA public exponent is not odd and between 3 and 2^33 - 1",
+            ));
+        }
         Ok(Self {
             kind: KeyKind::Rsa,
-            key,
+            material: Material::Rsa(RsaPublicKeyComponents {
+                n: n.to_vec(),
+                e: e.to_vec(),
+            }),
             pinned: None,
         })
     }
@@ -214,19 +301,20 @@ impl VerifyKey {
                     .ok_or("unsupported alg")?,
             ),
         };
-        let (kind, key) = match str_member("kty") {
+        // RFC 7518 §6.2.1, §6.3.1 and RFC 8037 §2: the members are
+        // base64url (no padding) big-endian integers and coordinates.
+        let bytes_member = |name: &str, missing: &'static str, bad: &'static str| {
+            let text = str_member(name).ok_or(missing)?;
+            URL_SAFE_NO_PAD.decode(text).map_err(|_| bad)
+        };
+        let mut key = match str_member("kty") {
             Some("RSA") => {
-                let (Some(n), Some(e)) = (str_member("n"), str_member("e")) else {
-                    return Err("RSA key without n or e");
-                };
-                let n_bytes = URL_SAFE_NO_PAD
-                    .decode(n)
-                    .map_err(|_| "RSA n is not base64url")?;
-                if unsigned_bits(&n_bytes) < MIN_RSA_BITS {
-                    return Err("RSA key shorter than 2048 bits");
-                }
-                let key = DecodingKey::from_rsa_components(n, e).map_err(|_| "bad RSA key")?;
-                (KeyKind::Rsa, key)
+                let n = bytes_member("n", "RSA key without n or e", "RSA n is not base64url")?;
+                let e = bytes_member("e", "RSA key without n or e", "RSA e is not base64url")?;
+                Self::rsa(&n, &e).map_err(|e| match e {
+                    RsaKeyError::TooShort { .. } => "RSA key shorter than 2048 bits",
+                    RsaKeyError::Invalid(why) => why,
+                })?
             }
             Some("EC") => {
                 let (size, kind) = match str_member("crv") {
@@ -234,25 +322,37 @@ impl VerifyKey {
                     Some("P-384") => (48, KeyKind::EcP384),
                     _ => return Err("unsupported EC curve"),
                 };
-                let (Some(x), Some(y)) = (str_member("x"), str_member("y")) else {
-                    return Err("EC key without x or y");
-                };
-                let key = DecodingKey::from_ec_components(x, y).map_err(|_| "bad EC key")?;
-                if key.as_bytes().len() != 1 + 2 * size {
+                let x = bytes_member("x", "EC key without x or y", "bad EC key")?;
+                let y = bytes_member("y", "EC key without x or y", "bad EC key")?;
+                // RFC 7518 §6.2.1.2, §6.2.1.3: each coordinate is the full
+                // size of the curve's field, leading zeros included.
+                if x.len() != size || y.len() != size {
                     return Err("EC coordinates of the wrong size");
                 }
-                (kind, key)
+                let mut point = Vec::with_capacity(1 + 2 * size);
+                point.push(0x04);
+                point.extend_from_slice(&x);
+                point.extend_from_slice(&y);
+                Self {
+                    kind,
+                    material: Material::Ec(point),
+                    pinned: None,
+                }
             }
             Some("OKP") => {
                 if str_member("crv") != Some("Ed25519") {
                     return Err("unsupported OKP curve");
                 }
-                let x = str_member("x").ok_or("OKP key without x")?;
-                let key = DecodingKey::from_ed_components(x).map_err(|_| "bad Ed25519 key")?;
-                if key.as_bytes().len() != 32 {
-                    return Err("Ed25519 key of the wrong size");
+                let x = bytes_member("x", "OKP key without x", "bad Ed25519 key")?;
+                let x = x
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| "Ed25519 key of the wrong size")?;
+                Self {
+                    kind: KeyKind::Ed25519,
+                    material: Material::Ed25519(x),
+                    pinned: None,
                 }
-                (KeyKind::Ed25519, key)
             }
             // A symmetric key must never come from a URL: whoever can serve
             // the JWKS could then mint tokens.
@@ -260,11 +360,12 @@ impl VerifyKey {
             _ => return Err("unsupported kty"),
         };
         if let Some(alg) = pinned {
-            if !kind.algorithms().contains(&alg) {
+            if !key.kind.algorithms().contains(&alg) {
                 return Err("alg does not match the key type");
             }
         }
-        Ok((kid, Self { kind, key, pinned }))
+        key.pinned = pinned;
+        Ok((kid, key))
     }
 
     pub(crate) fn kind(&self) -> KeyKind {
@@ -287,15 +388,59 @@ impl VerifyKey {
         signature: &str,
         alg: Algorithm,
     ) -> Result<(), TokenError> {
+        use Algorithm::*;
         if !self.allows(alg) {
             return Err(TokenError::AlgorithmNotAllowed);
         }
-        match jsonwebtoken::crypto::verify(signature, message, &self.key, alg) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(TokenError::BadSignature),
-            Err(e) if matches!(e.kind(), ErrorKind::Base64(_)) => Err(TokenError::Malformed),
-            Err(_) => Err(TokenError::BadSignature),
-        }
+        // RFC 7515 §2: base64url without padding. Decoded on the stack: no
+        // signature that can verify is longer than the buffer.
+        let mut buf = [0u8; MAX_SIGNATURE_BYTES];
+        let len = URL_SAFE_NO_PAD
+            .decode_slice(signature, &mut buf)
+            .map_err(|e| match e {
+                DecodeSliceError::DecodeError(_) => TokenError::Malformed,
+                DecodeSliceError::OutputSliceTooSmall => TokenError::BadSignature,
+            })?;
+        let signature = &buf[..len];
+        let checked = match (&self.material, alg) {
+            // `hmac::verify` compares in constant time (RFC 7518 §3.2 asks
+            // for a comparison that does not leak timing).
+            (Material::Hmac(keys), HS256) => hmac::verify(&keys.sha256, message, signature),
+            (Material::Hmac(keys), HS384) => hmac::verify(&keys.sha384, message, signature),
+            (Material::Hmac(keys), HS512) => hmac::verify(&keys.sha512, message, signature),
+            (Material::Rsa(key), _) => {
+                let params = match alg {
+                    RS256 => &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                    RS384 => &ring::signature::RSA_PKCS1_2048_8192_SHA384,
+                    RS512 => &ring::signature::RSA_PKCS1_2048_8192_SHA512,
+                    // RFC 7518 §3.5: MGF1 with the same hash, and a salt as
+                    // long as the hash output, which is what ring's PSS
+                    // verification requires.
+                    PS256 => &ring::signature::RSA_PSS_2048_8192_SHA256,
+                    PS384 => &ring::signature::RSA_PSS_2048_8192_SHA384,
+                    PS512 => &ring::signature::RSA_PSS_2048_8192_SHA512,
+                    _ => return Err(TokenError::AlgorithmNotAllowed),
+                };
+                key.verify(params, message, signature)
+            }
+            // RFC 7518 §3.4: the JWS signature is R || S, each the size of
+            // the curve's order, not the DER form of X.509: ring's `_FIXED`.
+            (Material::Ec(point), ES256) => {
+                UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point)
+                    .verify(message, signature)
+            }
+            (Material::Ec(point), ES384) => {
+                UnparsedPublicKey::new(&ring::signature::ECDSA_P384_SHA384_FIXED, point)
+                    .verify(message, signature)
+            }
+            (Material::Ed25519(key), EdDSA) => {
+                UnparsedPublicKey::new(&ring::signature::ED25519, key).verify(message, signature)
+            }
+            // `allows` has matched the algorithm to the key's kind; a pair
+            // not listed above cannot get here, and is refused if it does.
+            _ => return Err(TokenError::AlgorithmNotAllowed),
+        };
+        checked.map_err(|_| TokenError::BadSignature)
     }
 }
 
@@ -452,7 +597,10 @@ mod tests {
     #[test]
     fn jwk_members() {
         let ed = VerifyKey::from_pem(ED_PUB).unwrap();
-        let x = URL_SAFE_NO_PAD.encode(ed.key.as_bytes());
+        let Material::Ed25519(bytes) = &ed.material else {
+            panic!("not an Ed25519 key");
+        };
+        let x = URL_SAFE_NO_PAD.encode(bytes);
         let (kid, key) =
             VerifyKey::from_jwk(&json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "e1"}))
                 .unwrap();
@@ -473,6 +621,189 @@ mod tests {
             skip(json!({"kty": "EC", "crv": "P-256", "x": "AQAB", "y": "AQAB"})).contains("size")
         );
         assert!(skip(json!({"kty": "XYZ"})).contains("kty"));
+    }
+
+    /// A signature by jsonwebtoken (another implementation) over `message`.
+    fn jwt_sign(message: &[u8], alg: Algorithm, key: &jsonwebtoken::EncodingKey) -> String {
+        let alg: jsonwebtoken::Algorithm = format!("{alg:?}").parse().unwrap();
+        jsonwebtoken::crypto::sign(message, key, alg).unwrap()
+    }
+
+    fn der(pem: &[u8]) -> Vec<u8> {
+        pem_block(std::str::from_utf8(pem).unwrap()).unwrap().1
+    }
+
+    #[test]
+    fn every_algorithm_verifies_with_ring() {
+        use jsonwebtoken::EncodingKey;
+        use ring::rand::SystemRandom;
+        use ring::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+        let message = b"eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0";
+        let check = |key: &VerifyKey, alg: Algorithm, signing: &EncodingKey| {
+            let signature = jwt_sign(message, alg, signing);
+            assert_eq!(key.verify(message, &signature, alg), Ok(()), "{alg:?}");
+            // Another message under the same signature.
+            assert_eq!(
+                key.verify(b"x.y", &signature, alg),
+                Err(TokenError::BadSignature),
+                "{alg:?}"
+            );
+            // One bit flipped.
+            let mut bytes = URL_SAFE_NO_PAD.decode(&signature).unwrap();
+            bytes[0] ^= 1;
+            let flipped = URL_SAFE_NO_PAD.encode(&bytes);
+            assert_eq!(
+                key.verify(message, &flipped, alg),
+                Err(TokenError::BadSignature),
+                "{alg:?}"
+            );
+        };
+
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let hmac = VerifyKey::hmac(secret);
+        for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+            check(&hmac, alg, &EncodingKey::from_secret(secret));
+        }
+        let rsa = VerifyKey::from_pem(RSA_PUB).unwrap();
+        let rsa_priv = EncodingKey::from_rsa_der(&der(RSA_PRIV));
+        use Algorithm::*;
+        for alg in [RS256, RS384, RS512, PS256, PS384, PS512] {
+            check(&rsa, alg, &rsa_priv);
+        }
+        let ec_priv = include_bytes!("../../tests/keys/ec_private.pem");
+        let ec = VerifyKey::from_pem(EC_PUB).unwrap();
+        check(&ec, ES256, &EncodingKey::from_ec_der(&der(ec_priv)));
+        let ed_priv = include_bytes!("../../tests/keys/ed25519_private.pem");
+        let ed = VerifyKey::from_pem(ED_PUB).unwrap();
+        check(&ed, EdDSA, &EncodingKey::from_ed_der(&der(ed_priv)));
+
+        // P-384 has no fixture: a fresh key, its public half as a JWK.
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P384_SHA384_FIXED_SIGNING,
+            pkcs8.as_ref(),
+            &SystemRandom::new(),
+        )
+        .unwrap();
+        let point = pair.public_key().as_ref();
+        let (x, y) = (&point[1..49], &point[49..]);
+        let jwk = json!({
+            "kty": "EC",
+            "crv": "P-384",
+            "x": URL_SAFE_NO_PAD.encode(x),
+            "y": URL_SAFE_NO_PAD.encode(y),
+        });
+        let (_, p384) = VerifyKey::from_jwk(&jwk).unwrap();
+        assert_eq!(p384.kind(), KeyKind::EcP384);
+        check(&p384, ES384, &EncodingKey::from_ec_der(pkcs8.as_ref()));
+    }
+
+    #[test]
+    fn signature_forms() {
+        use jsonwebtoken::EncodingKey;
+        let message = b"a.b";
+        let ec = VerifyKey::from_pem(EC_PUB).unwrap();
+        let ec_priv = include_bytes!("../../tests/keys/ec_private.pem");
+        let fixed = jwt_sign(
+            message,
+            Algorithm::ES256,
+            &EncodingKey::from_ec_der(&der(ec_priv)),
+        );
+        assert_eq!(ec.verify(message, &fixed, Algorithm::ES256), Ok(()));
+        // RFC 7518 §3.4: R || S, not the DER SEQUENCE of X.509 signatures.
+        let rs = URL_SAFE_NO_PAD.decode(&fixed).unwrap();
+        let int = |v: &[u8]| {
+            let mut out = vec![0x02];
+            let v = strip_zeros(v);
+            let pad = v[0] & 0x80 != 0;
+            out.push((v.len() + usize::from(pad)) as u8);
+            if pad {
+                out.push(0);
+            }
+            out.extend_from_slice(v);
+            out
+        };
+        let body = [int(&rs[..32]), int(&rs[32..])].concat();
+        let der_sig = [vec![0x30, body.len() as u8], body].concat();
+        assert_eq!(
+            ec.verify(message, &URL_SAFE_NO_PAD.encode(der_sig), Algorithm::ES256),
+            Err(TokenError::BadSignature)
+        );
+        let hmac = VerifyKey::hmac(b"secret");
+        let tag = jwt_sign(
+            message,
+            Algorithm::HS256,
+            &EncodingKey::from_secret(b"secret"),
+        );
+        assert_eq!(hmac.verify(message, &tag, Algorithm::HS256), Ok(()));
+        // A truncated tag, padding, a non-base64url character, too long.
+        let short = URL_SAFE_NO_PAD.encode(&URL_SAFE_NO_PAD.decode(&tag).unwrap()[..16]);
+        for (signature, error) in [
+            (short, TokenError::BadSignature),
+            (String::new(), TokenError::BadSignature),
+            (format!("{tag}="), TokenError::Malformed),
+            (
+                tag.replace(|c: char| c.is_ascii_alphabetic(), "+"),
+                TokenError::Malformed,
+            ),
+            (
+                "A".repeat(4 * MAX_SIGNATURE_BYTES),
+                TokenError::BadSignature,
+            ),
+        ] {
+            assert_eq!(
+                hmac.verify(message, &signature, Algorithm::HS256),
+                Err(error),
+                "{signature}"
+            );
+        }
+        // The key's kind decides, whatever the signature.
+        assert_eq!(
+            hmac.verify(message, &tag, Algorithm::RS256),
+            Err(TokenError::AlgorithmNotAllowed)
+        );
+    }
+
+    #[test]
+    fn rsa_keys_ring_would_refuse_are_refused_at_load() {
+        let n = |bits: usize, last: u8| {
+            let mut n = vec![0xff; bits / 8];
+            *n.last_mut().unwrap() = last;
+            n
+        };
+        let ok = VerifyKey::rsa(&n(2048, 0x01), &[1, 0, 1]);
+        assert!(matches!(
+            ok,
+            Ok(VerifyKey {
+                kind: KeyKind::Rsa,
+                ..
+            })
+        ));
+        // Leading zeros are not part of the size.
+        assert!(VerifyKey::rsa(&[&[0, 0][..], &n(2048, 1)].concat(), &[0, 3]).is_ok());
+        assert!(VerifyKey::rsa(&n(8192, 1), &[3]).is_ok());
+        let why = |n: &[u8], e: &[u8]| match VerifyKey::rsa(n, e) {
+            Err(RsaKeyError::Invalid(why)) => why,
+            Err(RsaKeyError::TooShort { bits }) => panic!("too short: {bits}"),
+            Ok(_) => panic!("accepted"),
+        };
+        assert!(why(&n(8200, 1), &[1, 0, 1]).contains("8192"));
+        assert!(why(&n(2048, 2), &[1, 0, 1]).contains("even"));
+        for e in [&[][..], &[1], &[2], &[1, 0, 0], &[2, 0, 0, 0, 1], &[1; 9]] {
+            assert!(why(&n(2048, 1), e).contains("exponent"), "{e:?}");
+        }
+        assert!(VerifyKey::rsa(&n(2048, 1), &[1, 0xff, 0xff, 0xff, 0xff]).is_ok());
+        assert!(matches!(
+            VerifyKey::rsa(&n(2040, 1), &[3]),
+            Err(RsaKeyError::TooShort { bits: 2040 })
+        ));
+        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+        let jwk = json!({"kty": "RSA", "n": b64(&n(2048, 2)), "e": "AQAB"});
+        assert!(VerifyKey::from_jwk(&jwk).unwrap_err().contains("even"));
+        let jwk = json!({"kty": "RSA", "n": b64(&n(2048, 1)), "e": "AQ=="});
+        assert!(VerifyKey::from_jwk(&jwk).unwrap_err().contains("base64url"));
     }
 
     #[test]

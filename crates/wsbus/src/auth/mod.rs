@@ -46,10 +46,13 @@
 //! caller logs them once, with the connection); JWKS fetch failures are,
 //! at target `wsbus::auth`.
 //!
-//! The signature is checked by the `jsonwebtoken` crate with its RustCrypto
-//! backend (pure Rust: no cmake or C toolchain); the claims are checked here
-//! (`claims.rs`), with the clock passed in.
+//! The signature is checked with `ring`, the crypto provider rustls
+//! already uses in wsbus (`keys.rs`: HMAC compared in constant time, RSA
+//! PKCS#1 v1.5 and PSS, ECDSA P-256/P-384 in JWS's fixed `R || S` form,
+//! Ed25519); the claims are checked here (`claims.rs`), with the clock
+//! passed in.
 
+mod alg;
 mod claims;
 mod extract;
 mod jwks;
@@ -63,16 +66,16 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 pub use claims::{Claims, MAX_NUMERIC_DATE};
 pub use extract::{ACCESS_TOKEN_PARAM, token_from_request};
 pub use jwks::{FETCH_TIMEOUT, JWKS_TTL, MAX_JWKS_BYTES, MAX_JWKS_KEYS, REFRESH_FLOOR};
-pub use keys::MIN_RSA_BITS;
+pub use keys::{MAX_RSA_BITS, MIN_RSA_BITS};
 pub use now::verify_now;
 pub use secret::{Secret, constant_time_eq};
 
+use alg::Algorithm;
 use claims::ClaimRules;
 use jwks::Jwks;
 use keys::{KeyKind, VerifyKey};
@@ -104,9 +107,9 @@ pub const MIN_HMAC_SECRET_BYTES: usize = 32;
 pub struct AuthConfig {
     /// The shared secret for HS256, HS384 and HS512 tokens.
     pub jwt_secret: Option<Secret>,
-    /// A public key in PEM (`PUBLIC KEY` or `RSA PUBLIC KEY`): RSA (at least
-    /// [`MIN_RSA_BITS`]) for RS256/384/512 and PS256/384/512, EC P-256 for
-    /// ES256, P-384 for ES384, Ed25519 for EdDSA.
+    /// A public key in PEM (`PUBLIC KEY` or `RSA PUBLIC KEY`): RSA
+    /// ([`MIN_RSA_BITS`] to [`MAX_RSA_BITS`]) for RS256/384/512 and
+    /// PS256/384/512, EC P-256 for ES256, P-384 for ES384, Ed25519 for EdDSA.
     pub jwt_public_key_pem: Option<Vec<u8>>,
     /// An `http://` or `https://` URL serving a JWKS (RFC 7517 §5). Keys
     /// are chosen by the token's `kid` and cached; a symmetric (`oct`) key in
