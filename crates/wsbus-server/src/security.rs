@@ -67,10 +67,7 @@ pub fn from_config(config: &Config) -> Result<Security, ConfigError> {
         })?;
         schemas.insert(
             entry.path.clone(),
-            PathSchema {
-                schema,
-                on_invalid: entry.on_invalid,
-            },
+            PathSchema::new(schema, entry.on_invalid),
         );
     }
     Ok(Security {

@@ -268,7 +268,7 @@ impl<A: WebSocketApp> SocketTask<A> {
                     return;
                 }
                 if let Some(guard) = self.guard.as_deref()
-                    && let Err(violation) = guard.outbound_ok(prepared.message())
+                    && let Err(violation) = guard.outbound_prepared_ok(&prepared)
                 {
                     self.runtime().metrics().schema_rejection("out");
                     tracing::warn!(target: "wsbus::schema", socket = %self.info.id, path = %self.info.path, pointer = %violation.pointer, reason = %violation.reason, "outbound message failed the path's schema; not sent");

@@ -5,7 +5,10 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use wsbus_proto::PreparedMessage;
 
 use serde::Deserialize;
 
@@ -36,6 +39,49 @@ pub struct PathSchema {
     pub schema: Schema,
     /// What an invalid inbound message does.
     pub on_invalid: OnInvalid,
+    /// The verdict on the last frame sent to many sockets of the path (a
+    /// group send is encoded once: it is checked once, not once per
+    /// member). Holding the frame keeps its allocation alive, so a frame at
+    /// the same address is the same frame.
+    last_frame: Arc<Mutex<Option<(Bytes, bool)>>>,
+}
+
+impl PathSchema {
+    /// `schema` for a path, `on_invalid` for what a bad inbound message does.
+    pub fn new(schema: Schema, on_invalid: OnInvalid) -> Self {
+        PathSchema {
+            schema,
+            on_invalid,
+            last_frame: Arc::default(),
+        }
+    }
+
+    fn check(&self, message: &wsbus_proto::Message) -> Result<(), crate::schema::Violation> {
+        match message {
+            wsbus_proto::Message::Text(text) => self.schema.validate_text(text.as_str()),
+            wsbus_proto::Message::Binary(_) => Err(crate::schema::Violation {
+                pointer: String::new(),
+                reason: "binary message where JSON text is expected".into(),
+            }),
+        }
+    }
+
+    /// Whether a frame sent through the hub passes: decided once per frame
+    /// however many sockets of the path it goes to.
+    fn check_prepared(&self, prepared: &PreparedMessage) -> Result<(), crate::schema::Violation> {
+        let frame = prepared.frame();
+        let same =
+            |cached: &Bytes| cached.as_ptr() == frame.as_ptr() && cached.len() == frame.len();
+        if let Some((cached, true)) = &*self.last_frame.lock().expect("schema cache lock")
+            && same(cached)
+        {
+            return Ok(());
+        }
+        let verdict = self.check(prepared.message());
+        *self.last_frame.lock().expect("schema cache lock") =
+            Some((frame.clone(), verdict.is_ok()));
+        verdict
+    }
 }
 
 /// Access tokens at the handshake.
@@ -135,36 +181,33 @@ impl SocketGuard {
         {
             return Inbound::RateExceeded;
         }
-        if let Some(path) = &self.schema {
-            let checked = match message {
-                wsbus_proto::Message::Text(text) => path.schema.validate_text(text.as_str()),
-                wsbus_proto::Message::Binary(_) => Err(crate::schema::Violation {
-                    pointer: String::new(),
-                    reason: "binary message where JSON text is expected".into(),
-                }),
-            };
-            if let Err(violation) = checked {
-                return Inbound::Invalid(violation);
-            }
+        if let Some(path) = &self.schema
+            && let Err(violation) = path.check(message)
+        {
+            return Inbound::Invalid(violation);
         }
         Inbound::Pass
     }
 
-    /// Whether an outbound message passes the path's schema.
+    /// Whether a message sent on this socket alone passes the path's schema.
     pub(crate) fn outbound_ok(
         &self,
         message: &wsbus_proto::Message,
     ) -> Result<(), crate::schema::Violation> {
-        let Some(path) = &self.schema else {
-            return Ok(());
-        };
-        match message {
-            wsbus_proto::Message::Text(text) => path.schema.validate_text(text.as_str()),
-            wsbus_proto::Message::Binary(_) => Err(crate::schema::Violation {
-                pointer: String::new(),
-                reason: "binary message where JSON text is expected".into(),
-            }),
-        }
+        self.schema
+            .as_ref()
+            .map_or(Ok(()), |path| path.check(message))
+    }
+
+    /// Whether a frame from the hub passes the path's schema (checked once
+    /// for all the path's sockets it goes to).
+    pub(crate) fn outbound_prepared_ok(
+        &self,
+        prepared: &PreparedMessage,
+    ) -> Result<(), crate::schema::Violation> {
+        self.schema
+            .as_ref()
+            .map_or(Ok(()), |path| path.check_prepared(prepared))
     }
 
     /// The token expired at `now`.
@@ -203,4 +246,33 @@ pub(crate) fn tokio_deadline(at: std::time::SystemTime) -> tokio::time::Instant 
         .duration_since(std::time::SystemTime::now())
         .unwrap_or_default();
     tokio::time::Instant::now() + left
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use wsbus_proto::Message;
+
+    use super::*;
+
+    #[test]
+    fn a_frame_for_many_sockets_is_judged_once_and_never_confused_with_another() {
+        let schema = Schema::from_value("t.json", &json!({"type": "object"})).unwrap();
+        let path = PathSchema::new(schema, OnInvalid::Close);
+        let good = PreparedMessage::new(Message::text("{}"));
+        let bad = PreparedMessage::new(Message::text("[]"));
+        for _ in 0..3 {
+            assert!(path.check_prepared(&good.clone()).is_ok());
+        }
+        assert!(path.check_prepared(&bad).is_err());
+        assert!(path.check_prepared(&bad).is_err(), "a refusal is not cached as a pass");
+        // The same text in another frame is judged on its own.
+        let again = PreparedMessage::new(Message::text("{}"));
+        assert!(path.check_prepared(&again).is_ok());
+        assert!(path.check_prepared(&good).is_ok());
+        // Clones share the cache (every socket of the path holds one).
+        let shared = path.clone();
+        assert!(shared.check_prepared(&again).is_ok());
+        assert!(shared.check_prepared(&bad).is_err());
+    }
 }

@@ -373,10 +373,7 @@ async fn a_deeply_nested_message_fails_the_schema_without_overflowing_the_stack(
     let mut schemas = std::collections::HashMap::new();
     schemas.insert(
         "/ws".to_owned(),
-        wsbus::security::PathSchema {
-            schema,
-            on_invalid: wsbus::security::OnInvalid::Close,
-        },
+        wsbus::security::PathSchema::new(schema, wsbus::security::OnInvalid::Close),
     );
     let addr = start(Security {
         schemas,
