@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::{Map, Value, json};
 use wsbus_proto::CloseCode;
 
-use super::socket::Target;
+use super::socket::{Target, UpgradeOptions};
 use super::{BenchResult, Common, progress};
 
 #[derive(Args, Debug)]
@@ -17,6 +17,9 @@ pub struct ConnectArgs {
     #[doc = "Options every scenario takes."]
     #[command(flatten)]
     pub common: Common,
+    #[doc = "What the upgrade requests carry."]
+    #[command(flatten)]
+    pub upgrade: UpgradeOptions,
     /// Cycles in progress at once.
     #[arg(long, short = 'k', default_value_t = 16)]
     pub concurrency: usize,
@@ -30,7 +33,11 @@ struct Shared {
 }
 
 pub(crate) async fn run(args: ConnectArgs) -> BenchResult {
-    let target = Arc::new(Target::parse(&args.common.url, false)?);
+    let target = Arc::new(Target::with_headers(
+        &args.common.url,
+        false,
+        &args.upgrade.headers,
+    )?);
     let shared = Arc::new(Shared::default());
     progress(format_args!(
         "{} connect loops against {}",

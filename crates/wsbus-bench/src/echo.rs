@@ -2,6 +2,7 @@
 //! flight; every echo received is answered with the next message.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -11,7 +12,7 @@ use clap::Args;
 use serde_json::{Map, Value, json};
 use wsbus_proto::{Event, Message};
 
-use super::socket::Target;
+use super::socket::{Target, UpgradeOptions};
 use super::{
     BenchResult, Common, add_percentiles, json_like_text, merge_histograms, new_histogram,
     progress, round3,
@@ -23,6 +24,9 @@ pub struct EchoArgs {
     #[doc = "Options every scenario takes."]
     #[command(flatten)]
     pub common: Common,
+    #[doc = "What the upgrade requests carry."]
+    #[command(flatten)]
+    pub upgrade: UpgradeOptions,
     /// Connections.
     #[arg(long, short = 'c', default_value_t = 50)]
     pub connections: usize,
@@ -38,6 +42,11 @@ pub struct EchoArgs {
     /// Offer permessage-deflate (the server must accept it).
     #[arg(long)]
     pub deflate: bool,
+    /// Send this file's contents as every message instead of generated
+    /// bytes (text, so UTF-8, unless --binary; --size is then ignored): e.g.
+    /// a JSON document for a server that validates messages against a schema.
+    #[arg(long, value_name = "FILE")]
+    pub payload_file: Option<PathBuf>,
 }
 
 /// What the connection tasks share with the measuring task.
@@ -50,12 +59,22 @@ struct Shared {
 }
 
 pub(crate) async fn run(args: EchoArgs) -> BenchResult {
-    let target = Target::parse(&args.common.url, args.deflate)?;
-    let message = if args.binary {
-        Message::Binary(Bytes::from(vec![0xA5; args.size]))
-    } else {
-        Message::text(json_like_text(args.size))
+    let target = Target::with_headers(&args.common.url, args.deflate, &args.upgrade.headers)?;
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|err| format!("--payload-file {}: {err}", path.display()))
     };
+    let message = match (&args.payload_file, args.binary) {
+        (Some(path), true) => Message::Binary(Bytes::from(read(path)?)),
+        (Some(path), false) => Message::text(String::from_utf8(read(path)?).map_err(|_| {
+            format!(
+                "--payload-file {}: not UTF-8 (add --binary)",
+                path.display()
+            )
+        })?),
+        (None, true) => Message::Binary(Bytes::from(vec![0xA5; args.size])),
+        (None, false) => Message::text(json_like_text(args.size)),
+    };
+    let size = message.len();
     let in_flight = args.in_flight.max(1);
     let shared = Arc::new(Shared::default());
     let mut histograms = Vec::with_capacity(args.connections);
@@ -96,8 +115,14 @@ pub(crate) async fn run(args: EchoArgs) -> BenchResult {
                         let mut latencies = histogram.lock().expect("histogram lock");
                         socket.process(|event, conn| {
                             if let Event::Message(echo) = event {
+                                // Not an echo of ours (a greeting, say): an
+                                // error, neither timed nor answered, so the
+                                // messages in flight stay W.
+                                if echo.len() != expected_len {
+                                    wrong += 1;
+                                    return;
+                                }
                                 received += 1;
-                                wrong += u64::from(echo.len() != expected_len);
                                 if let Some(sent) = sent_at.pop_front()
                                     && measuring
                                 {
@@ -135,7 +160,7 @@ pub(crate) async fn run(args: EchoArgs) -> BenchResult {
     let mut report = Map::new();
     report.insert("scenario".into(), json!("echo"));
     report.insert("connections".into(), json!(args.connections));
-    report.insert("size".into(), json!(args.size));
+    report.insert("size".into(), json!(size));
     report.insert("in_flight".into(), json!(in_flight));
     report.insert("binary".into(), json!(args.binary));
     report.insert("deflate".into(), json!(args.deflate));
@@ -143,7 +168,7 @@ pub(crate) async fn run(args: EchoArgs) -> BenchResult {
     end.add_to(&mut report, messages, "messages_per_sec");
     report.insert(
         "mb_per_sec".into(),
-        json!(round3(messages as f64 * args.size as f64 / end.secs / 1e6)),
+        json!(round3(messages as f64 * size as f64 / end.secs / 1e6)),
     );
     add_percentiles(&mut report, &merged);
     report.insert(

@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, Semaphore};
 use wsbus_proto::{Event, Message};
 
-use super::socket::{BenchSocket, Target};
+use super::socket::{BenchSocket, Target, UpgradeOptions};
 use super::{
     BenchResult, CONNECT_CONCURRENCY, Common, add_percentiles, merge_histograms, new_histogram,
     progress,
@@ -43,6 +43,9 @@ pub struct FanoutArgs {
     #[doc = "Options every scenario takes."]
     #[command(flatten)]
     pub common: Common,
+    #[doc = "What the upgrade requests carry."]
+    #[command(flatten)]
+    pub upgrade: UpgradeOptions,
     /// Subscribers.
     #[arg(long, short = 'c', default_value_t = 1000)]
     pub subscribers: usize,
@@ -104,7 +107,11 @@ pub(crate) async fn run(args: FanoutArgs) -> BenchResult {
     if args.window == 0 || args.window >= COMPLETION_SLOTS / 2 {
         return Err(format!("--window must be in 1..{}", COMPLETION_SLOTS / 2).into());
     }
-    let target = Arc::new(Target::parse(&args.common.url, false)?);
+    let target = Arc::new(Target::with_headers(
+        &args.common.url,
+        false,
+        &args.upgrade.headers,
+    )?);
     let shared = Arc::new(Shared {
         started: Instant::now(),
         subscribers: u32::try_from(args.subscribers)?,

@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::{Map, Value, json};
 
 use super::fanout::connect_all;
-use super::socket::Target;
+use super::socket::{Target, UpgradeOptions};
 use super::{BenchResult, Common, ProcessProbe, progress, round3};
 
 #[derive(Args, Debug)]
@@ -17,6 +17,9 @@ pub struct IdleArgs {
     #[doc = "Options every scenario takes."]
     #[command(flatten)]
     pub common: Common,
+    #[doc = "What the upgrade requests carry."]
+    #[command(flatten)]
+    pub upgrade: UpgradeOptions,
     /// Connections to hold.
     #[arg(long, short = 'c', default_value_t = 10_000)]
     pub connections: usize,
@@ -32,7 +35,11 @@ pub(crate) async fn run(args: IdleArgs) -> BenchResult {
     let before = probe
         .sample()
         .ok_or("idle needs --server-pid of a running server (reads /proc/PID/status)")?;
-    let target = Arc::new(Target::parse(&args.common.url, false)?);
+    let target = Arc::new(Target::with_headers(
+        &args.common.url,
+        false,
+        &args.upgrade.headers,
+    )?);
     progress(format_args!(
         "opening {} idle connections to {}",
         args.connections, args.common.url

@@ -36,6 +36,7 @@ pub use connect::ConnectArgs;
 pub use echo::EchoArgs;
 pub use fanout::FanoutArgs;
 pub use idle::IdleArgs;
+pub use socket::{Header, UpgradeOptions};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -354,6 +355,62 @@ mod tests {
     fn json_like_text_has_the_exact_size() {
         for size in [0, 1, 20, 1024, 65536] {
             assert_eq!(json_like_text(size).len(), size);
+        }
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(subcommand)]
+        scenario: Scenario,
+    }
+
+    #[test]
+    fn websocket_scenarios_take_headers_and_echo_a_payload_file() {
+        use clap::{CommandFactory, Parser};
+        Cli::command().debug_assert();
+        let names = |headers: &[Header]| {
+            headers
+                .iter()
+                .map(|h| format!("{}={}", h.name(), h.value()))
+                .collect::<Vec<_>>()
+        };
+        let cli = Cli::try_parse_from([
+            "bench",
+            "connect",
+            "--header",
+            "Authorization: Bearer t",
+            "-H",
+            "X-A: b",
+        ])
+        .expect("parses");
+        let Scenario::Connect(args) = cli.scenario else {
+            panic!("not connect")
+        };
+        assert_eq!(
+            names(&args.upgrade.headers),
+            ["Authorization=Bearer t", "X-A=b"]
+        );
+        let cli = Cli::try_parse_from([
+            "bench",
+            "echo",
+            "-H",
+            "Authorization: Bearer t",
+            "--payload-file",
+            "m.json",
+        ])
+        .expect("parses");
+        let Scenario::Echo(args) = cli.scenario else {
+            panic!("not echo")
+        };
+        assert_eq!(names(&args.upgrade.headers), ["Authorization=Bearer t"]);
+        assert_eq!(
+            args.payload_file.as_deref(),
+            Some(std::path::Path::new("m.json"))
+        );
+        // A malformed header is a usage error, not a silently dropped one.
+        assert!(Cli::try_parse_from(["bench", "echo", "--header", "no colon"]).is_err());
+        for scenario in ["fanout", "idle"] {
+            assert!(Cli::try_parse_from(["bench", scenario, "-H", "X-A: b"]).is_ok());
         }
     }
 
