@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::json;
 use wsbus_test_support::process::ServerProcess;
-use wsbus_test_support::wire::http_exchange;
+use wsbus_test_support::wire::{self, http_exchange};
 
 const SECRET: &str = "the-jwt-secret-of-this-test-0123456789";
 const PUBLISH_TOKEN: &str = "the-publish-token-of-this-test";
@@ -50,13 +50,18 @@ fn http(addr: &str, request: &str) -> String {
     http_exchange(addr, request, b"", Duration::from_secs(20)).expect("an HTTP response")
 }
 
+/// The response head to an upgrade: a refusal is read to its end (the
+/// server closes), a `101` only to its head (the socket is then dropped).
 fn upgrade(addr: &str, target: &str, extra: &str) -> String {
-    http(
-        addr,
-        &format!(
-            "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    match wire::upgrade(addr, target, extra, Duration::from_secs(20)) {
+        Ok(upgraded) => upgraded.head,
+        Err(_) => http(
+            addr,
+            &format!(
+                "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+            ),
         ),
-    )
+    }
 }
 
 fn post(addr: &str, path: &str, extra: &str, body: &str) -> String {
@@ -166,18 +171,27 @@ fn no_token_secret_or_cookie_reaches_the_log_even_at_trace() {
     );
     assert!(with_cookie.starts_with("HTTP/1.1 101"), "{with_cookie}");
 
+    // A protocol refusal is logged at debug: its line shows that the log
+    // had every level on.
+    let old_version = http(
+        addr,
+        &format!(
+            "GET /chat?access_token={in_query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\nAuthorization: Bearer {in_header}\r\n\r\n"
+        ),
+    );
+    assert!(old_version.starts_with("HTTP/1.1 426"), "{old_version}");
+
     // The log is written as things happen; give the last lines a moment.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !server.logged("access token") && Instant::now() < deadline {
+    while !(server.logged("access token") && server.logged("DEBUG")) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        server.logged("access token"),
-        "refusals are logged: {}",
-        server.log_tail(40)
-    );
     let log = server.log_tail(usize::MAX);
-    assert!(log.lines().count() > 20, "trace logging is on: {log}");
+    assert!(server.logged("access token"), "refusals are logged: {log}");
+    assert!(
+        log.contains("DEBUG wsbus::handshake"),
+        "debug logging is on: {log}"
+    );
     for (what, secret) in [
         ("the JWT secret", SECRET),
         ("the publish token", PUBLISH_TOKEN),

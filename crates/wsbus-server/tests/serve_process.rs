@@ -178,7 +178,7 @@ fn a_bad_configuration_key_is_one_line_and_status_2() {
     assert_one_error_line(
         &output,
         "error: config: bus.nope: unknown field `nope`, expected one of `path`, \
-         `websocket_enabled`, `publish_token` (set by WSBUS_BUS__NOPE)",
+         `websocket_enabled`, `publish_token`, `channels` (set by WSBUS_BUS__NOPE)",
         2,
     );
     let output = run(

@@ -265,7 +265,10 @@ mod tests {
             assert!(path.check_prepared(&good.clone()).is_ok());
         }
         assert!(path.check_prepared(&bad).is_err());
-        assert!(path.check_prepared(&bad).is_err(), "a refusal is not cached as a pass");
+        assert!(
+            path.check_prepared(&bad).is_err(),
+            "a refusal is not cached as a pass"
+        );
         // The same text in another frame is judged on its own.
         let again = PreparedMessage::new(Message::text("{}"));
         assert!(path.check_prepared(&again).is_ok());
