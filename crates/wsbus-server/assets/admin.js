@@ -10,6 +10,8 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const TOKEN_KEY = 'wsbus-admin-token';
+  // Often enough to follow a reproduction, rarely enough to cost nothing.
+  const AUTO_REFRESH_MS = 5000;
   const signin = $('signin');
   const panel = $('panel');
   const error = $('error');
@@ -97,8 +99,9 @@
   async function disconnect(id) {
     try {
       await api('DELETE', 'connections/' + encodeURIComponent(id));
-      // The socket closes after its closing handshake: look again shortly.
-      setTimeout(refresh, 300);
+      // The socket leaves the list once its closing handshake ends (at most
+      // the server's close timeout): look again a few times.
+      for (const delay of [200, 1000, 3000]) setTimeout(refresh, delay);
     } catch (e) {
       showError('disconnect ' + id + ': ' + e.message);
     }
@@ -187,6 +190,9 @@
       showError(e.message);
     }
   });
+
+  // Keep the lists current while the panel is open.
+  setInterval(() => { if (!panel.hidden) refresh(); }, AUTO_REFRESH_MS);
 
   show();
 })();
