@@ -18,10 +18,12 @@
 //! (upgrades and their refusals), `frames` (protocol errors and closes),
 //! `app` (application callbacks), `bus` (the Bayeux bus), `auth` (tokens),
 //! `limits` (rate and connection limits), `cluster`, `admin` (this API:
-//! filter changes and reverts, disconnects). Two more are kept because they
-//! name what they log better than any of these: `wsbus::schema` (messages a
-//! JSON Schema refused) and `wsbus::chat` (the demo chat). `wsbus=debug`
-//! raises them all.
+//! filter changes and reverts, disconnects). Three more are kept because
+//! they name what they log better than any of these: `wsbus::schema`
+//! (messages a JSON Schema refused), `wsbus::session` (HTTP sessions'
+//! expiry) and `wsbus::chat` (the demo chat, whose lines carry its module
+//! path). The binary's own lines (start, shutdown) are under `wsbus`.
+//! `wsbus=debug` raises them all.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
