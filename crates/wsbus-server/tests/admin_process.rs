@@ -3,6 +3,7 @@
 //! `trace`), off without `[admin] token`, the log filter changed at run time
 //! and reverting after its `ttl`, and a connection listed and closed.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -174,9 +175,15 @@ fn marker(server: &ServerProcess, directive: &str) {
         Some(&format!(r#"{{"directive": "{directive}"}}"#)),
     );
     assert_eq!(status, 200, "{state}");
-    let line = format!("directive=\"{directive}\"");
+    // Text or JSON: the line names the change and the directive.
+    let logged = || {
+        server
+            .log_tail(usize::MAX)
+            .lines()
+            .any(|line| line.contains("log filter changed") && line.contains(directive))
+    };
     assert!(
-        eventually(|| server.logged(&line)),
+        eventually(logged),
         "the change is logged: {}",
         server.log_tail(20)
     );
@@ -317,4 +324,41 @@ fn connections_are_listed_and_closed_by_admin_with_1008() {
         "{}",
         server.log_tail(10)
     );
+}
+
+#[test]
+fn json_log_lines_and_an_invalid_level_naming_its_key() {
+    let server = common::serve(&[
+        ("WSBUS_ADMIN__TOKEN", TOKEN),
+        ("WSBUS_LOG", "info"),
+        ("WSBUS_LOG__FORMAT", "json"),
+    ]);
+    marker(&server, "wsbus::bus=debug");
+    let log = server.log_tail(usize::MAX);
+    let line = log
+        .lines()
+        .find(|line| line.contains("wsbus::admin"))
+        .expect("the change is logged");
+    // After the test harness's `[  0.123s] ` stamp: one JSON object.
+    let json = line.split_once("] ").expect("a stamp").1;
+    let event: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(event["level"], "INFO", "{event}");
+    assert_eq!(event["target"], "wsbus::admin", "{event}");
+    assert_eq!(event["fields"]["directive"], "wsbus::bus=debug", "{event}");
+
+    // `[log] level` that does not parse stops the start, naming the key
+    // (`WSBUS_LOG` unset: it would replace the key).
+    let output = Command::new(env!("CARGO_BIN_EXE_wsbus"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("WSBUS_LOG")
+        .env("WSBUS_LOG__LEVEL", "wsbus=loud")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: config: log.level: invalid directive `wsbus=loud`"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
