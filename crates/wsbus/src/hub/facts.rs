@@ -10,11 +10,12 @@ use super::SocketId;
 
 /// The facts of a socket's opening handshake, fixed for its life.
 ///
-/// Kept inline in the socket's hub entry (about 80 bytes, plus the path's
-/// and the user's text): no allocation of its own and nothing in the
-/// socket task's state, whose size bounds an idle socket's memory
-/// (ARCHITECTURE.md, "Memory per connection"). The negotiated extension is
-/// kept as its parameters (7 bytes) and printed only when asked for.
+/// Kept inline in the socket's hub entry (at most 96 bytes, guarded by a
+/// test, plus heap copies of the path and the user's login, 16–32 bytes
+/// each): no allocation of its own and nothing in the socket task's state,
+/// whose size bounds an idle socket's memory (ARCHITECTURE.md, "Memory per
+/// connection"). The negotiated extension is kept as its parameters (7
+/// bytes) and printed only when asked for.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SocketFacts {
@@ -112,4 +113,27 @@ pub struct SocketSnapshot {
     /// taken into its write queue (the write queue itself lives in the
     /// task, out of reach: it is not counted).
     pub outbox_bytes: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every socket carries these facts in its hub entry: an idle socket's
+    /// memory budget (ARCHITECTURE.md) counts on this bound.
+    #[test]
+    fn socket_facts_stay_small() {
+        let size = std::mem::size_of::<SocketFacts>();
+        eprintln!("SocketFacts: {size} bytes");
+        assert!(size <= 96, "SocketFacts grew to {size} bytes");
+        let facts =
+            SocketFacts::new([127, 0, 0, 1].into(), "/chat").with_deflate(Some(DeflateParams {
+                client_max_window_bits: Some(10),
+                ..DeflateParams::default()
+            }));
+        assert_eq!(
+            facts.extensions().as_deref(),
+            Some("permessage-deflate; client_max_window_bits=10")
+        );
+    }
 }
