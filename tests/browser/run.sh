@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Browser test of `wsbus serve`'s chat demo in headless Chromium (chat.test.mjs).
+# Browser tests of `wsbus serve` in headless Chromium: the chat demo (chat.test.mjs)
+# and the admin page (admin.test.mjs).
 #   tests/browser/run.sh
 # Installs what it needs, idempotently: playwright-core (npm ci, from package-lock.json)
 # and Debian's chromium (apt-get, as root). The server under test is, in order:
 #   WSBUS_URL=http://HOST:PORT  a running server;
 #   WSBUS_BIN=path              that binary, spawned as `serve --listen 127.0.0.1:$WSBUS_TEST_PORT`;
 #   else                        target/release/wsbus of this repo (build it first).
-# WSBUS_TEST_PORT defaults to 18080; CHROMIUM to /usr/bin/chromium.
+# WSBUS_TEST_PORT defaults to 18080; CHROMIUM to /usr/bin/chromium. The admin test spawns
+# its own server with an admin token on WSBUS_ADMIN_TEST_PORT (18081); with WSBUS_URL it
+# needs WSBUS_ADMIN_TOKEN (that server's [admin] token).
 # Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -32,4 +35,4 @@ if [[ ! -x $chromium_bin ]]; then
 fi
 export CHROMIUM="$chromium_bin"
 
-exec node --test chat.test.mjs
+exec node --test chat.test.mjs admin.test.mjs

@@ -262,6 +262,14 @@ impl Engine {
         stats
     }
 
+    /// Every channel pattern with subscribers (`/chat/room`, `/chat/*`,
+    /// …) and its number of subscribers, sorted by pattern: for operators.
+    pub fn channels(&self) -> Vec<(String, usize)> {
+        let mut channels: Vec<(String, usize)> = self.subscriptions.patterns().collect();
+        channels.sort_unstable();
+        channels
+    }
+
     /// The policy of `channel`. A presence channel's subscribe rule is its
     /// subject's (see [`BusConfig::policies`]).
     pub(super) fn policy_for(&self, channel: &ChannelName) -> ChannelPolicy {

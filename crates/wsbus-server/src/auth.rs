@@ -52,7 +52,6 @@ pub fn bearer_credentials(authorization: &[u8]) -> Option<&[u8]> {
 /// Middleware: runs the route only for a request that presents `token`;
 /// anything else gets `401` with `WWW-Authenticate: Bearer` and the API's
 /// JSON error.
-#[allow(dead_code)] // for the admin API, next
 pub async fn require_bearer(
     State(token): State<BearerToken>,
     request: Request,

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 use wsbus::proto::{DeflateConfig, Limits};
 use wsbus::{ServerConfig, SlowConsumerPolicy, SocketSettings};
 
@@ -30,9 +30,15 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "shutdown",
     "deflate",
     "tls",
+    "log",
+    "admin",
 ];
 
-#[derive(Debug, Deserialize)]
+/// `WSBUS_LOG`: the tracing filter of every command (see `crate::log`), not
+/// the `[log]` section, though it has that section's name.
+const LOG_FILTER_VAR: &str = "WSBUS_LOG";
+
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address to listen on.
@@ -53,6 +59,10 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub deflate: DeflateSection,
     pub tls: Option<TlsConfig>,
+    /// `[log]`: the tracing filter and output format.
+    pub log: LogConfig,
+    /// `[admin]`: the admin API and page; off without a token.
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -70,12 +80,14 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             deflate: DeflateSection::default(),
             tls: None,
+            log: LogConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
 
 /// The message bus.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
     /// Where the bus is served: WebSocket at the path (and the path with a
@@ -105,7 +117,7 @@ impl Default for BusConfig {
 
 /// One `[[bus.channels]]` entry: the rules of the channels `pattern`
 /// matches (the most specific matching pattern wins).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelSection {
     pub pattern: wsbus_bayeux::ChannelPattern,
@@ -125,7 +137,7 @@ fn yes() -> bool {
 }
 
 /// `[auth]`: JWT verification (SPEC §5).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSection {
     /// `true`: upgrades and bus handshakes without a valid token are refused.
@@ -147,7 +159,7 @@ pub struct AuthSection {
 }
 
 /// `[websocket]`: the raw WebSocket endpoints (the demo's `/chat`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebSocketSection {
     /// JSON Schemas of text messages, per endpoint path.
@@ -155,7 +167,7 @@ pub struct WebSocketSection {
 }
 
 /// One `[[websocket.schemas]]` entry.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PathSchemaSection {
     /// The endpoint's path, e.g. `/chat`.
@@ -164,7 +176,7 @@ pub struct PathSchemaSection {
     pub schema: PathBuf,
     /// What an invalid inbound message does: `close` (1007) or `error` (an
     /// ERROR event to the application, the socket stays open).
-    #[serde(default)]
+    #[serde(default, serialize_with = "unit_variant")]
     pub on_invalid: wsbus::security::OnInvalid,
 }
 
@@ -185,7 +197,79 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A secret serializes as `"<redacted>"`: the admin API's server info shows
+/// that it is set, never what it is.
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(REDACTED)
+    }
+}
+
+/// What a [`Secret`] serializes as.
+pub const REDACTED: &str = "<redacted>";
+
+/// A field-less enum of another crate that derives `Deserialize` with
+/// `rename_all = "snake_case"` but not `Serialize`: its `Debug` name in
+/// snake case, which is the name its configuration value has.
+fn unit_variant<T: std::fmt::Debug, S: Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let name = format!("{value:?}");
+    let mut snake = String::with_capacity(name.len() + 2);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            snake.push('_');
+        }
+        snake.push(c.to_ascii_lowercase());
+    }
+    serializer.serialize_str(&snake)
+}
+
+/// `[log]`: what is logged, and how.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// The base filter, in `tracing` `EnvFilter` directives
+    /// (`info`, `info,wsbus::bus=debug`, …). The `WSBUS_LOG` environment
+    /// variable, when set, replaces it (as `RUST_LOG` does for most Rust
+    /// programs); `PUT /admin/api/log` adds to it for a while.
+    pub level: String,
+    /// `text` (one line per event, for people) or `json` (one JSON object
+    /// per line, for log pipelines).
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// The log's line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// tracing-subscriber's default text lines (coloured at a terminal).
+    #[default]
+    Text,
+    /// One JSON object per event (tracing-subscriber's JSON format).
+    Json,
+}
+
+/// `[admin]`: the admin API (`/admin/api/…`) and page (`/admin`).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The bearer token every admin request must present in its
+    /// `Authorization` header; unset: the admin API and page are off (404).
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
     /// HTTP sessions idle this long end (and close their bound sockets).
@@ -212,7 +296,7 @@ pub const DEFAULT_CONNECTIONS_PER_IP: usize = 1_000;
 /// token used to open thousands.
 pub const DEFAULT_CONNECTIONS_PER_USER: usize = 100;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Messages per second per connection and per bus session (a token
@@ -255,7 +339,7 @@ impl Default for LimitsConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeepaliveConfig {
     #[serde(with = "humantime_serde")]
@@ -274,10 +358,11 @@ impl Default for KeepaliveConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutboundConfig {
     pub max_bytes: usize,
+    #[serde(serialize_with = "unit_variant")]
     pub slow_consumer: SlowConsumerPolicy,
 }
 
@@ -291,7 +376,7 @@ impl Default for OutboundConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
     #[serde(with = "humantime_serde")]
@@ -306,7 +391,7 @@ impl Default for ShutdownConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeflateSection {
     pub enabled: bool,
@@ -327,7 +412,7 @@ impl Default for DeflateSection {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain.
@@ -434,7 +519,7 @@ impl Config {
                 continue;
             };
             let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
-            if !TOP_LEVEL_KEYS.contains(&path[0].as_str()) {
+            if !TOP_LEVEL_KEYS.contains(&path[0].as_str()) || name == LOG_FILTER_VAR {
                 continue;
             }
             set(&mut table, &path, parse_env_value(&raw))
@@ -447,7 +532,7 @@ impl Config {
                 .map_err(|reason| ConfigError::new(format!("--{key}"), reason))?;
             origins.push((key.to_string(), format!("--{key}")));
         }
-        serde_path_to_error::deserialize(table).map_err(|err| {
+        let config: Config = serde_path_to_error::deserialize(table).map_err(|err| {
             let key = err.path().to_string();
             let mut reason = err.into_inner().message().trim_end().to_owned();
             // The last setting of a key is the one that was read.
@@ -455,7 +540,19 @@ impl Config {
                 reason.push_str(&format!(" (set by {origin})"));
             }
             ConfigError::new(key, reason)
-        })
+        })?;
+        if config
+            .admin
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose().is_empty())
+        {
+            return Err(ConfigError::new(
+                "admin.token",
+                "must not be empty (leave it unset to turn the admin API off)",
+            ));
+        }
+        Ok(config)
     }
 
     /// The runtime settings this configuration describes.
@@ -565,6 +662,53 @@ mod tests {
         assert!(!config.bus.websocket_enabled);
         assert_eq!(config.bus.path, "/x");
         assert_eq!(config.session.idle_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn log_and_admin_sections() {
+        let config = Config::load(
+            None,
+            env(&[
+                // The filter variable, not the `[log]` section.
+                ("WSBUS_LOG", "debug"),
+                ("WSBUS_LOG__FORMAT", "json"),
+                ("WSBUS_ADMIN__TOKEN", "hunter2"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.log.level, "info");
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.admin.token.as_ref().unwrap().expose(), "hunter2");
+        let err = Config::load(None, env(&[("WSBUS_LOG__FORMAT", "xml")]), &[]).unwrap_err();
+        assert!(err.to_string().starts_with("log.format: "), "{err}");
+        let err = Config::load(None, env(&[("WSBUS_ADMIN__TOKEN", "")]), &[]).unwrap_err();
+        assert!(err.to_string().starts_with("admin.token: "), "{err}");
+    }
+
+    /// The admin API's server info: every secret redacted, the rest as
+    /// configured.
+    #[test]
+    fn serialized_configuration_redacts_secrets() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("WSBUS_ADMIN__TOKEN", "admin-secret"),
+                ("WSBUS_BUS__PUBLISH_TOKEN", "publish-secret"),
+                ("WSBUS_AUTH__JWT_SECRET", "jwt-secret"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        let view = serde_json::to_value(&config).unwrap();
+        let text = view.to_string();
+        for secret in ["admin-secret", "publish-secret", "jwt-secret"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        assert_eq!(view["admin"]["token"], REDACTED);
+        assert_eq!(view["auth"]["jwt_secret"], REDACTED);
+        assert_eq!(view["outbound"]["slow_consumer"], "close");
+        assert_eq!(view["session"]["idle_timeout"], "30m");
     }
 
     #[test]

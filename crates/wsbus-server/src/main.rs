@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use wsbus::proto::{DeflateConfig, Limits};
 use wsbus::{Runtime, Server, ServerConfig};
 
+mod admin;
 mod alloc;
 mod api;
 mod auth;
@@ -26,6 +27,7 @@ mod auth;
 #[path = "../examples/chat.rs"]
 mod chat;
 mod config;
+mod log;
 mod security;
 mod web;
 
@@ -149,17 +151,11 @@ async fn listen_on(addr: SocketAddr) -> Result<TcpListener, StartError> {
 }
 
 fn main() -> ExitCode {
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WSBUS_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in log files.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let cli = Cli::parse();
+    // `serve` installs its logging once its configuration is read (`[log]`).
+    if !matches!(cli.command, Command::Serve { .. }) {
+        log::init_default();
+    }
     let command = match cli.command {
         // The generator picks its own runtime (one thread by default).
         Command::Bench { scenario } => return report(wsbus_bench::run(scenario)),
@@ -220,6 +216,9 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> ServerRe
         .into_iter()
         .collect();
     let config = config::Config::load(config_file.as_deref(), std::env::vars(), &flags)?;
+    let started = admin::Started::now();
+    let log = log::init(&config.log.level, config.log.format)
+        .map_err(|(setting, why)| config::ConfigError::new(setting, why))?;
     let bus_path =
         web::bus_path(&config.bus.path).map_err(|why| config::ConfigError::new("bus.path", why))?;
     let server_config = config.server_config();
@@ -280,6 +279,15 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> ServerRe
             jwt: verifier,
         },
         demo,
+        admin: config.admin.token.as_ref().map(|token| admin::Admin {
+            token: auth::BearerToken::new(token.expose()),
+            bus: bus.clone(),
+            log: log.clone(),
+            config: std::sync::Arc::new(
+                serde_json::to_value(&config).unwrap_or(serde_json::Value::Null),
+            ),
+            started,
+        }),
     };
     let mut server = Server::new(runtime);
     if demo {

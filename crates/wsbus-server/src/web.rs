@@ -1,6 +1,7 @@
 //! The plain-HTTP side of `wsbus serve`, as one route table ([`router`]):
 //! the chat page and its assets, the demo login, metrics, the JSON API
-//! (`/api`, see [`crate::api`]) and the bus's long-polling transport.
+//! (`/api`, see [`crate::api`]), the health probes and the admin API and
+//! page (see [`crate::admin`]) and the bus's long-polling transport.
 //!
 //! Every page is static and renders user text with `textContent`; the CSP
 //! below forbids inline script and style, so markup in a message can never
@@ -47,11 +48,14 @@ pub struct BusRoutes {
     pub publish: crate::api::PublishAuth,
     /// Whether the demo (chat page, demo login) is served.
     pub demo: bool,
+    /// The admin API and page, when `[admin] token` is set.
+    pub admin: Option<crate::admin::Admin>,
 }
 
 /// Paths of the route table that the bus may not take (nor sit below).
 const TAKEN_PATHS: &[&str] = &[
-    "/app.js", "/bus.js", "/app.css", "/login", "/logout", "/metrics", "/api", "/chat",
+    "/app.js", "/bus.js", "/app.css", "/login", "/logout", "/metrics", "/api", "/chat", "/admin",
+    "/healthz", "/readyz",
 ];
 
 /// The bus path from configuration, normalised (no trailing `/`), or why
@@ -92,8 +96,13 @@ pub fn router(bus: BusRoutes) -> Router {
             .route("/login", form_post(login))
             .route("/logout", form_post(logout));
     }
+    if let Some(admin) = bus.admin {
+        router = router.merge(admin.pages()).nest("/admin/api", admin.api());
+    }
     router
         .route("/metrics", get(metrics))
+        .route("/healthz", get(crate::admin::healthz))
+        .route("/readyz", get(crate::admin::readyz))
         // Before `/api` is nested: that table has its own JSON 405.
         .method_not_allowed_fallback(|| async {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")

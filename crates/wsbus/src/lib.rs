@@ -39,7 +39,10 @@ mod transport;
 mod upgrade;
 
 pub use driver::{SlowConsumerPolicy, SocketSettings};
-pub use hub::{GroupSend, Hub, HubEngine, LocalHub, NodeId, Outcome, ParseSocketIdError, SocketId};
+pub use hub::{
+    GroupSend, Hub, HubEngine, LocalHub, NodeId, Outcome, ParseSocketIdError, SocketFacts,
+    SocketId, SocketSnapshot,
+};
 pub use runtime::{HandshakeRefusal, Metrics, Runtime, RuntimeBuilder, ServerConfig};
 pub use server::{ConnectionInfo, Server, tls_acceptor};
 pub use wsbus_bayeux as bayeux;

@@ -12,7 +12,9 @@ use wsbus_proto::handshake::RejectionKind;
 use wsbus_proto::{CloseCode, DeflateConfig, Limits};
 
 use crate::driver::{SessionRefresh, SocketSettings};
-use crate::hub::{Hub, HubEngine, LocalHub, NodeId, OutboxLimit, SocketId, SocketShared};
+use crate::hub::{
+    Hub, HubEngine, LocalHub, NodeId, OutboxLimit, SocketFacts, SocketId, SocketShared,
+};
 use crate::security::Security;
 use crate::session::{MemorySessionStore, SessionId, SessionStore, Sessions};
 
@@ -414,12 +416,23 @@ impl Runtime {
         &self.inner.shutdown
     }
 
-    /// Register a new socket with the hub, bound to `session` if any.
-    /// Shutdown closes every registered socket through the hub; one
-    /// registered after that is closed here. The returned guard undoes both
-    /// when dropped, on whatever path the socket's task ends.
+    /// [`register_socket_with`](Self::register_socket_with) a socket whose
+    /// handshake facts do not matter (tests).
+    #[cfg(test)]
     pub(crate) fn register_socket(&self, session: Option<SessionBinding>) -> Registration {
-        let shared = self.inner.hub.register();
+        self.register_socket_with(session, SocketFacts::default())
+    }
+
+    /// Register a new socket opened with `facts` with the hub, bound to
+    /// `session` if any. Shutdown closes every registered socket through the
+    /// hub; one registered after that is closed here. The returned guard
+    /// undoes both when dropped, on whatever path the socket's task ends.
+    pub(crate) fn register_socket_with(
+        &self,
+        session: Option<SessionBinding>,
+        facts: SocketFacts,
+    ) -> Registration {
+        let shared = self.inner.hub.register_with(facts);
         if self.inner.shutdown.is_cancelled() {
             shared.close(CloseCode::GOING_AWAY, SHUTDOWN_REASON);
         }

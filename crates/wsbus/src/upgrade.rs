@@ -17,6 +17,7 @@ use wsbus_proto::handshake::{Rejection, validate_upgrade};
 use crate::app::{HandshakeRequest, SocketInfo, Upgrade, WebSocketApp, WebSocketConfig};
 use crate::auth::{ACCESS_TOKEN_PARAM, Claims, TokenError, token_from_request};
 use crate::driver::{SessionRefresh, SocketTask};
+use crate::hub::SocketFacts;
 use crate::limits::TokenBucket;
 use crate::origin;
 use crate::proxy::client_view;
@@ -318,15 +319,21 @@ pub(crate) async fn upgrade<A: WebSocketApp, B>(
     }
     runtime.metrics().handshake(101);
 
-    let registration = runtime.register_socket(session.map(|s| {
-        SessionBinding {
+    let facts = SocketFacts::new(client.addr, handshake.path.as_str())
+        .with_user(handshake.user.as_ref().map(|u| u.login.as_str()))
+        .with_tls(tls)
+        .with_subprotocol(protocol.as_deref())
+        .with_deflate(deflate.map(|(params, _)| params));
+    let registration = runtime.register_socket_with(
+        session.map(|s| SessionBinding {
             id: s.id,
             terminate_on_exit: config.terminate_on_session_exit,
             refresh: config
                 .session_access
                 .then(|| SessionRefresh::new(config.session_access_throttle)),
-        }
-    }));
+        }),
+        facts,
+    );
     let guard = SocketGuard {
         token_expires_at: handshake
             .claims

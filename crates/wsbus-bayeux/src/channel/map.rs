@@ -286,6 +286,13 @@ impl Subscriptions {
     pub fn pattern_count(&self) -> usize {
         self.patterns.len()
     }
+
+    /// Every pattern with subscribers and how many it has, in no order.
+    pub fn patterns(&self) -> impl Iterator<Item = (String, usize)> + '_ {
+        self.patterns
+            .iter()
+            .map(|(pattern, clients)| (pattern, clients.len()))
+    }
 }
 
 #[cfg(test)]

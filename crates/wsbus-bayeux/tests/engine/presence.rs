@@ -53,6 +53,14 @@ fn presence_join_and_leave_events() {
     ];
     expected.sort();
     assert_eq!(members, expected);
+    // The operators' channel listing: every pattern with its subscribers.
+    assert_eq!(
+        bus.engine.channels(),
+        [
+            ("/chat/room".to_owned(), 2),
+            ("/presence/chat/room".to_owned(), 1)
+        ]
+    );
 
     // Unsubscribe and disconnect both leave.
     bus.call(

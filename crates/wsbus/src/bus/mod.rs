@@ -352,6 +352,12 @@ impl Bus {
         }
     }
 
+    /// Every channel pattern with subscribers and its number of
+    /// subscribers, sorted by pattern (see [`Engine::channels`]).
+    pub fn channels(&self) -> Vec<(String, usize)> {
+        self.inner.engine.lock().expect("bus lock").channels()
+    }
+
     /// Counters for metrics: clients by transport, held connects,
     /// subscriptions, queued and kept messages, as of this call.
     pub fn stats(&self) -> wsbus_bayeux::Stats {

@@ -82,8 +82,8 @@ mod tests {
     #[test]
     fn socket_ids_carry_their_node_and_print_and_parse() {
         let hub = LocalHub::new(NodeId(7));
-        let a = hub.register().id();
-        let b = hub.register().id();
+        let a = hub.register(Default::default()).id();
+        let b = hub.register(Default::default()).id();
         assert_ne!(a, b);
         assert_eq!(a.node(), NodeId(7));
         assert_eq!(a.to_string(), "7.1");

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use wsbus_proto::{CloseCode, Message, PreparedMessage};
 
 use super::socket::{OutboxLimit, SocketShared};
-use super::{GroupSend, HubEngine, NodeId, Outcome, SocketId};
+use super::{GroupSend, HubEngine, NodeId, Outcome, SocketFacts, SocketId, SocketSnapshot};
 
 /// The sockets and groups of this process.
 #[derive(Debug, Default)]
@@ -48,10 +48,10 @@ impl LocalHub {
         self.node
     }
 
-    pub(super) fn register(&self) -> Arc<SocketShared> {
+    pub(super) fn register(&self, facts: SocketFacts) -> Arc<SocketShared> {
         let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed) + 1;
         let id = SocketId::new(self.node, sequence);
-        let shared = Arc::new(SocketShared::new(id));
+        let shared = Arc::new(SocketShared::new(id, facts));
         self.sockets
             .lock()
             .expect("hub lock")
@@ -92,6 +92,38 @@ impl LocalHub {
         for socket in sockets {
             socket.close(code, reason);
         }
+    }
+
+    /// Every open socket of this process, by id: for operators (the admin
+    /// API). The hub's lock is held only to copy the entries' handles out;
+    /// each socket is then read under its own locks, so a large listing
+    /// does not stall the hub.
+    pub fn sockets(&self) -> Vec<SocketSnapshot> {
+        let sockets: Vec<Arc<SocketShared>> = self
+            .sockets
+            .lock()
+            .expect("hub lock")
+            .values()
+            .cloned()
+            .collect();
+        let mut snapshots: Vec<SocketSnapshot> =
+            sockets.iter().map(|socket| socket.snapshot()).collect();
+        snapshots.sort_unstable_by_key(|s| s.id);
+        snapshots
+    }
+
+    /// Every group with members on this node and its number of members
+    /// here, by name.
+    pub fn groups(&self) -> Vec<(Box<str>, usize)> {
+        let mut groups: Vec<(Box<str>, usize)> = self
+            .groups
+            .lock()
+            .expect("hub lock")
+            .iter()
+            .map(|(name, members)| (name.clone(), members.len()))
+            .collect();
+        groups.sort_unstable();
+        groups
     }
 
     fn socket(&self, id: SocketId) -> Option<Arc<SocketShared>> {

@@ -1,7 +1,8 @@
 //! The hub: send to a socket, to a group, or close a socket, from anywhere.
 //!
-//! Every socket registers a [`SocketShared`] here: an outbox, a wake-up and
-//! its group memberships. A send from outside the socket's task pushes into
+//! Every socket registers a [`SocketShared`] here: an outbox, a wake-up,
+//! its group memberships and its handshake's facts ([`SocketFacts`], what
+//! [`LocalHub::sockets`] lists for operators). A send from outside the socket's task pushes into
 //! the outbox and wakes the task, which moves the message into its protocol
 //! connection. A message sent to a group is encoded once
 //! ([`PreparedMessage`]) and the same bytes are queued on every member.
@@ -18,6 +19,7 @@
 //! stay in a group (the `register_join_unregister_race_leaves_no_member` test
 //! runs that race from several threads).
 
+mod facts;
 mod id;
 mod local;
 mod socket;
@@ -27,6 +29,7 @@ use std::sync::Arc;
 
 use wsbus_proto::{CloseCode, Message};
 
+pub use facts::{SocketFacts, SocketSnapshot};
 pub use id::{NodeId, ParseSocketIdError, SocketId};
 pub use local::LocalHub;
 pub(crate) use socket::{Outbound, OutboxLimit, SocketShared};
@@ -162,8 +165,15 @@ impl Hub {
         &self.local
     }
 
+    /// Register a socket opened with `facts`.
+    pub(crate) fn register_with(&self, facts: SocketFacts) -> Arc<SocketShared> {
+        self.local.register(facts)
+    }
+
+    /// Register a socket whose handshake does not matter (tests).
+    #[cfg(test)]
     pub(crate) fn register(&self) -> Arc<SocketShared> {
-        self.local.register()
+        self.register_with(SocketFacts::default())
     }
 
     pub(crate) fn unregister(&self, id: SocketId) {
@@ -249,6 +259,39 @@ mod tests {
         assert_eq!(hub.close(id, CloseCode::NORMAL, ""), Outcome::NotFound);
         assert_eq!(hub.add_to_group("g", id), Outcome::NotFound);
         assert!(hub.is_empty());
+    }
+
+    /// What operators see: each socket's facts, groups and outbox; each
+    /// group's size; a closed socket gone from both.
+    #[test]
+    fn sockets_and_groups_are_listed() {
+        let hub = Hub::new();
+        let facts = SocketFacts::new([192, 0, 2, 7].into(), "/chat")
+            .with_user(Some("ada"))
+            .with_subprotocol(Some("chat.v1"));
+        let a = hub.register_with(facts).id();
+        let b = hub.register().id();
+        hub.add_to_group("room", a);
+        hub.add_to_group("room", b);
+        hub.add_to_group("solo", b);
+        hub.send(a, Message::text("12345"));
+        let sockets = hub.local().sockets();
+        assert_eq!(sockets.len(), 2);
+        assert_eq!(sockets[0].id, a);
+        assert_eq!(&*sockets[0].facts.path, "/chat");
+        assert_eq!(sockets[0].facts.user.as_deref(), Some("ada"));
+        assert_eq!(sockets[0].facts.client.to_string(), "192.0.2.7");
+        assert_eq!(sockets[0].facts.extensions(), None);
+        assert_eq!(sockets[0].groups, vec!["room".into()]);
+        assert_eq!(sockets[0].outbox_bytes, 5);
+        assert_eq!(sockets[1].outbox_bytes, 0);
+        assert_eq!(
+            hub.local().groups(),
+            vec![("room".into(), 2), ("solo".into(), 1)]
+        );
+        hub.unregister(b);
+        assert_eq!(hub.local().sockets().len(), 1);
+        assert_eq!(hub.local().groups(), vec![("room".into(), 1)]);
     }
 
     /// The race the module's lock order closes: sockets joining groups from

@@ -7,7 +7,7 @@ use std::task::{Context, Poll, Waker};
 
 use wsbus_proto::{CloseCode, PreparedMessage};
 
-use super::{Outcome, SocketId};
+use super::{Outcome, SocketFacts, SocketId, SocketSnapshot};
 use crate::driver::SlowConsumerPolicy;
 
 /// What the hub hands a socket's task.
@@ -42,12 +42,14 @@ impl Default for OutboxLimit {
 }
 
 /// The part of a socket that other tasks reach: its outbox, the waker of
-/// its task while it waits, and its groups.
+/// its task while it waits, its groups, and its handshake's facts (for the
+/// operators' connection list).
 #[derive(Debug)]
 pub(crate) struct SocketShared {
     id: SocketId,
     outbox: Mutex<Outbox>,
     pub(super) membership: Mutex<Membership>,
+    facts: SocketFacts,
 }
 
 /// A waker rather than a `Notify`: the socket's task registers it while it
@@ -73,11 +75,30 @@ pub(super) struct Membership {
 }
 
 impl SocketShared {
-    pub(super) fn new(id: SocketId) -> Self {
+    pub(super) fn new(id: SocketId, facts: SocketFacts) -> Self {
         SocketShared {
             id,
             outbox: Mutex::default(),
             membership: Mutex::default(),
+            facts,
+        }
+    }
+
+    /// The socket as an operator sees it, now. Takes the membership and
+    /// outbox locks one after the other, never together.
+    pub(super) fn snapshot(&self) -> SocketSnapshot {
+        let groups = self
+            .membership
+            .lock()
+            .expect("membership lock")
+            .groups
+            .clone();
+        let outbox_bytes = self.outbox.lock().expect("outbox lock").bytes;
+        SocketSnapshot {
+            id: self.id,
+            facts: self.facts.clone(),
+            groups,
+            outbox_bytes,
         }
     }
 
