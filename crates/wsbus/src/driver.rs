@@ -519,11 +519,13 @@ impl<A: WebSocketApp> SocketTask<A> {
             let tally = self.dispatch(&mut conn, &mut handler_failed);
             self.count(tally, 0, 0);
             let code = conn.close_status().unwrap_or(CloseCode::ABNORMAL);
-            self.runtime().metrics().close(code);
             // Out of the hub before CLOSE, so that the handler sees the
             // groups without this socket; dropping the registration later
             // repeats nothing.
             self.registration.release();
+            // Counted once out of the hub: a scrape that sees the close no
+            // longer counts the socket as open.
+            self.runtime().metrics().close(code);
             self.emit(EventKind::Close(code), None, &mut 0);
             drop(conn);
             drop(rbuf);

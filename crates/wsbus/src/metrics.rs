@@ -11,7 +11,7 @@
 //! | `wsbus_handshakes_total` | counter | `status` (HTTP status) | WebSocket handshakes answered: `101`, or the refusal's status |
 //! | `wsbus_handshake_refusals_total` | counter | `reason` ([`HandshakeRefusal::as_str`]) | refused upgrades |
 //! | `wsbus_handshake_duration_seconds` | histogram | | from the upgrade request reaching the runtime to its `101` or refusal |
-//! | `wsbus_messages_total`, `wsbus_bytes_total` | counter | `direction` = `in` \| `out` | WebSocket messages; bytes on the wire (frame headers and TLS-free payload as written, after compression) |
+//! | `wsbus_messages_total`, `wsbus_bytes_total` | counter | `direction` = `in` \| `out` | WebSocket messages; bytes of their frames as read and written (after compression, before TLS) |
 //! | `wsbus_closes_total` | counter | `code` | sockets ended, by close code (`1005` none given, `1006` dropped) |
 //! | `wsbus_slow_consumers_total` | counter | | sockets closed with 1008 `slow consumer` |
 //! | `wsbus_messages_dropped_total` | counter | | messages dropped because a socket's queue was full |
@@ -69,6 +69,31 @@ pub const TRAFFIC_SHARDS: usize = 16;
 /// or a congested node.
 const HANDSHAKE_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every [`TokenError::label`](crate::auth::TokenError::label): exposed at 0
+/// from the start, as Prometheus advises for known label values, so that a
+/// rate or an alert on one reason has a series before its first failure.
+const AUTH_FAILURE_REASONS: [&str; 12] = [
+    "missing",
+    "malformed",
+    "bad_signature",
+    "expired",
+    "not_yet_valid",
+    "wrong_issuer",
+    "wrong_audience",
+    "missing_subject",
+    "unknown_key",
+    "algorithm_not_allowed",
+    "too_large",
+    "keys_unavailable",
+];
+
+/// The limits [`Metrics::limit_hit`] counts, exposed at 0 from the start.
+const LIMITS: [&str; 3] = [
+    "messages_per_second",
+    "connections_per_ip",
+    "connections_per_user",
 ];
 
 /// The Prometheus exposition formats `/metrics` can answer in.
@@ -291,6 +316,20 @@ impl Metrics {
             self.schema_rejections.clone(),
         );
         r.register_collector(Box::new(Derived(self.shared.clone())));
+        // Accepted handshakes are exposed at 0 from the start.
+        drop(self.handshakes.get_or_create(&[("status", 101)]));
+        for reason in AUTH_FAILURE_REASONS {
+            drop(self.auth_failures.get_or_create(&[("reason", reason)]));
+        }
+        for limit in LIMITS {
+            drop(self.limit_hits.get_or_create(&[("limit", limit)]));
+        }
+        for direction in ["in", "out"] {
+            drop(
+                self.schema_rejections
+                    .get_or_create(&[("direction", direction)]),
+            );
+        }
         self
     }
 
@@ -498,7 +537,7 @@ impl Collector for Derived {
         gauges(
             e,
             "wsbus_connections",
-            "Open connections, by transport (websocket: WebSocket connections on every endpoint, the bus's included; long-polling: bus long-polling requests in flight)",
+            "Open connections, by transport (websocket: WebSocket connections on every endpoint, the bus's included; long-polling: bus long-polling requests in flight).",
             "transport",
             &[
                 ("websocket", shared.hub.len() as u64),
@@ -509,14 +548,14 @@ impl Collector for Derived {
         counters(
             e,
             "wsbus_messages",
-            "WebSocket messages, by direction (in: received, out: sent)",
+            "WebSocket messages, by direction (in: received, out: sent).",
             "direction",
             &[("in", traffic.messages_in), ("out", traffic.messages_out)],
         )?;
         counters(
             e,
             "wsbus_bytes",
-            "Bytes read from and written to WebSocket connections (frames as on the wire), by direction",
+            "Bytes of WebSocket frames read and written (as on the wire, before TLS), by direction.",
             "direction",
             &[("in", traffic.bytes_in), ("out", traffic.bytes_out)],
         )?;
@@ -525,14 +564,14 @@ impl Collector for Derived {
         counter(
             e,
             "wsbus_messages_dropped",
-            "Messages not sent because the socket's outbound queue was full (the slow-consumer policy)",
+            "Messages not sent because the socket's outbound queue was full (the slow-consumer policy).",
             dropped,
         )?;
         let bus = shared.bus_stats();
         gauges(
             e,
             "wsbus_bus_sessions",
-            "Live bus sessions, by the transport of their latest connect",
+            "Live bus sessions, by the transport of their latest connect.",
             "transport",
             &[
                 ("websocket", bus.websocket_sessions as u64),
@@ -542,35 +581,35 @@ impl Collector for Derived {
         counter(
             e,
             "wsbus_bus_publishes",
-            "Messages published on the bus, by clients and by the server",
+            "Messages published on the bus, by clients and by the server.",
             bus.publishes,
         )?;
         counter(
             e,
             "wsbus_bus_deliveries",
-            "Bus messages queued for a session (one per recipient)",
+            "Bus messages queued for a session (one per recipient).",
             bus.deliveries,
         )?;
         counter(
             e,
             "wsbus_bus_replayed_messages",
-            "Bus messages replayed from history to resubscribing sessions",
+            "Bus messages replayed from history to resubscribing sessions.",
             bus.replayed,
         )?;
         for (name, help, value) in [
             (
                 "wsbus_bus_held_connects",
-                "Bus /meta/connect requests held open now",
+                "Bus /meta/connect requests held open now.",
                 bus.held_connects,
             ),
             (
                 "wsbus_bus_queued_messages",
-                "Bus messages waiting in sessions' queues",
+                "Bus messages waiting in sessions' queues.",
                 bus.queued_messages,
             ),
             (
                 "wsbus_bus_history_messages",
-                "Bus messages kept for replay",
+                "Bus messages kept for replay.",
                 bus.history_messages,
             ),
         ] {
@@ -579,7 +618,7 @@ impl Collector for Derived {
         gauge(
             e,
             "wsbus_bus_history",
-            "Bytes charged for the bus messages kept for replay",
+            "Bytes charged for the bus messages kept for replay.",
             Some(&Unit::Bytes),
             bus.history_bytes as u64,
         )?;
@@ -587,14 +626,14 @@ impl Collector for Derived {
         gauge(
             e,
             "wsbus_cluster_enabled",
-            "1 in cluster mode (cluster.redis_url set), else 0",
+            "1 in cluster mode (cluster.redis_url set), else 0.",
             None,
             u64::from(cluster != CLUSTER_OFF),
         )?;
         gauge(
             e,
             "wsbus_cluster_redis_up",
-            "1 while the link to Redis is up; 0 when it is down, and outside cluster mode (see wsbus_cluster_enabled)",
+            "1 while the link to Redis is up; 0 when it is down, and outside cluster mode (see wsbus_cluster_enabled).",
             None,
             u64::from(cluster == CLUSTER_UP),
         )
@@ -777,6 +816,36 @@ mod tests {
             text.contains("# UNIT wsbus_handshake_duration_seconds seconds\n"),
             "{text}"
         );
+    }
+
+    /// Every token refusal's label is one of those exposed from the start.
+    #[test]
+    fn auth_failure_reasons_are_known() {
+        use crate::auth::TokenError;
+        for error in [
+            TokenError::Missing,
+            TokenError::Malformed,
+            TokenError::BadSignature,
+            TokenError::Expired,
+            TokenError::NotYetValid,
+            TokenError::WrongIssuer,
+            TokenError::WrongAudience,
+            TokenError::MissingSubject,
+            TokenError::UnknownKey,
+            TokenError::AlgorithmNotAllowed,
+            TokenError::TooLarge,
+            TokenError::KeysUnavailable,
+        ] {
+            assert!(AUTH_FAILURE_REASONS.contains(&error.label()), "{error:?}");
+        }
+        let (_hub, metrics) = metrics();
+        let s = samples(&metrics.encode(Format::Prometheus));
+        assert_eq!(s["wsbus_auth_failures_total{reason=\"expired\"}"], 0.0);
+        assert_eq!(
+            s["wsbus_limit_hits_total{limit=\"connections_per_ip\"}"],
+            0.0
+        );
+        assert_eq!(s["wsbus_schema_rejections_total{direction=\"out\"}"], 0.0);
     }
 
     /// The cluster gauge: 0 outside cluster mode, and whether the link is up
