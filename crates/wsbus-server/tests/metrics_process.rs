@@ -334,6 +334,30 @@ fn every_spec_family_has_samples_after_a_scripted_session() {
         "every family has HELP"
     );
 
+    // Every metric the Grafana dashboard queries is one the server exposes.
+    let dashboard = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ops/grafana/wsbus.json"),
+    )
+    .unwrap();
+    let mut queried: Vec<&str> = dashboard
+        .match_indices("wsbus_")
+        .map(|(at, _)| {
+            let rest = &dashboard[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect();
+    queried.dedup();
+    assert!(queried.len() > 10, "{queried:?}");
+    for name in queried {
+        assert!(
+            samples.iter().any(|s| s.name == name),
+            "the dashboard queries {name}, which /metrics does not expose"
+        );
+    }
+
     // OpenMetrics, when asked for, passes the strict parser too.
     let (content_type, text) = scrape(
         &addr,
