@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the conformance harness's own dependencies, idempotently:
 #   conformance/.venv                    Python venv with the pins of requirements.txt
-#                                        (kosoku = Autobahn TestSuite, websockets = interop peer)
+#                                        (kosoku = Autobahn TestSuite, websockets = interop peer,
+#                                        prometheus_client = the /metrics parsers)
 #   conformance/interop/node_modules     Node `ws`, from package-lock.json via `npm ci`
 # Both dirs are gitignored. When everything is already installed at the pinned
 # versions this only checks and returns (well under a second).

@@ -83,6 +83,25 @@ pub struct Stats {
     pub history_bytes: usize,
     /// Channels with at least one message kept for replay.
     pub history_channels: usize,
+    /// Messages published since the engine started: client publishes
+    /// and the server-side [`Engine::publish`] (not `/service` requests,
+    /// not [`Engine::deliver`], not presence announcements).
+    pub publishes: u64,
+    /// Messages queued for a session since the engine started: one per
+    /// recipient of a broadcast, one per [`Engine::deliver`] (replays are
+    /// counted apart, in `replayed`).
+    pub deliveries: u64,
+    /// Messages queued again from history for a subscribe's `ext.replay`
+    /// since the engine started.
+    pub replayed: u64,
+}
+
+/// The cumulative part of [`Stats`], kept as the engine works.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    publishes: u64,
+    deliveries: u64,
+    replayed: u64,
 }
 
 /// The Bayeux bus, without I/O.
@@ -147,6 +166,8 @@ pub struct Engine {
     events: VecDeque<Event>,
     /// The `advice` of successful connect replies, as JSON.
     connect_advice: String,
+    /// Publishes, deliveries and replays so far (for [`Stats`]).
+    counters: Counters,
 }
 
 impl fmt::Debug for Engine {
@@ -184,6 +205,7 @@ impl Engine {
             expiries: BTreeSet::new(),
             removals: Vec::new(),
             events: VecDeque::new(),
+            counters: Counters::default(),
         }
     }
 
@@ -250,6 +272,9 @@ impl Engine {
             history_messages: self.history.len(),
             history_bytes: self.history.bytes(),
             history_channels: self.history.channel_count(),
+            publishes: self.counters.publishes,
+            deliveries: self.counters.deliveries,
+            replayed: self.counters.replayed,
             ..Stats::default()
         };
         for session in self.sessions.values() {

@@ -7,8 +7,6 @@
 //! below forbids inline script and style, so markup in a message can never
 //! execute.
 
-use std::fmt::Write as _;
-
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, Request, State};
@@ -232,80 +230,13 @@ async fn logout(
     redirect_home(&Sessions::clear_cookie(client.tls))
 }
 
-/// Prometheus text exposition, format 0.0.4.
-#[derive(Default)]
-struct Exposition(String);
-
-impl Exposition {
-    /// A metric family's `HELP` and `TYPE` lines.
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
-
-    /// One sample; `labels` is empty or `{k="v",…}`.
-    fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
-        let _ = writeln!(self.0, "{name}{labels} {value}");
-    }
-}
-
-/// `GET /metrics`: the runtime's counters.
-async fn metrics(Extension(runtime): Extension<Runtime>) -> Response {
-    let mut out = Exposition::default();
-    out.family("wsbus_connections", "gauge", "Open WebSocket connections.");
-    out.sample("wsbus_connections", "", runtime.hub().len());
-    let accepted = "wsbus_tcp_connections_accepted_total";
-    out.family(accepted, "counter", "TCP connections accepted.");
-    let count = runtime
-        .metrics()
-        .connections_accepted
-        .load(std::sync::atomic::Ordering::Relaxed);
-    out.sample(accepted, "", count);
-    let handshakes = "wsbus_handshakes_total";
-    out.family(
-        handshakes,
-        "counter",
-        "WebSocket handshakes answered, by HTTP status.",
-    );
-    for (status, count) in runtime.metrics().handshakes() {
-        out.sample(handshakes, &format!("{{status=\"{status}\"}}"), count);
-    }
-    let refusals = "wsbus_handshake_refusals_total";
-    out.family(
-        refusals,
-        "counter",
-        "WebSocket upgrades refused, by reason (the protocol rule broken, too_many_connections, application, origin_not_allowed).",
-    );
-    for (reason, count) in runtime.metrics().refusals() {
-        out.sample(refusals, &format!("{{reason=\"{reason}\"}}"), count);
-    }
-    let labelled = [
-        (
-            "wsbus_auth_failures_total",
-            "Access tokens refused (or missing where required), by reason.",
-            "reason",
-            runtime.metrics().auth_failures(),
-        ),
-        (
-            "wsbus_limit_hits_total",
-            "Abuse limits hit, by limit.",
-            "limit",
-            runtime.metrics().limit_hits(),
-        ),
-        (
-            "wsbus_schema_rejections_total",
-            "Messages refused by their JSON Schema, by direction (in: from clients, out: to clients).",
-            "direction",
-            runtime.metrics().schema_rejections(),
-        ),
-    ];
-    for (name, help, label, counts) in labelled {
-        out.family(name, "counter", help);
-        for (value, count) in counts {
-            out.sample(name, &format!("{{{label}=\"{value}\"}}"), count);
-        }
-    }
-    let content_type = "text/plain; version=0.0.4; charset=utf-8";
-    ([(header::CONTENT_TYPE, content_type)], out.0).into_response()
+/// `GET /metrics`: every family of [`wsbus::metrics`], in the Prometheus
+/// text format, or OpenMetrics when the scraper's `Accept` asks for it.
+async fn metrics(Extension(runtime): Extension<Runtime>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = wsbus::metrics::Format::from_accept(accept);
+    let body = runtime.metrics().encode(format);
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
 /// The bus's long-polling transport: `POST` a Bayeux batch, get the replies

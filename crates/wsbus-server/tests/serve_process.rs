@@ -131,7 +131,10 @@ fn demo_login_sets_a_strict_session_cookie_and_logout_ends_it() {
         addr,
         &format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
     );
-    assert!(metrics.contains("wsbus_connections 0"), "{metrics}");
+    assert!(
+        metrics.contains("wsbus_connections{transport=\"websocket\"} 0"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("wsbus_handshake_refusals_total{reason=\"origin_not_allowed\"} 1"),
         "{metrics}"

@@ -295,6 +295,9 @@ pub struct WsEvent<'a, D> {
     runtime: &'a Runtime,
     conn: Option<&'a mut Connection>,
     guard: Option<&'a mut SocketGuard>,
+    /// Messages [`send`](Self::send) queued: the socket's task adds them to
+    /// the metrics once per wake, not once per message.
+    sent: &'a mut u32,
 }
 
 impl<'a, D> WsEvent<'a, D> {
@@ -305,6 +308,7 @@ impl<'a, D> WsEvent<'a, D> {
         runtime: &'a Runtime,
         conn: Option<&'a mut Connection>,
         guard: Option<&'a mut SocketGuard>,
+        sent: &'a mut u32,
     ) -> Self {
         WsEvent {
             kind,
@@ -313,6 +317,7 @@ impl<'a, D> WsEvent<'a, D> {
             runtime,
             conn,
             guard,
+            sent,
         }
     }
 
@@ -334,7 +339,11 @@ impl<'a, D> WsEvent<'a, D> {
             return Ok(());
         }
         match &mut self.conn {
-            Some(conn) => conn.send(message),
+            Some(conn) => {
+                conn.send(message)?;
+                *self.sent += 1;
+                Ok(())
+            }
             None => Err(ApiError::NotOpen),
         }
     }

@@ -130,6 +130,21 @@ pub(crate) struct SocketTask<A: WebSocketApp> {
 /// The close reason of a socket whose handler panicked (code 1011).
 const HANDLER_FAILED_REASON: &str = "internal error";
 
+/// Messages a socket's task read and sent during one wake: added to the
+/// metrics once per wake (see [`crate::metrics`], "Cost on the hot path").
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    received: u32,
+    sent: u32,
+}
+
+impl std::ops::AddAssign for Tally {
+    fn add_assign(&mut self, other: Tally) {
+        self.received += other.received;
+        self.sent += other.sent;
+    }
+}
+
 enum Wake {
     Read(io::Result<usize>),
     Wrote(io::Result<usize>),
@@ -147,8 +162,9 @@ impl<A: WebSocketApp> SocketTask<A> {
     /// here: it is logged, the socket is closed with 1011 and gets no more
     /// MESSAGE events, and CLOSE still comes exactly once (the task, and with
     /// it the other sockets of its worker thread, carries on). Returns false
-    /// if the handler panicked.
-    fn emit(&mut self, kind: EventKind, mut conn: Option<&mut Connection>) -> bool {
+    /// if the handler panicked. The messages the handler sent are added to
+    /// `sent`.
+    fn emit(&mut self, kind: EventKind, mut conn: Option<&mut Connection>, sent: &mut u32) -> bool {
         let closing = matches!(kind, EventKind::Close(_));
         let event = WsEvent::new(
             kind,
@@ -157,6 +173,7 @@ impl<A: WebSocketApp> SocketTask<A> {
             self.registration.runtime(),
             conn.as_deref_mut(),
             self.guard.as_deref_mut(),
+            sent,
         );
         let app = &self.app;
         let Err(panic) = catch_unwind(AssertUnwindSafe(|| app.on_event(event))) else {
@@ -177,24 +194,44 @@ impl<A: WebSocketApp> SocketTask<A> {
     /// Hand the connection's events to the application. `handler_failed`
     /// (a local of the task rather than a field: the task's state stays
     /// small) is set once the handler has panicked; after that it gets no
-    /// more MESSAGE events.
-    fn dispatch(&mut self, conn: &mut Connection, handler_failed: &mut bool) {
+    /// more MESSAGE events. Returns the messages received and sent.
+    fn dispatch(&mut self, conn: &mut Connection, handler_failed: &mut bool) -> Tally {
+        let mut tally = Tally::default();
         while let Some(event) = conn.poll_event() {
+            if matches!(event, Event::Message(_)) {
+                tally.received += 1;
+            }
             match event {
                 Event::Message(_) if *handler_failed => {}
-                Event::Message(message) if !self.admit(conn, &message, handler_failed) => {}
+                Event::Message(message)
+                    if !self.admit(conn, &message, handler_failed, &mut tally.sent) => {}
                 Event::Message(message) => {
                     self.refresh_session();
-                    *handler_failed |= !self.emit(EventKind::Message(message), Some(conn));
+                    *handler_failed |=
+                        !self.emit(EventKind::Message(message), Some(conn), &mut tally.sent);
                 }
                 Event::Error(err) => {
                     tracing::debug!(target: "wsbus::frames", socket = %self.info.id, %err, "protocol error");
-                    *handler_failed |=
-                        !self.emit(EventKind::Error(SocketError::Protocol(err)), Some(conn));
+                    *handler_failed |= !self.emit(
+                        EventKind::Error(SocketError::Protocol(err)),
+                        Some(conn),
+                        &mut tally.sent,
+                    );
                 }
                 Event::Ping(_) | Event::Pong(_) | Event::Close(_) => {}
             }
         }
+        tally
+    }
+
+    /// Adds one wake's messages and bytes to the metrics.
+    fn count(&self, tally: Tally, bytes_in: usize, bytes_out: usize) {
+        self.runtime().metrics().traffic_shard(self.info.id).add(
+            tally.received,
+            tally.sent,
+            bytes_in,
+            bytes_out,
+        );
     }
 
     /// The guard's say on an inbound message: `false` if it is not to be
@@ -205,6 +242,7 @@ impl<A: WebSocketApp> SocketTask<A> {
         conn: &mut Connection,
         message: &wsbus_proto::Message,
         handler_failed: &mut bool,
+        sent: &mut u32,
     ) -> bool {
         let Some(guard) = self.guard.as_deref_mut() else {
             return true;
@@ -229,6 +267,7 @@ impl<A: WebSocketApp> SocketTask<A> {
                     *handler_failed |= !self.emit(
                         EventKind::Error(SocketError::Invalid(violation)),
                         Some(conn),
+                        sent,
                     );
                 } else {
                     guard.violated = true;
@@ -257,31 +296,36 @@ impl<A: WebSocketApp> SocketTask<A> {
         }
     }
 
-    fn apply_outbound(&self, conn: &mut Connection, item: Outbound) {
+    /// Applies what the hub queued; returns whether it sent a message.
+    fn apply_outbound(&self, conn: &mut Connection, item: Outbound) -> bool {
         match item {
             Outbound::Message(prepared) => {
                 if conn.outgoing().len() >= self.runtime().socket_settings().max_outbound_bytes {
                     match self.runtime().socket_settings().slow_consumer {
                         SlowConsumerPolicy::Close => self.close_slow_consumer(conn),
-                        SlowConsumerPolicy::Drop => {}
+                        SlowConsumerPolicy::Drop => self.runtime().metrics().write_queue_drop(),
                     }
-                    return;
+                    return false;
                 }
                 if let Some(guard) = self.guard.as_deref()
                     && let Err(violation) = guard.outbound_prepared_ok(&prepared)
                 {
                     self.runtime().metrics().schema_rejection("out");
                     tracing::warn!(target: "wsbus::schema", socket = %self.info.id, path = %self.info.path, pointer = %violation.pointer, reason = %violation.reason, "outbound message failed the path's schema; not sent");
-                    return;
+                    return false;
                 }
                 // A send to a closing socket is dropped: nothing may follow a
                 // close frame (RFC 6455 §5.5.1).
-                let _ = conn.send_prepared(&prepared);
+                conn.send_prepared(&prepared).is_ok()
             }
             Outbound::Close(code, reason) => {
                 let _ = conn.close(code, &reason);
+                false
             }
-            Outbound::Overflowed => self.close_slow_consumer(conn),
+            Outbound::Overflowed => {
+                self.close_slow_consumer(conn);
+                false
+            }
         }
     }
 
@@ -289,6 +333,7 @@ impl<A: WebSocketApp> SocketTask<A> {
     /// frames not yet started.
     fn close_slow_consumer(&self, conn: &mut Connection) {
         if conn.state() == State::Open {
+            self.runtime().metrics().slow_consumer();
             tracing::info!(target: "wsbus::frames", socket = %self.info.id, "slow consumer closed");
             let _ = conn.close_discarding_queue(CloseCode::POLICY_VIOLATION, "slow consumer");
         }
@@ -323,14 +368,23 @@ impl<A: WebSocketApp> SocketTask<A> {
             let first = self.timer_deadline(Instant::now() + keepalive);
             let mut timer = pin!(tokio::time::sleep_until(first));
 
-            let mut handler_failed = !self.emit(EventKind::Open, Some(&mut conn));
+            let mut handler_failed = {
+                let mut opened = Tally::default();
+                let failed = !self.emit(EventKind::Open, Some(&mut conn), &mut opened.sent);
+                self.count(opened, 0, 0);
+                failed
+            };
             loop {
-                while conn.handle_read(&mut rbuf) {
-                    self.dispatch(&mut conn, &mut handler_failed);
-                }
-                self.dispatch(&mut conn, &mut handler_failed);
-                for item in self.registration.shared().drain() {
-                    self.apply_outbound(&mut conn, item);
+                {
+                    let mut tally = Tally::default();
+                    while conn.handle_read(&mut rbuf) {
+                        tally += self.dispatch(&mut conn, &mut handler_failed);
+                    }
+                    tally += self.dispatch(&mut conn, &mut handler_failed);
+                    for item in self.registration.shared().drain() {
+                        tally.sent += u32::from(self.apply_outbound(&mut conn, item));
+                    }
+                    self.count(tally, 0, 0);
                 }
                 if eof
                     || conn.state() == State::Closed && conn.outgoing().is_empty() && !flush_pending
@@ -387,16 +441,18 @@ impl<A: WebSocketApp> SocketTask<A> {
                         conn.handle_eof();
                         eof = true;
                     }
-                    Wake::Read(Ok(_)) => {
+                    Wake::Read(Ok(read)) => {
                         ping_outstanding = false;
                         if !closing {
                             let interval = self.runtime().socket_settings().keepalive_interval;
                             let deadline = self.timer_deadline(Instant::now() + interval);
                             timer.as_mut().reset(deadline);
                         }
+                        let mut tally = Tally::default();
                         while conn.handle_read(&mut rbuf) {
-                            self.dispatch(&mut conn, &mut handler_failed);
+                            tally += self.dispatch(&mut conn, &mut handler_failed);
                         }
+                        self.count(tally, read, 0);
                         if rbuf.is_empty() {
                             rbuf = BytesMut::new(); // idle sockets hold no read buffer
                         }
@@ -406,6 +462,7 @@ impl<A: WebSocketApp> SocketTask<A> {
                         eof = true;
                     }
                     Wake::Wrote(Ok(written)) => {
+                        self.count(Tally::default(), 0, written);
                         conn.outgoing().advance(written);
                         flush_pending = true;
                     }
@@ -459,13 +516,17 @@ impl<A: WebSocketApp> SocketTask<A> {
                     }
                 }
             }
-            self.dispatch(&mut conn, &mut handler_failed);
+            let tally = self.dispatch(&mut conn, &mut handler_failed);
+            self.count(tally, 0, 0);
             let code = conn.close_status().unwrap_or(CloseCode::ABNORMAL);
             // Out of the hub before CLOSE, so that the handler sees the
             // groups without this socket; dropping the registration later
             // repeats nothing.
             self.registration.release();
-            self.emit(EventKind::Close(code), None);
+            // Counted once out of the hub: a scrape that sees the close no
+            // longer counts the socket as open.
+            self.runtime().metrics().close(code);
+            self.emit(EventKind::Close(code), None, &mut 0);
             drop(conn);
             drop(rbuf);
             if !eof {

@@ -28,6 +28,7 @@ mod driver;
 pub mod echo;
 mod hub;
 pub mod limits;
+pub mod metrics;
 mod origin;
 pub mod proxy;
 mod runtime;
@@ -43,7 +44,8 @@ pub use hub::{
     GroupSend, Hub, HubEngine, LocalHub, NodeId, Outcome, ParseSocketIdError, SocketFacts,
     SocketId, SocketSnapshot,
 };
-pub use runtime::{HandshakeRefusal, Metrics, Runtime, RuntimeBuilder, ServerConfig};
+pub use metrics::Metrics;
+pub use runtime::{HandshakeRefusal, Runtime, RuntimeBuilder, ServerConfig};
 pub use server::{ConnectionInfo, Server, tls_acceptor};
 pub use wsbus_bayeux as bayeux;
 pub use wsbus_proto as proto;

@@ -1,9 +1,7 @@
 //! The state shared by every connection of a server: configuration, the hub,
 //! sessions, shutdown, task tracking and counters.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -15,6 +13,7 @@ use crate::driver::{SessionRefresh, SocketSettings};
 use crate::hub::{
     Hub, HubEngine, LocalHub, NodeId, OutboxLimit, SocketFacts, SocketId, SocketShared,
 };
+use crate::metrics::Metrics;
 use crate::security::Security;
 use crate::session::{MemorySessionStore, SessionId, SessionStore, Sessions};
 
@@ -103,91 +102,6 @@ impl Default for ServerConfig {
             socket: SocketSettings::default(),
         }
     }
-}
-
-/// Counters (the Prometheus endpoint reads them).
-#[derive(Debug, Default)]
-pub struct Metrics {
-    handshakes: Mutex<BTreeMap<u16, u64>>,
-    refusals: Mutex<BTreeMap<&'static str, u64>>,
-    auth_failures: Mutex<BTreeMap<&'static str, u64>>,
-    limit_hits: Mutex<BTreeMap<&'static str, u64>>,
-    schema_rejections: Mutex<BTreeMap<&'static str, u64>>,
-    /// TCP connections accepted by the listener, upgraded or not.
-    pub connections_accepted: AtomicU64,
-}
-
-impl Metrics {
-    pub(crate) fn handshake(&self, status: u16) {
-        *self
-            .handshakes
-            .lock()
-            .expect("metrics lock")
-            .entry(status)
-            .or_default() += 1;
-    }
-
-    /// A refused upgrade: counted by HTTP status and by reason.
-    pub(crate) fn refusal(&self, refusal: HandshakeRefusal, status: u16) {
-        self.handshake(status);
-        *self
-            .refusals
-            .lock()
-            .expect("metrics lock")
-            .entry(refusal.as_str())
-            .or_default() += 1;
-    }
-
-    /// Handshakes answered, by HTTP status.
-    pub fn handshakes(&self) -> BTreeMap<u16, u64> {
-        self.handshakes.lock().expect("metrics lock").clone()
-    }
-
-    /// Upgrades refused, by [`HandshakeRefusal::as_str`].
-    pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
-        self.refusals.lock().expect("metrics lock").clone()
-    }
-
-    /// A token refused (or missing where required), by
-    /// [`TokenError::label`](crate::auth::TokenError::label).
-    pub fn auth_failure(&self, reason: &'static str) {
-        count(&self.auth_failures, reason);
-    }
-
-    /// A limit hit: `messages_per_second`, `connections_per_ip`,
-    /// `connections_per_user`, ….
-    pub fn limit_hit(&self, limit: &'static str) {
-        count(&self.limit_hits, limit);
-    }
-
-    /// A message refused by its schema, `in` (from a client) or `out` (to
-    /// clients).
-    pub fn schema_rejection(&self, direction: &'static str) {
-        count(&self.schema_rejections, direction);
-    }
-
-    /// Tokens refused, by reason.
-    pub fn auth_failures(&self) -> BTreeMap<&'static str, u64> {
-        self.auth_failures.lock().expect("metrics lock").clone()
-    }
-
-    /// Limits hit, by limit.
-    pub fn limit_hits(&self) -> BTreeMap<&'static str, u64> {
-        self.limit_hits.lock().expect("metrics lock").clone()
-    }
-
-    /// Schema rejections, by direction.
-    pub fn schema_rejections(&self) -> BTreeMap<&'static str, u64> {
-        self.schema_rejections.lock().expect("metrics lock").clone()
-    }
-
-    pub(crate) fn connection_accepted(&self) {
-        self.connections_accepted.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-fn count(map: &Mutex<BTreeMap<&'static str, u64>>, label: &'static str) {
-    *map.lock().expect("metrics lock").entry(label).or_default() += 1;
 }
 
 /// A socket's binding to the HTTP session it was opened with.
@@ -341,6 +255,7 @@ impl RuntimeBuilder {
             policy: socket.slow_consumer,
         };
         let local = Arc::new(LocalHub::with_limit(self.node, limit));
+        let metrics = Metrics::new(local.clone());
         let hub = match self.engine {
             Some(make) => Hub::with_engine(local.clone(), make(local)),
             None => Hub::with_local(local),
@@ -357,7 +272,7 @@ impl RuntimeBuilder {
                 sessions,
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
-                metrics: Metrics::default(),
+                metrics,
                 security: self.security,
             }),
         }

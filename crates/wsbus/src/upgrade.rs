@@ -133,8 +133,26 @@ fn refuse_token(
 }
 
 /// Run the upgrade decision for `req` and, if it accepts, answer 101 and
-/// start the socket once hyper hands over the connection.
+/// start the socket once hyper hands over the connection. The time a
+/// WebSocket attempt takes to answer (token verification, the
+/// application's decision, any refusal) goes to the handshake-latency
+/// histogram; plain requests the application answers do not.
 pub(crate) async fn upgrade<A: WebSocketApp, B>(
+    app: &Arc<A>,
+    runtime: &Runtime,
+    req: Request<B>,
+    connection: ConnectionInfo,
+) -> Response<Full<Bytes>> {
+    let started = std::time::Instant::now();
+    let attempt = is_upgrade_attempt(req.headers());
+    let response = answer(app, runtime, req, connection).await;
+    if attempt {
+        runtime.metrics().handshake_duration(started.elapsed());
+    }
+    response
+}
+
+async fn answer<A: WebSocketApp, B>(
     app: &Arc<A>,
     runtime: &Runtime,
     mut req: Request<B>,

@@ -183,8 +183,8 @@ async fn default_origin_rule_matrix() {
     }
     // Each refusal is counted once, by reason, for the metrics endpoint.
     let metrics = server.runtime.metrics();
-    assert_eq!(metrics.refusals().get("origin_not_allowed"), Some(&refused));
-    assert_eq!(metrics.handshakes().get(&403), Some(&refused));
+    assert_eq!(metrics.refusals("origin_not_allowed"), refused as u64);
+    assert_eq!(metrics.handshakes(403), refused as u64);
 }
 
 #[tokio::test]
@@ -524,6 +524,13 @@ async fn events_arrive_in_order_with_data_and_close_exactly_once() {
         ]
     );
     assert!(events.iter().all(|(_, _, data)| data == "data for /ws"));
+    // Counted for the metrics endpoint: messages both ways, the close code.
+    let metrics = server.runtime.metrics();
+    let traffic = metrics.traffic();
+    assert_eq!((traffic.messages_in, traffic.messages_out), (3, 3));
+    assert!(traffic.bytes_in > 0 && traffic.bytes_out > 0, "{traffic:?}");
+    assert_eq!(metrics.closes(CloseCode(4001)), 1);
+    assert_eq!(metrics.handshakes(101), 1);
 }
 
 #[tokio::test]
@@ -596,8 +603,8 @@ async fn connection_limit_answers_503_with_retry_after() {
             .contains("\r\nretry-after: 5\r\n"),
         "{response}"
     );
-    let refusals = server.runtime.metrics().refusals();
-    assert_eq!(refusals.get("too_many_connections"), Some(&1));
+    let refusals = server.runtime.metrics().refusals("too_many_connections");
+    assert_eq!(refusals, 1);
 }
 
 #[tokio::test]
@@ -641,6 +648,7 @@ async fn silent_peer_is_dropped_after_keepalive_timeout_as_1006() {
         close_events(&server) == [CloseCode::ABNORMAL]
     })
     .await;
+    assert_eq!(server.runtime.metrics().closes(CloseCode::ABNORMAL), 1);
 }
 
 #[tokio::test]
@@ -695,6 +703,7 @@ async fn slow_consumer_gets_1008_next_when_it_reads_again() {
         received < 32 << 20,
         "read {received} bytes before the close"
     );
+    assert_eq!(server.runtime.metrics().slow_consumers(), 1);
 }
 
 /// Joins group `g` on OPEN; panics on the message "boom" (or on OPEN with

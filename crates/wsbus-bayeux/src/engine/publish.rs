@@ -88,6 +88,7 @@ impl Engine {
             }));
         } else {
             let data = data.clone();
+            self.counters.publishes += 1;
             self.broadcast(now, &channel, data, Some(&id), policy);
         }
         // The acknowledgement: channel, successful, id; never the data.
@@ -114,6 +115,7 @@ impl Engine {
             return Err(BayeuxError::SERVICE_BROADCAST);
         }
         let policy = self.policy_for(channel);
+        self.counters.publishes += 1;
         let published = self.broadcast(now, channel, data, None, policy);
         self.process_removals(now);
         Ok(published)
@@ -136,7 +138,9 @@ impl Engine {
         }
         let mut message = Message::on(channel.as_str());
         message.data = Some(data);
-        self.enqueue(now, client, Outbound::new(&message));
+        if self.enqueue(now, client, Outbound::new(&message)) {
+            self.counters.deliveries += 1;
+        }
         self.process_removals(now);
         Ok(())
     }
@@ -211,12 +215,14 @@ impl Engine {
                 }
             }
         }
+        self.counters.deliveries += recipients as u64;
         Published { offset, recipients }
     }
 
     /// Queues `message` for `client`, waking the driver if it can be sent
-    /// now; schedules the session's removal if its queue is full.
-    fn enqueue(&mut self, now: Instant, client: &ClientId, message: Outbound) {
+    /// now; schedules the session's removal if its queue is full. Whether
+    /// it was queued.
+    fn enqueue(&mut self, now: Instant, client: &ClientId, message: Outbound) -> bool {
         Enqueue {
             sessions: &mut self.sessions,
             holds: &self.holds,
@@ -224,7 +230,7 @@ impl Engine {
             removals: &mut self.removals,
             max_queued: self.config.limits.max_queued_messages,
         }
-        .push(now, client, &message);
+        .push(now, client, &message)
     }
 
     /// Emits one `Wake` for `client` until the driver polls it.

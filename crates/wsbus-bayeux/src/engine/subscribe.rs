@@ -97,6 +97,7 @@ impl Engine {
                     session.queue.push(replayed);
                 }
             }
+            self.counters.replayed += count as u64;
             reply.set_ext_field(
                 "replay",
                 json!({"after": after, "count": count, "complete": complete}),

@@ -214,6 +214,7 @@ fn a_slow_consumer_is_disconnected_not_allowed_to_grow() {
                "ext": {"replay": last.offset.unwrap() - 6}}),
     );
     assert_eq!(reply["ext"]["replay"]["count"], 5, "{reply}");
+    assert_eq!(bus.engine.stats().replayed, 5, "counted for metrics");
     assert_eq!(
         reply["ext"]["replay"]["complete"], false,
         "the queue holds 5 of the 6"

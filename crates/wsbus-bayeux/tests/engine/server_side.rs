@@ -148,4 +148,7 @@ fn stats_count_what_is_held() {
     assert_eq!(stats.subscription_patterns, 1);
     assert_eq!(stats.history_messages, 1, "presence joins are not kept");
     assert_eq!(stats.queued_messages, 2);
+    assert_eq!(stats.publishes, 1);
+    assert_eq!(stats.deliveries, 2);
+    assert_eq!(stats.replayed, 0);
 }

@@ -39,6 +39,9 @@ impl Bus {
     /// [`with_runtime`](Bus::with_runtime)). Without a runtime's token
     /// authentication, tokens are ignored.
     pub async fn long_poll(&self, body: &[u8], user: Option<&str>, token: Option<&str>) -> String {
+        // In `wsbus_connections{transport="long-polling"}` until answered
+        // or dropped.
+        let _in_flight = self.inner.runtime.as_ref().map(|r| r.metrics().long_poll());
         let mut context = RequestContext::long_polling();
         if let Some(user) = user {
             context = context.with_user(user);

@@ -246,6 +246,15 @@ impl Bus {
             Arc::downgrade(&bus.inner),
             bus.inner.timer.clone(),
         ));
+        if let Some(runtime) = &bus.inner.runtime {
+            // Weak: the metrics must not keep the bus (and its timer) alive.
+            let inner = Arc::downgrade(&bus.inner);
+            runtime.metrics().add_bus(Box::new(move || {
+                let inner = inner.upgrade()?;
+                let stats = inner.engine.lock().expect("bus lock").stats();
+                Some(stats)
+            }));
+        }
         bus
     }
 

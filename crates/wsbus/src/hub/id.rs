@@ -31,7 +31,7 @@ impl SocketId {
     }
 
     /// The socket's number on its node.
-    fn sequence(self) -> u64 {
+    pub(crate) fn sequence(self) -> u64 {
         self.0 & ((1 << Self::SEQUENCE_BITS) - 1)
     }
 }

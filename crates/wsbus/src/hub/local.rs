@@ -19,6 +19,8 @@ pub struct LocalHub {
     /// Each group's members, with their shared part at hand: a broadcast
     /// pushes to them without a second lookup per member.
     groups: Mutex<HashMap<Box<str>, Members>>,
+    /// Messages dropped because a socket's outbox was full (for metrics).
+    dropped: AtomicU64,
 }
 
 /// A group's members on this node.
@@ -46,6 +48,20 @@ impl LocalHub {
     /// The node these sockets live on.
     pub fn node(&self) -> NodeId {
         self.node
+    }
+
+    /// Messages dropped so far because the socket's outbox was full (the
+    /// slow-consumer policy applied).
+    pub fn dropped_messages(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Counts a push that the slow-consumer policy dropped.
+    fn counted(&self, outcome: Outcome) -> Outcome {
+        if outcome == Outcome::Dropped {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
     }
 
     pub(super) fn register(&self, facts: SocketFacts) -> Arc<SocketShared> {
@@ -162,7 +178,9 @@ impl LocalHub {
 impl HubEngine for LocalHub {
     fn send(&self, id: SocketId, message: Message) -> Outcome {
         match self.socket(id) {
-            Some(socket) => socket.push_message(PreparedMessage::new(message), self.limit),
+            Some(socket) => {
+                self.counted(socket.push_message(PreparedMessage::new(message), self.limit))
+            }
             None => Outcome::NotFound,
         }
     }
@@ -177,7 +195,7 @@ impl HubEngine for LocalHub {
         };
         let mut queued = 0;
         for socket in members.values() {
-            if socket.push_message(prepared.clone(), self.limit) == Outcome::Done {
+            if self.counted(socket.push_message(prepared.clone(), self.limit)) == Outcome::Done {
                 queued += 1;
             }
         }
