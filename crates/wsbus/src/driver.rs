@@ -526,6 +526,7 @@ impl<A: WebSocketApp> SocketTask<A> {
             // Counted once out of the hub: a scrape that sees the close no
             // longer counts the socket as open.
             self.runtime().metrics().close(code);
+            log_close(&self.info, code);
             self.emit(EventKind::Close(code), None, &mut 0);
             drop(conn);
             drop(rbuf);
@@ -534,6 +535,24 @@ impl<A: WebSocketApp> SocketTask<A> {
                 timer.as_mut().reset(Instant::now() + linger_for);
                 linger(&mut transport, timer).await;
             }
+        }
+    }
+}
+
+/// An abnormal close is logged once, when the socket ends: a protocol or
+/// policy code at info (something to look at: a broken client, a limit, a
+/// schema, a slow consumer, a failed handler), 1006 at debug (a peer that
+/// vanished is routine on mobile networks). Normal closes (1000, 1001, 1005)
+/// are not logged.
+fn log_close(info: &SocketInfo, code: CloseCode) {
+    let user = info.user.as_ref().map_or("-", |u| u.login.as_str());
+    match code.0 {
+        1000 | 1001 | 1005 => {}
+        1006 => {
+            tracing::debug!(target: "wsbus::frames", socket = %info.id, path = %info.path, user, code = code.0, "socket closed abnormally")
+        }
+        _ => {
+            tracing::info!(target: "wsbus::frames", socket = %info.id, path = %info.path, user, code = code.0, "socket closed abnormally")
         }
     }
 }

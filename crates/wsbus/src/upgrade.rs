@@ -238,7 +238,9 @@ async fn answer<A: WebSocketApp, B>(
             };
         }
         Err(rejection) => {
-            tracing::debug!(target: "wsbus::handshake", status = rejection.status.0, reason = %rejection.reason, "upgrade refused");
+            // At debug: malformed upgrades are mostly scanners, and info
+            // would let anyone fill the log; raise `wsbus::handshake` to see them.
+            tracing::debug!(target: "wsbus::handshake", client = %client.addr, path = %req.uri().path(), status = rejection.status.0, reason = %rejection.reason, "upgrade refused");
             runtime.metrics().refusal(
                 HandshakeRefusal::Protocol(rejection.kind),
                 rejection.status.0,
@@ -250,6 +252,7 @@ async fn answer<A: WebSocketApp, B>(
         runtime
             .metrics()
             .refusal(HandshakeRefusal::TooManyConnections, 503);
+        tracing::warn!(target: "wsbus::limits", client = %client.addr, path = %req.uri().path(), max = runtime.config().max_connections, "upgrade refused: max_connections reached");
         let mut response = text_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many connections, retry later",
