@@ -26,6 +26,7 @@ mod auth;
 #[path = "../examples/chat.rs"]
 mod chat;
 mod config;
+mod probe;
 mod security;
 mod web;
 
@@ -268,6 +269,12 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> ServerRe
         channel_schemas,
     );
     let bus_socket_paths = [bus_path.clone(), format!("{bus_path}/")];
+    let test_page = probe::TestPage::new(
+        &runtime,
+        &bus_path,
+        config.bus.websocket_enabled,
+        wsbus_bayeux::BusConfig::DEFAULT_TIMEOUT,
+    );
     let routes = web::BusRoutes {
         bus: bus.clone(),
         path: bus_path,
@@ -280,6 +287,7 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> ServerRe
             jwt: verifier,
         },
         demo,
+        test_page,
     };
     let mut server = Server::new(runtime);
     if demo {

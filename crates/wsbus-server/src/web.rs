@@ -47,6 +47,9 @@ pub struct BusRoutes {
     pub publish: crate::api::PublishAuth,
     /// Whether the demo (chat page, demo login) is served.
     pub demo: bool,
+    /// The connectivity test page (`/websocket-test`), which also records
+    /// the long-polls of its probes on the bus path.
+    pub test_page: crate::probe::TestPage,
 }
 
 /// Paths of the route table that the bus may not take (nor sit below).
@@ -70,6 +73,7 @@ pub fn bus_path(configured: &str) -> Result<String, String> {
     }
     if let Some(taken) = TAKEN_PATHS
         .iter()
+        .chain(crate::probe::PATHS)
         .find(|taken| path == **taken || path.starts_with(&format!("{taken}/")))
     {
         return Err(format!("`{configured}` is taken by `{taken}`"));
@@ -94,6 +98,7 @@ pub fn router(bus: BusRoutes) -> Router {
     }
     router
         .route("/metrics", get(metrics))
+        .merge(bus.test_page.router())
         // Before `/api` is nested: that table has its own JSON 405.
         .method_not_allowed_fallback(|| async {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -103,7 +108,10 @@ pub fn router(bus: BusRoutes) -> Router {
         .layer(middleware::map_response(with_csp))
         // `/amb`, `/amb/` and `/amb/*` (CometD posts to `/amb/handshake`, …);
         // a WebSocket upgrade on the first two never reaches the router.
-        .nest_service(&bus.path, long_polling(bus.bus))
+        .nest_service(
+            &bus.path,
+            bus.test_page.observe_long_polls(long_polling(bus.bus)),
+        )
         .layer(middleware::map_response(with_no_store))
 }
 
