@@ -364,3 +364,26 @@ export function upgrade(url, { ca, headers = {}, localAddress = '127.0.0.1' } = 
 /** "403 origin not allowed {headers}": an upgrade's outcome for failure messages. */
 export const describeOutcome = (r) =>
   `${r.status} ${JSON.stringify(r.body ?? '')} ${JSON.stringify(r.headers)}`;
+
+/**
+ * Starts nginx with the configuration text `conf` (its logs, temp and pid files in `dir`,
+ * written by the caller; see nginxConfig for the usual header) written to <dir>/<name>,
+ * not daemonised, and waits until each of `urls` answers GET <url><readyPath> with 200
+ * (https urls trusting `ca`). Returns { child, errorLog }.
+ */
+export async function startNginxWithConfig(dir, name, conf, urls, { ca, readyPath = '/api/me' } = {}) {
+  const bin = process.env.NGINX_BIN || '/usr/sbin/nginx';
+  const path = join(dir, name);
+  writeFileSync(path, conf);
+  const errorLog = join(dir, 'error.log');
+  const child = spawnLogged(bin, [
+    '-e', errorLog, '-c', path, '-p', dir + '/',
+    '-g', `daemon off; pid ${join(dir, 'nginx.pid')};`,
+  ], `nginx -c ${path}`, nginxEnv());
+  const errorLogText = () => (existsSync(errorLog) ? readFileSync(errorLog, 'utf8').slice(-5000) : '(no error log)');
+  for (const url of urls) {
+    await waitReady(child, async () => (await get(`${url}${readyPath}`, { ca })).status === 200,
+      () => `its output:\n${child.log}\nits error log:\n${errorLogText()}`);
+  }
+  return { child, errorLog: errorLogText };
+}

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# wsbus behind a real TLS-terminating nginx (proxy.test.mjs): SPEC §5 "Trusted proxies" and
-# the same-origin rule behind a proxy, in headless Chromium and with raw upgrades.
+# wsbus behind a real nginx, in headless Chromium and with raw upgrades:
+#   proxy.test.mjs: TLS-terminating nginx; SPEC §5 "Trusted proxies" and the same-origin rule;
+#   websocket-test.test.mjs: the connectivity test page (SPEC §6) through nginx proxying
+#     WebSocket correctly, without forwarding Upgrade, and with a read timeout shorter than
+#     the page's idle hold; asserts each diagnosis and the downloaded JSON report.
 #   tests/proxy/run.sh
 # Installs what it needs, idempotently: playwright-core (npm ci, from package-lock.json),
 # and, as root, Debian's nginx and chromium (apt-get). It never touches the system nginx
 # service or its configuration: the tests start their own nginx with a configuration, logs,
 # pid file and temp directories in a temporary directory, on free loopback ports, and stop it.
 # The server under test: WSBUS_BIN=path, else target/release/wsbus of this repo (build it
-# first); the tests spawn it twice with configuration files they write (harness.mjs).
+# first); the tests spawn it with configuration files they write (harness.mjs).
 # NGINX_BIN (default /usr/sbin/nginx), CHROMIUM (default /usr/bin/chromium), OPENSSL (default
 # openssl on PATH): the programs used. WSBUS_PROXY_KEEP=1 keeps the temporary directory.
 # Exits non-zero if anything fails.
@@ -47,4 +50,4 @@ if [[ ${#missing[@]} -gt 0 ]]; then
 fi
 export NGINX_BIN="$nginx_bin" CHROMIUM="$chromium_bin"
 
-exec node --test proxy.test.mjs
+exec node --test proxy.test.mjs websocket-test.test.mjs

@@ -28,6 +28,7 @@ mod auth;
 mod chat;
 mod config;
 mod log;
+mod probe;
 mod security;
 mod web;
 
@@ -267,6 +268,12 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> ServerRe
         channel_schemas,
     );
     let bus_socket_paths = [bus_path.clone(), format!("{bus_path}/")];
+    let test_page = probe::TestPage::new(
+        &runtime,
+        &bus_path,
+        config.bus.websocket_enabled,
+        wsbus_bayeux::BusConfig::DEFAULT_TIMEOUT,
+    );
     let routes = web::BusRoutes {
         bus: bus.clone(),
         path: bus_path,
@@ -288,6 +295,7 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> ServerRe
             ),
             started,
         }),
+        test_page,
     };
     let mut server = Server::new(runtime);
     if demo {

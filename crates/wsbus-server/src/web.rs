@@ -48,12 +48,27 @@ pub struct BusRoutes {
     pub demo: bool,
     /// The admin API and page, when `[admin] token` is set.
     pub admin: Option<crate::admin::Admin>,
+    /// The connectivity test page (`/websocket-test`), which also records
+    /// the long-polls of its probes on the bus path.
+    pub test_page: crate::probe::TestPage,
 }
 
 /// Paths of the route table that the bus may not take (nor sit below).
 const TAKEN_PATHS: &[&str] = &[
-    "/app.js", "/bus.js", "/app.css", "/login", "/logout", "/metrics", "/api", "/chat", "/admin",
-    "/healthz", "/readyz",
+    "/app.js",
+    "/bus.js",
+    "/app.css",
+    "/login",
+    "/logout",
+    "/metrics",
+    "/api",
+    "/chat",
+    "/admin",
+    "/healthz",
+    "/readyz",
+    "/websocket-test",
+    "/websocket-test.js",
+    "/websocket-test.css",
 ];
 
 /// The bus path from configuration, normalised (no trailing `/`), or why
@@ -72,6 +87,7 @@ pub fn bus_path(configured: &str) -> Result<String, String> {
     }
     if let Some(taken) = TAKEN_PATHS
         .iter()
+        .chain(crate::probe::PATHS)
         .find(|taken| path == **taken || path.starts_with(&format!("{taken}/")))
     {
         return Err(format!("`{configured}` is taken by `{taken}`"));
@@ -101,6 +117,7 @@ pub fn router(bus: BusRoutes) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(crate::admin::healthz))
         .route("/readyz", get(crate::admin::readyz))
+        .merge(bus.test_page.router())
         // Before `/api` is nested: that table has its own JSON 405.
         .method_not_allowed_fallback(|| async {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -110,7 +127,10 @@ pub fn router(bus: BusRoutes) -> Router {
         .layer(middleware::map_response(with_csp))
         // `/amb`, `/amb/` and `/amb/*` (CometD posts to `/amb/handshake`, …);
         // a WebSocket upgrade on the first two never reaches the router.
-        .nest_service(&bus.path, long_polling(bus.bus))
+        .nest_service(
+            &bus.path,
+            bus.test_page.observe_long_polls(long_polling(bus.bus)),
+        )
         .layer(middleware::map_response(with_no_store))
 }
 
