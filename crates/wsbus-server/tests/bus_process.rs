@@ -230,10 +230,17 @@ fn a_hundred_thousand_subscriptions_meet_the_cap_and_memory_stays_bounded() {
     ]);
     let addr = &server.addr;
     let client = handshake(addr);
-    bayeux(
-        addr,
-        json!([{"channel": "/meta/connect", "clientId": client, "connectionType": "long-polling"}]),
-    );
+    // A connect answered at once (timeout 0) restarts the session's
+    // `maxInterval` (10 s): sent before each burst, so that a slow machine
+    // cannot expire the session between them.
+    let keep_alive = || {
+        bayeux(
+            addr,
+            json!([{"channel": "/meta/connect", "clientId": client,
+                    "connectionType": "long-polling", "advice": {"timeout": 0}}]),
+        )
+    };
+    keep_alive();
     let before = rss_kib(server.pid());
 
     // 100,000 subscribe messages, in bodies the HTTP layer accepts (~150
@@ -270,6 +277,7 @@ fn a_hundred_thousand_subscriptions_meet_the_cap_and_memory_stays_bounded() {
     // climb from the second burst (allocator caches settled) to the last.
     let mut plateau = 0;
     for round in 2..=6 {
+        keep_alive();
         let replies = bayeux_in_batches(addr, &many);
         let accepted = replies.iter().filter(|r| r["successful"] == true).count();
         assert_eq!(accepted, MAX_SUBSCRIPTIONS);
