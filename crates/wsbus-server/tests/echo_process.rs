@@ -168,8 +168,13 @@ fn bench_measures_every_scenario_against_wsbus_echo() {
     let idle = bench(&server, "/", &["idle", "-c", "300", "--settle", "0.3"]);
     assert_eq!(idle["connections"], 300);
     assert_eq!(idle["closed_by_server"], 0, "{idle}");
-    assert!(
-        idle["rss_after_kib"].as_u64() >= idle["rss_before_kib"].as_u64(),
-        "{idle}"
-    );
+    // The report reads the server's RSS before and after; their order is
+    // the allocator's business (it may return pages between the two reads),
+    // so only that both were read is asserted here. BENCHMARKS.md measures.
+    for key in ["rss_before_kib", "rss_after_kib"] {
+        assert!(
+            idle[key].as_u64().is_some_and(|kib| kib > 0),
+            "{key}: {idle}"
+        );
+    }
 }
