@@ -186,10 +186,9 @@ async fn info(State(admin): State<Admin>, Extension(runtime): Extension<Runtime>
 }
 
 /// `GET /admin/api/connections`: this node's open sockets, oldest first,
-/// at most [`MAX_LISTED`]. Per-socket byte counts are not kept (the
-/// metrics count bytes for all sockets together): `bytes_in` and
-/// `bytes_out` are `null`; `queued_bytes` is what waits in the socket's hub
-/// outbox.
+/// at most [`MAX_LISTED`]. `bytes_in` / `bytes_out` are frame bytes read and
+/// written (as of the socket task's last wake); `queued_bytes` is what waits
+/// in the socket's hub outbox.
 async fn connections(Extension(runtime): Extension<Runtime>) -> Response {
     let sockets = runtime.hub().local().sockets();
     let now = SystemTime::now();
@@ -212,8 +211,8 @@ async fn connections(Extension(runtime): Extension<Runtime>) -> Response {
                 "opened_at": rfc3339(now.checked_sub(age).unwrap_or(now)),
                 "age_seconds": seconds(age),
                 "queued_bytes": socket.outbox_bytes,
-                "bytes_in": null,
-                "bytes_out": null,
+                "bytes_in": socket.bytes_in,
+                "bytes_out": socket.bytes_out,
             })
         })
         .collect();

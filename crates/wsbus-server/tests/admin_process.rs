@@ -3,11 +3,12 @@
 //! `trace`), off without `[admin] token`, the log filter changed at run time
 //! and reverting after its `ttl`, and a connection listed and closed.
 
+use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wsbus_test_support::frame::{OP_CLOSE, read_frame};
+use wsbus_test_support::frame::{OP_CLOSE, OP_TEXT, masked_frame, read_frame};
 use wsbus_test_support::process::ServerProcess;
 use wsbus_test_support::wire::{body, http_exchange, status_code, upgrade};
 
@@ -290,6 +291,29 @@ fn connections_are_listed_and_closed_by_admin_with_1008() {
     assert_eq!(connection["tls"], false, "{list}");
     assert!(connection["age_seconds"].as_f64().is_some(), "{list}");
     let id = connection["id"].as_str().expect("an id").to_owned();
+
+    // Bytes in and out per socket: a message sent and relayed back.
+    let hello = masked_frame(OP_TEXT, b"hello admin", [1, 2, 3, 4]);
+    socket.stream.write_all(&hello).expect("send");
+    loop {
+        let frame = read_frame(&mut socket.stream).expect("the chat's frames");
+        if frame.payload == b"hello admin" {
+            break;
+        }
+    }
+    // Counted by the socket's task at the end of its wake: poll briefly.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, list) = admin(addr, "GET", "/admin/api/connections", None);
+        let counted = &list["connections"][0];
+        let bytes_in = counted["bytes_in"].as_u64().unwrap_or(0);
+        let bytes_out = counted["bytes_out"].as_u64().unwrap_or(0);
+        if bytes_in >= hello.len() as u64 && bytes_out > "hello admin".len() as u64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bytes not counted: {list}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (status, groups) = admin(addr, "GET", "/admin/api/groups", None);
     assert_eq!(status, 200, "{groups}");
     let (status, bus) = admin(addr, "GET", "/admin/api/bus", None);

@@ -226,6 +226,7 @@ impl<A: WebSocketApp> SocketTask<A> {
 
     /// Adds one wake's messages and bytes to the metrics.
     fn count(&self, tally: Tally, bytes_in: usize, bytes_out: usize) {
+        self.registration.shared().add_bytes(bytes_in, bytes_out);
         self.runtime().metrics().traffic_shard(self.info.id).add(
             tally.received,
             tally.sent,

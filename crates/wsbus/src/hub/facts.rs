@@ -113,6 +113,10 @@ pub struct SocketSnapshot {
     /// taken into its write queue (the write queue itself lives in the
     /// task, out of reach: it is not counted).
     pub outbox_bytes: usize,
+    /// Frame bytes read from the socket so far (as of its task's last wake).
+    pub bytes_in: u64,
+    /// Frame bytes written to the socket so far (before TLS).
+    pub bytes_out: u64,
 }
 
 #[cfg(test)]

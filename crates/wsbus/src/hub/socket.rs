@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use wsbus_proto::{CloseCode, PreparedMessage};
@@ -50,6 +51,10 @@ pub(crate) struct SocketShared {
     outbox: Mutex<Outbox>,
     pub(super) membership: Mutex<Membership>,
     facts: SocketFacts,
+    /// Frame bytes read and written so far, added by the socket's task once
+    /// per wake (with the metrics' shards), read by the admin API.
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
 }
 
 /// A waker rather than a `Notify`: the socket's task registers it while it
@@ -81,6 +86,18 @@ impl SocketShared {
             outbox: Mutex::default(),
             membership: Mutex::default(),
             facts,
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts frame bytes the socket read and wrote.
+    pub(crate) fn add_bytes(&self, read: usize, written: usize) {
+        if read > 0 {
+            self.bytes_in.fetch_add(read as u64, Ordering::Relaxed);
+        }
+        if written > 0 {
+            self.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
         }
     }
 
@@ -99,6 +116,8 @@ impl SocketShared {
             facts: self.facts.clone(),
             groups,
             outbox_bytes,
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
         }
     }
 
