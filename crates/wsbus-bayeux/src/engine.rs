@@ -94,6 +94,9 @@ pub struct Stats {
     /// Messages queued again from history for a subscribe's `ext.replay`
     /// since the engine started.
     pub replayed: u64,
+    /// Messages refused with `429::Too many messages` (a session over
+    /// `Limits::messages_per_second`) since the engine started.
+    pub rate_limited: u64,
 }
 
 /// The cumulative part of [`Stats`], kept as the engine works.
@@ -102,6 +105,7 @@ struct Counters {
     publishes: u64,
     deliveries: u64,
     replayed: u64,
+    rate_limited: u64,
 }
 
 /// The Bayeux bus, without I/O.
@@ -263,6 +267,13 @@ impl Engine {
         self.sessions.get(client).map(SessionInfo::of)
     }
 
+    /// Messages refused for a session's message rate so far (what
+    /// [`Stats::rate_limited`] says, without walking the sessions: cheap
+    /// enough to read around every batch).
+    pub fn rate_limited(&self) -> u64 {
+        self.counters.rate_limited
+    }
+
     /// Counters for metrics.
     pub fn stats(&self) -> Stats {
         let mut stats = Stats {
@@ -275,6 +286,7 @@ impl Engine {
             publishes: self.counters.publishes,
             deliveries: self.counters.deliveries,
             replayed: self.counters.replayed,
+            rate_limited: self.counters.rate_limited,
             ..Stats::default()
         };
         for session in self.sessions.values() {

@@ -386,7 +386,14 @@ impl Metrics {
     /// A limit hit: `messages_per_second`, `connections_per_ip`,
     /// `connections_per_user`, ….
     pub fn limit_hit(&self, limit: &'static str) {
-        self.limit_hits.get_or_create(&[("limit", limit)]).inc();
+        self.limit_hits_by(limit, 1);
+    }
+
+    /// `count` hits of `limit` at once (a batch of refused messages).
+    pub fn limit_hits_by(&self, limit: &'static str, count: u64) {
+        self.limit_hits
+            .get_or_create(&[("limit", limit)])
+            .inc_by(count);
     }
 
     /// A message refused by its schema, `in` (from a client) or `out` (to

@@ -268,10 +268,14 @@ impl Engine {
             return true;
         };
         let session = self.sessions.get_mut(&id).expect("looked up above");
-        session
+        let within = session
             .rate
             .get_or_insert_with(|| TokenBucket::new(limit, now))
-            .try_take(limit, now)
+            .try_take(limit, now);
+        if !within {
+            self.counters.rate_limited += 1;
+        }
+        within
     }
 
     /// The session `message` names, if it exists and the request's user (if

@@ -259,6 +259,8 @@ fn a_session_over_its_message_rate_gets_429_and_others_are_unaffected() {
     // The burst is one second's worth (10); the subscribe above was the
     // calm client's own.
     assert_eq!(refused, 90);
+    assert_eq!(bus.engine.rate_limited(), 90, "counted for the metrics");
+    assert_eq!(bus.engine.stats().rate_limited, 90);
     // Connects are the transport's heartbeat: never counted.
     assert!(bus.connect(&lp(), &flooder).replies.is_empty());
     bus.now += Duration::from_millis(100);

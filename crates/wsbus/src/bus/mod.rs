@@ -378,13 +378,23 @@ impl Bus {
     /// WebSocket deliveries they produced to the hub. Every engine call that
     /// may cause events goes through here.
     fn drive<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
-        let result = {
+        let (result, rate_limited) = {
             let mut engine = self.inner.engine.lock().expect("bus lock");
+            let before = engine.rate_limited();
             let result = f(&mut engine);
             self.route_events(&mut engine);
-            result
+            (result, engine.rate_limited() - before)
         };
         self.inner.sends.flush(&self.inner.hub);
+        if rate_limited > 0 {
+            // Counted and logged once per batch, not per refused message.
+            if let Some(runtime) = &self.inner.runtime {
+                runtime
+                    .metrics()
+                    .limit_hits_by("messages_per_second", rate_limited);
+            }
+            tracing::info!(target: "wsbus::limits", refused = rate_limited, "bus session over its message rate: 429::Too many messages");
+        }
         result
     }
 
