@@ -158,6 +158,16 @@ impl<A: WebSocketApp> SocketTask<A> {
         self.registration.runtime()
     }
 
+    /// The client's address, for log lines.
+    fn client(&self) -> std::net::IpAddr {
+        self.registration.shared().facts().client
+    }
+
+    /// The user's login, for log lines (`-` when anonymous).
+    fn user(&self) -> &str {
+        self.info.user.as_ref().map_or("-", |u| u.login.as_str())
+    }
+
     /// Hand an event to the application. A panic in the handler is caught
     /// here: it is logged, the socket is closed with 1011 and gets no more
     /// MESSAGE events, and CLOSE still comes exactly once (the task, and with
@@ -184,7 +194,7 @@ impl<A: WebSocketApp> SocketTask<A> {
             .copied()
             .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("a non-string payload");
-        tracing::error!(target: "wsbus::app", socket = %self.info.id, path = %self.info.path, panic = what, "event handler panicked; closing the socket with 1011");
+        tracing::error!(target: "wsbus::app", socket = %self.info.id, client = %self.client(), user = self.user(), path = %self.info.path, panic = what, "event handler panicked; closing the socket with 1011");
         if !closing && let Some(conn) = conn {
             let _ = conn.close(CloseCode::INTERNAL_ERROR, HANDLER_FAILED_REASON);
         }
@@ -256,14 +266,17 @@ impl<A: WebSocketApp> SocketTask<A> {
             Inbound::RateExceeded => {
                 guard.violated = true;
                 metrics.limit_hit("messages_per_second");
-                tracing::info!(target: "wsbus::limits", socket = %self.info.id, path = %self.info.path, "message rate exceeded; closing with 1008");
+                tracing::info!(target: "wsbus::limits", socket = %self.info.id, client = %self.client(), user = self.user(), path = %self.info.path, "message rate exceeded; closing with 1008");
                 let _ = conn.close(CloseCode::POLICY_VIOLATION, RATE_EXCEEDED_REASON);
                 false
             }
             Inbound::Invalid(violation) => {
                 metrics.schema_rejection("in");
-                tracing::info!(target: "wsbus::schema", socket = %self.info.id, path = %self.info.path, pointer = %violation.pointer, reason = %violation.reason, "inbound message failed the path's schema");
                 let on_invalid = guard.schema.as_ref().map(|s| s.on_invalid);
+                if on_invalid != Some(OnInvalid::Error) {
+                    guard.violated = true;
+                }
+                tracing::info!(target: "wsbus::schema", socket = %self.info.id, client = %self.client(), user = self.user(), path = %self.info.path, pointer = %violation.pointer, reason = %violation.reason, "inbound message failed the path's schema");
                 if on_invalid == Some(OnInvalid::Error) {
                     *handler_failed |= !self.emit(
                         EventKind::Error(SocketError::Invalid(violation)),
@@ -271,7 +284,6 @@ impl<A: WebSocketApp> SocketTask<A> {
                         sent,
                     );
                 } else {
-                    guard.violated = true;
                     let _ = conn.close(
                         CloseCode::INVALID_PAYLOAD,
                         &invalid_close_reason(&violation),
@@ -312,7 +324,7 @@ impl<A: WebSocketApp> SocketTask<A> {
                     && let Err(violation) = guard.outbound_prepared_ok(&prepared)
                 {
                     self.runtime().metrics().schema_rejection("out");
-                    tracing::warn!(target: "wsbus::schema", socket = %self.info.id, path = %self.info.path, pointer = %violation.pointer, reason = %violation.reason, "outbound message failed the path's schema; not sent");
+                    tracing::warn!(target: "wsbus::schema", socket = %self.info.id, client = %self.client(), user = self.user(), path = %self.info.path, pointer = %violation.pointer, reason = %violation.reason, "outbound message failed the path's schema; not sent");
                     return false;
                 }
                 // A send to a closing socket is dropped: nothing may follow a
@@ -335,7 +347,7 @@ impl<A: WebSocketApp> SocketTask<A> {
     fn close_slow_consumer(&self, conn: &mut Connection) {
         if conn.state() == State::Open {
             self.runtime().metrics().slow_consumer();
-            tracing::info!(target: "wsbus::frames", socket = %self.info.id, "slow consumer closed");
+            tracing::info!(target: "wsbus::frames", socket = %self.info.id, client = %self.client(), user = self.user(), "slow consumer closed");
             let _ = conn.close_discarding_queue(CloseCode::POLICY_VIOLATION, "slow consumer");
         }
     }
@@ -479,7 +491,7 @@ impl<A: WebSocketApp> SocketTask<A> {
                             let now = Instant::now();
                             if guard.token_expired(now) {
                                 guard.violated = true;
-                                tracing::info!(target: "wsbus::auth", socket = %self.info.id, path = %self.info.path, "token expired; closing with 1008");
+                                tracing::info!(target: "wsbus::auth", socket = %self.info.id, client = %self.client(), user = self.user(), path = %self.info.path, "token expired; closing with 1008");
                                 let _ =
                                     conn.close(CloseCode::POLICY_VIOLATION, TOKEN_EXPIRED_REASON);
                                 continue;

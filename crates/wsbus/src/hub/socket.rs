@@ -91,6 +91,11 @@ impl SocketShared {
         }
     }
 
+    /// The handshake's facts (client address, user, path, …).
+    pub(crate) fn facts(&self) -> &SocketFacts {
+        &self.facts
+    }
+
     /// Counts frame bytes the socket read and wrote.
     pub(crate) fn add_bytes(&self, read: usize, written: usize) {
         if read > 0 {
