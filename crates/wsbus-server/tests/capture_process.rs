@@ -367,6 +367,10 @@ fn a_channel_capture_redacts_configured_fields_of_bus_messages() {
     );
     assert!(!text.contains("hunter2"), "{text}");
     assert!(
+        lines.iter().all(|l| l["transport"] == "websocket"),
+        "{text}"
+    );
+    assert!(
         !lines
             .iter()
             .any(|l| l["channel"] == "/meta/subscribe" || l["channel"] == "/meta/handshake"),
@@ -442,4 +446,67 @@ fn bad_capture_requests_are_refused_naming_what_is_wrong() {
     }
     let (_, list) = admin(addr, "GET", "/admin/api/capture", "");
     assert_eq!(list, r#"{"captures":[]}"#, "no refused request started one");
+}
+
+/// A long-polling exchange: its body and response, as the bus sees them.
+fn long_poll(addr: &str, batch: Value) -> Value {
+    let response = request(addr, "POST", "/amb", None, &batch.to_string());
+    assert_eq!(status_code(&response), 200, "{response}");
+    serde_json::from_str(body(&response)).unwrap()
+}
+
+#[test]
+fn a_channel_capture_sees_long_polling_too() {
+    let (server, _scratch) = server("capture-lp");
+    let addr = &server.addr;
+    let id = start(addr, json!({"channel": "/chat/lp", "duration": "60s"}));
+    let reply = long_poll(
+        addr,
+        json!([{"channel": "/meta/handshake", "version": "1.0",
+            "supportedConnectionTypes": ["long-polling"]}]),
+    );
+    let client = reply[0]["clientId"]
+        .as_str()
+        .expect("a clientId")
+        .to_owned();
+    long_poll(
+        addr,
+        json!([{"channel": "/meta/subscribe", "clientId": client, "subscription": "/chat/lp"}]),
+    );
+    long_poll(
+        addr,
+        json!([{"channel": "/chat/lp", "clientId": client, "data": {"text": "lp", "password": "hunter2"}}]),
+    );
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut lines = Vec::new();
+    while std::time::Instant::now() < deadline {
+        lines = download(addr, &id).1;
+        if lines
+            .iter()
+            .any(|l| l["direction"] == "out" && l["bayeux"].is_object())
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = lines
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        lines.iter().any(|l| l["transport"] == "long-polling"
+            && l["socket"].is_null()
+            && l["direction"] == "in"
+            && l["bayeux"]["data"]["text"] == "lp"
+            && l["bayeux"]["data"]["password"] == "<redacted>"),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["direction"] == "out" && l["channel"] == "/chat/lp"),
+        "the publish's reply: {text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
 }

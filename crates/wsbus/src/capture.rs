@@ -17,8 +17,10 @@
 //!
 //! # Matching
 //!
-//! * `user`: sockets whose handshake authenticated that login;
-//! * `address`: sockets of that client address (as trusted proxies forward it);
+//! * `user`: sockets whose handshake authenticated that login, and
+//!   long-polling requests of that session user;
+//! * `address`: sockets of that client address (as trusted proxies forward
+//!   it; long-polling requests are not matched by address);
 //! * `session`: the socket of that id (as the admin connection list shows
 //!   it), or the bus session of that Bayeux `clientId`;
 //! * `channel`: Bayeux messages on that channel (the writer parses the
@@ -30,11 +32,13 @@
 //!
 //! # Records (one JSON object per line)
 //!
-//! Raw frames: `{"time", "socket", "direction": "in"|"out", "opcode":
-//! "text"|"binary", "size", "payload", "truncated"}` — text as is (JSON text
+//! Raw frames: `{"time", "transport": "websocket"|"long-polling", "socket",
+//! "direction": "in"|"out", "opcode": "text"|"binary", "size", "payload",
+//! "truncated"}` (a long-polling request body is `in`, its response `out`;
+//! their `socket` is `null`) — text as is (JSON text
 //! redacted), binary as base64 of at most [`MAX_BINARY_CAPTURED`] bytes.
-//! Bayeux messages (one record per message of a batch): `{"time", "socket",
-//! "direction", "channel", "clientId", "bayeux": {…}}`.
+//! Bayeux messages (one record per message of a batch): `{"time",
+//! "transport", "socket", "direction", "channel", "clientId", "bayeux": {…}}`.
 //!
 //! Redaction: the values of `access_token`, `authorization`, `cookie`,
 //! `set-cookie` and of the configured field names are replaced by
@@ -121,19 +125,30 @@ impl Selector {
         }
     }
 
-    /// Whether a message of a socket with `facts` and `id` may belong to the
-    /// capture (`text`: the payload, for the channel pre-check).
-    fn matches(&self, id: SocketId, facts: &SocketFacts, text: Option<&str>) -> bool {
+    /// Whether a message from `from` may belong to the capture (`text`: the
+    /// payload, for the channel and session pre-checks).
+    fn matches(&self, from: &From<'_>, text: Option<&str>) -> bool {
         match self {
-            Selector::User(user) => facts.user.as_deref() == Some(user.as_str()),
-            Selector::Address(address) => facts.client == *address,
+            Selector::User(user) => from.user == Some(user.as_str()),
+            Selector::Address(address) => from.address == Some(*address),
             // A bus session's clientId appears in each of its messages.
             Selector::Session(session) => {
-                id.to_string() == *session || text.is_some_and(|t| t.contains(session.as_str()))
+                from.socket.is_some_and(|id| id.to_string() == *session)
+                    || text.is_some_and(|t| t.contains(session.as_str()))
             }
             Selector::Channel(channel) => text.is_some_and(|t| t.contains(channel.as_str())),
         }
     }
+}
+
+/// Where a message was seen: a socket, or a long-polling request.
+#[derive(Clone, Copy, Debug)]
+struct From<'a> {
+    /// The socket; `None` for long-polling.
+    socket: Option<SocketId>,
+    user: Option<&'a str>,
+    /// The client's address (not known to the bus's long-polling).
+    address: Option<IpAddr>,
 }
 
 /// A message's direction, as the server sees it.
@@ -159,7 +174,8 @@ impl Direction {
 #[derive(Debug)]
 struct Record {
     time: SystemTime,
-    socket: SocketId,
+    /// The socket; `None` for long-polling.
+    socket: Option<SocketId>,
     direction: Direction,
     text: bool,
     payload: Bytes,
@@ -387,11 +403,35 @@ impl Captures {
         direction: Direction,
         message: &wsbus_proto::Message,
     ) {
-        let running = self.inner.running.read().expect("capture lock").clone();
         let (text, payload) = match message {
             wsbus_proto::Message::Text(t) => (true, t.as_bytes()),
             wsbus_proto::Message::Binary(b) => (false, b),
         };
+        let from = From {
+            socket: Some(id),
+            user: facts.user.as_deref(),
+            address: Some(facts.client),
+        };
+        self.offer(&from, direction, text, payload);
+    }
+
+    /// A long-polling request's body (`In`) or response (`Out`) for `user`
+    /// (the request's session user, if any): offered to the running
+    /// captures it matches. The client address is not known here: an
+    /// `address` capture does not see long-polling.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn long_poll_message(&self, user: Option<&str>, direction: Direction, body: Bytes) {
+        let from = From {
+            socket: None,
+            user,
+            address: None,
+        };
+        self.offer(&from, direction, true, &body);
+    }
+
+    fn offer(&self, from: &From<'_>, direction: Direction, text: bool, payload: &Bytes) {
+        let running = self.inner.running.read().expect("capture lock").clone();
         let as_text = if text {
             std::str::from_utf8(payload).ok()
         } else {
@@ -399,10 +439,10 @@ impl Captures {
         };
         let time = SystemTime::now();
         for capture in running.iter() {
-            if capture.selector.matches(id, facts, as_text) {
+            if capture.selector.matches(from, as_text) {
                 capture.offer(Record {
                     time,
-                    socket: id,
+                    socket: from.socket,
                     direction,
                     text,
                     payload: payload.clone(),
@@ -476,7 +516,10 @@ async fn write(
 /// or session pre-check that matched by chance).
 fn render(record: &Record, selector: &Selector, redactor: &Redactor, out: &mut Vec<u8>) {
     let time = humantime::format_rfc3339_micros(record.time).to_string();
-    let socket = record.socket.to_string();
+    let (socket, transport) = match record.socket {
+        Some(id) => (id.to_string(), "websocket"),
+        None => (String::new(), "long-polling"),
+    };
     let direction = record.direction.as_str();
     let size = record.payload.len();
     let text = record
@@ -499,13 +542,14 @@ fn render(record: &Record, selector: &Selector, redactor: &Redactor, out: &mut V
     let wanted = |m: &Map<String, Value>| match selector {
         Selector::Channel(channel) => m.get("channel").and_then(Value::as_str) == Some(channel),
         Selector::Session(session) => {
-            *session == socket || m.get("clientId").and_then(Value::as_str) == Some(session)
+            (record.socket.is_some() && *session == socket)
+                || m.get("clientId").and_then(Value::as_str) == Some(session)
         }
         _ => true,
     };
     let whole_socket = match selector {
         Selector::Channel(_) => false,
-        Selector::Session(session) => *session == socket,
+        Selector::Session(session) => record.socket.is_some() && *session == socket,
         _ => true,
     };
     if !whole_socket && !bayeux.iter().any(|m| wanted(m)) {
@@ -524,9 +568,11 @@ fn render(record: &Record, selector: &Selector, redactor: &Redactor, out: &mut V
             (STANDARD.encode(kept), size > MAX_BINARY_CAPTURED)
         }
     };
+    let socket_field = record.socket.map(|_| socket.clone());
     let line = json!({
         "time": time,
-        "socket": socket,
+        "transport": transport,
+        "socket": socket_field,
         "direction": direction,
         "opcode": if record.text { "text" } else { "binary" },
         "size": size,
@@ -539,7 +585,8 @@ fn render(record: &Record, selector: &Selector, redactor: &Redactor, out: &mut V
         redactor.redact(&mut message);
         let line = json!({
             "time": time,
-            "socket": socket,
+            "transport": transport,
+            "socket": socket_field,
             "direction": direction,
             "channel": message.get("channel"),
             "clientId": message.get("clientId"),
