@@ -72,8 +72,10 @@ pub const DEFAULT_CAPTURE_BYTES: usize = 16 << 20;
 pub const MAX_RUNNING_CAPTURES: usize = 8;
 
 /// Captures kept for download, running or finished; the oldest finished one
-/// is forgotten to make room.
-pub const MAX_KEPT_CAPTURES: usize = 32;
+/// is forgotten to make room. With [`DEFAULT_CAPTURE_BYTES`] each, this
+/// bounds what captures hold at 8 × 16 MiB = 128 MiB however many are
+/// started over a server's life.
+pub const MAX_KEPT_CAPTURES: usize = MAX_RUNNING_CAPTURES;
 
 /// Records waiting for a capture's writer: beyond it, records are dropped
 /// (counted) rather than the socket waiting.
