@@ -129,7 +129,7 @@ impl Selector {
 
     /// Whether a message from `from` may belong to the capture (`text`: the
     /// payload, for the channel and session pre-checks).
-    fn matches(&self, from: &From<'_>, text: Option<&str>) -> bool {
+    fn matches(&self, from: &Origin<'_>, text: Option<&str>) -> bool {
         match self {
             Selector::User(user) => from.user == Some(user.as_str()),
             Selector::Address(address) => from.address == Some(*address),
@@ -145,7 +145,7 @@ impl Selector {
 
 /// Where a message was seen: a socket, or a long-polling request.
 #[derive(Clone, Copy, Debug)]
-struct From<'a> {
+struct Origin<'a> {
     /// The socket; `None` for long-polling.
     socket: Option<SocketId>,
     user: Option<&'a str>,
@@ -208,8 +208,7 @@ impl std::fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 /// One capture: its selector, counters and the JSON lines written so far.
-#[derive(Debug)]
-pub struct Capture {
+pub(crate) struct Capture {
     id: u64,
     selector: Selector,
     started: SystemTime,
@@ -249,6 +248,19 @@ pub struct CaptureInfo {
     pub dropped: u64,
     /// The capture's byte bound.
     pub max_bytes: usize,
+}
+
+impl std::fmt::Debug for Capture {
+    /// Never the captured lines: they are traffic.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture")
+            .field("id", &self.id)
+            .field("selector", &self.selector.kind())
+            .field("running", &self.running.load(Ordering::Relaxed))
+            .field("records", &self.records.load(Ordering::Relaxed))
+            .field("dropped", &self.dropped.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Capture {
@@ -409,7 +421,7 @@ impl Captures {
             wsbus_proto::Message::Text(t) => (true, t.as_bytes()),
             wsbus_proto::Message::Binary(b) => (false, b),
         };
-        let from = From {
+        let from = Origin {
             socket: Some(id),
             user: facts.user.as_deref(),
             address: Some(facts.client),
@@ -424,7 +436,7 @@ impl Captures {
     #[cold]
     #[inline(never)]
     pub(crate) fn long_poll_message(&self, user: Option<&str>, direction: Direction, body: Bytes) {
-        let from = From {
+        let from = Origin {
             socket: None,
             user,
             address: None,
@@ -432,7 +444,7 @@ impl Captures {
         self.offer(&from, direction, true, &body);
     }
 
-    fn offer(&self, from: &From<'_>, direction: Direction, text: bool, payload: &Bytes) {
+    fn offer(&self, from: &Origin<'_>, direction: Direction, text: bool, payload: &Bytes) {
         let running = self.inner.running.read().expect("capture lock").clone();
         let as_text = if text {
             std::str::from_utf8(payload).ok()
