@@ -267,6 +267,44 @@ describe('wsbus serve admin page in headless Chromium', { timeout: 120_000 }, ()
       await admin.context().close();
     }
   });
+  test('the page starts a capture of a chat user, lists it and downloads its JSON lines', async () => {
+    const name = 'capture-user';
+    const admin = await adminPage();
+    const chat = await chatUser(name);
+    try {
+      await admin.selectOption('#capture-kind', 'user', { timeout: TIMEOUT });
+      await admin.fill('#capture-value', name, { timeout: TIMEOUT });
+      await admin.fill('#capture-duration', '2m', { timeout: TIMEOUT });
+      await admin.click('#capture-form button[type=submit]', { timeout: TIMEOUT });
+      await waitFor(admin, 'the capture was not listed running',
+        (n) => [...document.querySelectorAll('#captures tbody tr')]
+          .some((tr) => tr.cells[2]?.textContent === n && tr.cells[5]?.textContent === 'yes'), name);
+      await chat.fill('#text', 'captured from the browser', { timeout: TIMEOUT });
+      await chat.click('#send-button', { timeout: TIMEOUT });
+      const id = await admin.evaluate((n) => [...document.querySelectorAll('#captures tbody tr')]
+        .find((tr) => tr.cells[2]?.textContent === n).dataset.id, name);
+      // Counted by the writer off the socket's path: wait for both records.
+      await waitFor(admin, 'the capture did not count the message both ways',
+        (i) => { const tr = document.querySelector(`#captures tbody tr[data-id="${i}"]`);
+          return tr && Number(tr.cells[7].textContent) >= 2; }, id);
+      const [download] = await Promise.all([
+        admin.waitForEvent('download', { timeout: TIMEOUT }),
+        admin.click(`#captures tbody tr[data-id="${id}"] button.capture-download`, { timeout: TIMEOUT }),
+      ]);
+      const text = (await import('node:fs')).readFileSync(await download.path(), 'utf8');
+      const lines = text.trim().split('\n').map((l) => JSON.parse(l));
+      const sent = lines.filter((l) => l.payload === 'captured from the browser');
+      assert.deepEqual(sent.map((l) => l.direction).sort(), ['in', 'out'], text);
+      await admin.click(`#captures tbody tr[data-id="${id}"] button.capture-stop`, { timeout: TIMEOUT });
+      await waitFor(admin, 'the capture did not stop',
+        (i) => document.querySelector(`#captures tbody tr[data-id="${i}"]`)?.cells[5].textContent === 'no', id);
+      await assertClean(chat);
+      await assertClean(admin);
+    } finally {
+      await chat.context().close();
+      await admin.context().close();
+    }
+  });
 });
 
 process.on('exit', () => {

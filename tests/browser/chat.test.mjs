@@ -429,6 +429,41 @@ describe('wsbus serve chat demo in headless Chromium', { timeout: 120_000 }, () 
       await bob.context.close();
     }
   });
+
+  test('the record switch keeps the page\'s WebSocket messages and downloads them as JSON lines', async () => {
+    const alice = await signIn('alice');
+    try {
+      const { page } = alice;
+      await page.check('#record', { timeout: TIMEOUT });
+      await send(page, 'recorded hello');
+      await messageShown(page, 'alice', 'recorded hello');
+      const room = 'record-room';
+      await page.fill('#room', room, { timeout: TIMEOUT });
+      await page.click('#join', { timeout: TIMEOUT });
+      await waitFor(page, 'alice', 'the room was not joined',
+        (r) => document.getElementById('bus-status').textContent.startsWith('in ' + r), room);
+      await page.fill('#bus-text', 'recorded on the bus', { timeout: TIMEOUT });
+      await page.click('#bus-send-button', { timeout: TIMEOUT });
+      await waitFor(page, 'alice', 'the record count did not show',
+        () => /^[1-9][0-9]* messages/.test(document.getElementById('record-count').textContent));
+      const [download] = await Promise.all([
+        page.waitForEvent('download', { timeout: TIMEOUT }),
+        page.click('#record-download', { timeout: TIMEOUT }),
+      ]);
+      assert.match(download.suggestedFilename(), /^wsbus-browser-.*\.jsonl$/);
+      const path = await download.path();
+      const text = (await import('node:fs')).readFileSync(path, 'utf8');
+      const lines = text.trim().split('\n').map((l) => JSON.parse(l));
+      const chat = lines.filter((l) => l.opcode === 'text' && l.payload === 'recorded hello');
+      assert.deepEqual(chat.map((l) => l.direction).sort(), ['in', 'out'], text);
+      assert.ok(lines.every((l) => l.side === 'browser' && typeof l.time === 'string' && l.socket), text);
+      const bayeux = lines.filter((l) => l.channel === '/chat/' + room && l.bayeux?.data?.text === 'recorded on the bus');
+      assert.ok(bayeux.some((l) => l.direction === 'out' && typeof l.clientId === 'string'), text);
+      await assertClean(page);
+    } finally {
+      await alice.context.close();
+    }
+  });
 });
 
 process.on('exit', () => {

@@ -138,10 +138,62 @@
     showLog(await api('GET', 'log'));
   }
 
+  async function loadCaptures() {
+    const list = await api('GET', 'capture');
+    fill(document.querySelector('#captures tbody'), list.captures, (row, c) => {
+      row.dataset.id = c.id;
+      for (const v of [c.id, c.selector, c.value, c.started, c.ends, c.running ? 'yes' : 'no',
+        c.bytes, c.records, c.dropped]) cell(row, v);
+      const td = cell(row, '');
+      const get = document.createElement('button');
+      get.type = 'button';
+      get.className = 'capture-download';
+      get.textContent = 'Download';
+      get.addEventListener('click', () => downloadCapture(c.id));
+      td.appendChild(get);
+      if (c.running) {
+        const stop = document.createElement('button');
+        stop.type = 'button';
+        stop.className = 'capture-stop';
+        stop.textContent = 'Stop';
+        stop.addEventListener('click', async () => {
+          try {
+            await api('DELETE', 'capture/' + encodeURIComponent(c.id));
+            refresh();
+          } catch (e) {
+            showError('stop capture ' + c.id + ': ' + e.message);
+          }
+        });
+        td.appendChild(stop);
+      }
+    });
+  }
+
+  // The download needs the token in a header: fetched here, then saved.
+  async function downloadCapture(id) {
+    try {
+      const response = await fetch('/admin/api/capture/' + encodeURIComponent(id), {
+        headers: { Authorization: 'Bearer ' + token() },
+        cache: 'no-store',
+      });
+      if (!response.ok) throw new Error('HTTP ' + response.status);
+      const blob = await response.blob();
+      const a = document.createElement('a');
+      a.href = URL.createObjectURL(blob);
+      a.download = 'wsbus-capture-' + id + '.jsonl';
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    } catch (e) {
+      showError('download capture ' + id + ': ' + e.message);
+    }
+  }
+
   async function refresh() {
     if (!token()) return;
     try {
-      await Promise.all([loadInfo(), loadConnections(), loadGroups(), loadBus(), loadLog()]);
+      await Promise.all([loadInfo(), loadConnections(), loadGroups(), loadBus(), loadLog(), loadCaptures()]);
       showError('');
     } catch (e) {
       showError(e.message);
@@ -195,4 +247,16 @@
   setInterval(() => { if (!panel.hidden) refresh(); }, AUTO_REFRESH_MS);
 
   show();
+  $('capture-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const body = { duration: $('capture-duration').value.trim() };
+    body[$('capture-kind').value] = $('capture-value').value.trim();
+    try {
+      await api('POST', 'capture', body);
+      showError('');
+      refresh();
+    } catch (e) {
+      showError('capture: ' + e.message);
+    }
+  });
 })();

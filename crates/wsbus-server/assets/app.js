@@ -4,6 +4,141 @@
 // the page with textContent, never parsed as HTML.
 'use strict';
 
+// The record switch (SPEC §6, seed 000: "client-side logging"): while it is
+// on, every WebSocket message this page sends or receives (the chat socket
+// and the bus) is kept in memory, bounded, and "Download" saves them as JSON
+// lines in the shape of the server's capture (`GET /admin/api/capture/<id>`),
+// so that both halves of a reproduction can be laid side by side. Here
+// `direction` is the page's: `out` sent, `in` received (the server's capture
+// says the opposite), and each line has `"side": "browser"`. Access tokens,
+// `Authorization`, cookies and `password` fields are masked as the server's
+// capture masks them. `WebSocket` is wrapped once, before any socket opens;
+// the wrapper does nothing while recording is off.
+(function () {
+  // Records kept at most, and their bytes (a tab must not grow without end).
+  const MAX_RECORDS = 10000;
+  const MAX_BYTES = 16 * 1024 * 1024;
+  // Binary payloads: base64 of at most this many bytes.
+  const MAX_BINARY = 4096;
+  const REDACTED = '<redacted>';
+  const SECRET_FIELDS = new Set(['access_token', 'authorization', 'cookie', 'set-cookie', 'password']);
+
+  const recorder = { on: false, lines: [], bytes: 0, dropped: 0, nextSocket: 1 };
+
+  function redactText(s) {
+    return s.replace(/(access_token=)[^&;"\s]*/gi, '$1' + REDACTED);
+  }
+
+  function redact(value) {
+    if (Array.isArray(value)) return value.map(redact);
+    if (value !== null && typeof value === 'object') {
+      const out = {};
+      for (const [k, v] of Object.entries(value)) {
+        out[k] = SECRET_FIELDS.has(k.toLowerCase()) ? REDACTED : redact(v);
+      }
+      return out;
+    }
+    return typeof value === 'string' ? redactText(value) : value;
+  }
+
+  function push(line) {
+    const text = JSON.stringify(line);
+    if (recorder.lines.length >= MAX_RECORDS || recorder.bytes + text.length + 1 > MAX_BYTES) {
+      recorder.dropped += 1;
+      return;
+    }
+    recorder.lines.push(text);
+    recorder.bytes += text.length + 1;
+  }
+
+  function base64(bytes) {
+    let binary = '';
+    for (const b of bytes) binary += String.fromCharCode(b);
+    return btoa(binary);
+  }
+
+  function record(ws, direction, data) {
+    if (!recorder.on) return;
+    const base = {
+      time: new Date().toISOString(),
+      side: 'browser',
+      socket: String(ws.recordId),
+      url: redactText(ws.url),
+      direction,
+    };
+    if (typeof data === 'string') {
+      let parsed;
+      try { parsed = /^\s*[[{]/.test(data) ? JSON.parse(data) : undefined; } catch (e) { parsed = undefined; }
+      const payload = parsed === undefined ? redactText(data) : JSON.stringify(redact(parsed));
+      push(Object.assign({}, base, { opcode: 'text', size: new TextEncoder().encode(data).length, payload, truncated: false }));
+      // Bayeux: one line per message of the batch, with its channel.
+      const batch = Array.isArray(parsed) ? parsed : (parsed && typeof parsed === 'object' ? [parsed] : []);
+      for (const m of batch) {
+        if (m && typeof m.channel === 'string') {
+          push(Object.assign({}, base, { channel: m.channel, clientId: m.clientId === undefined ? null : m.clientId, bayeux: redact(m) }));
+        }
+      }
+      return;
+    }
+    let bytes = null;
+    if (data instanceof ArrayBuffer) bytes = new Uint8Array(data);
+    else if (ArrayBuffer.isView(data)) bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const size = bytes ? bytes.length : (data && data.size) || 0;
+    push(Object.assign({}, base, {
+      opcode: 'binary',
+      size,
+      // A Blob would have to be read asynchronously: its size only.
+      payload: bytes ? base64(bytes.subarray(0, MAX_BINARY)) : null,
+      truncated: bytes ? bytes.length > MAX_BINARY : size > 0,
+    }));
+  }
+
+  const Native = window.WebSocket;
+  class RecordingWebSocket extends Native {
+    constructor(url, protocols) {
+      super(url, protocols);
+      this.recordId = recorder.nextSocket++;
+      this.addEventListener('message', (event) => record(this, 'in', event.data));
+    }
+
+    send(data) {
+      record(this, 'out', data);
+      super.send(data);
+    }
+  }
+  window.WebSocket = RecordingWebSocket;
+
+  function ready() {
+    const toggle = document.getElementById('record');
+    const download = document.getElementById('record-download');
+    const count = document.getElementById('record-count');
+    if (!toggle || !download || !count) return;
+    const show = () => {
+      count.textContent = recorder.lines.length + ' messages' +
+        (recorder.dropped ? ', ' + recorder.dropped + ' dropped (limit reached)' : '');
+      download.disabled = recorder.lines.length === 0;
+    };
+    toggle.addEventListener('change', () => {
+      recorder.on = toggle.checked;
+      show();
+    });
+    download.addEventListener('click', () => {
+      const blob = new Blob([recorder.lines.join('\n') + '\n'], { type: 'application/x-ndjson' });
+      const a = document.createElement('a');
+      a.href = URL.createObjectURL(blob);
+      a.download = 'wsbus-browser-' + new Date().toISOString().replace(/[:.]/g, '-') + '.jsonl';
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    });
+    setInterval(show, 1000);
+    show();
+  }
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', ready);
+  else ready();
+})();
+
 (function () {
   const $ = (id) => document.getElementById(id);
   const loading = $('loading');

@@ -18,6 +18,10 @@
 //! | `GET /admin/api/log` | the log filter and its pending revert |
 //! | `PUT /admin/api/log` | `{"directive": "wsbus::bus=debug", "ttl": "60s"}`: raise (see [`crate::log`]) |
 //! | `DELETE /admin/api/log` | back to the base filter now |
+//! | `POST /admin/api/capture` | `{"user" \| "session" \| "channel" \| "address": "…", "duration": "60s", "max_bytes"?: n}`: start a traffic capture (see [`wsbus::capture`]) → `{"id", …}` |
+//! | `GET /admin/api/capture` | the captures kept: id, selector, started, ends, bytes, records, dropped |
+//! | `GET /admin/api/capture/<id>` | its JSON lines so far (`application/x-ndjson`), also while it runs |
+//! | `DELETE /admin/api/capture/<id>` | stop it (it stays downloadable) |
 //!
 //! Errors are the JSON API's: `{"error": "<code>", "message": "…"}`.
 
@@ -122,6 +126,8 @@ impl Admin {
             .route("/groups", get(groups))
             .route("/bus", get(bus))
             .route("/log", get(log_state).put(set_log).delete(clear_log))
+            .route("/capture", get(list_captures).post(start_capture))
+            .route("/capture/{id}", get(download_capture).delete(stop_capture))
             .method_not_allowed_fallback(|| async {
                 ApiError::new(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -375,6 +381,168 @@ async fn set_log(
 async fn clear_log(State(admin): State<Admin>) -> Response {
     admin.log.clear_override();
     json_response(StatusCode::OK, &json!(admin.log.state()))
+}
+
+/// `POST /admin/api/capture`: exactly one selector (`user`, `session`,
+/// `channel`, `address`), a humantime `duration` (at most
+/// [`wsbus::capture::MAX_CAPTURE_DURATION`]) and optionally `max_bytes`
+/// (at most, and by default, [`wsbus::capture::DEFAULT_CAPTURE_BYTES`]).
+async fn start_capture(
+    Extension(runtime): Extension<Runtime>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    use wsbus::capture::Selector;
+    let bad =
+        |code: &'static str, message: String| ApiError::new(StatusCode::BAD_REQUEST, code, message);
+    let request: serde_json::Map<String, Value> = serde_json::from_slice(&body?).map_err(|err| {
+        bad(
+            "bad_request",
+            format!("expected {{\"user\" | \"session\" | \"channel\" | \"address\": \"…\", \"duration\": \"60s\"}}: {err}"),
+        )
+    })?;
+    let mut selector = None;
+    let mut duration = None;
+    let mut max_bytes = None;
+    for (key, value) in &request {
+        match key.as_str() {
+            "user" | "session" | "channel" | "address" => {
+                let Some(text) = value.as_str().filter(|t| !t.is_empty()) else {
+                    return Err(bad(
+                        "invalid_selector",
+                        format!("`{key}` must be a non-empty string"),
+                    ));
+                };
+                if let Some((other, _)) = &selector {
+                    return Err(bad(
+                        "invalid_selector",
+                        format!("one selector per capture: `{other}` and `{key}` given"),
+                    ));
+                }
+                selector = Some((key.clone(), text.to_owned()));
+            }
+            "duration" => {
+                let text = value.as_str().unwrap_or_default();
+                duration = Some(humantime::parse_duration(text).map_err(|err| {
+                    bad(
+                        "invalid_duration",
+                        format!("`duration`: {err} (e.g. \"60s\", \"5m\")"),
+                    )
+                })?);
+            }
+            "max_bytes" => {
+                max_bytes = Some(value.as_u64().ok_or_else(|| {
+                    bad(
+                        "invalid_max_bytes",
+                        "`max_bytes` must be a positive integer".into(),
+                    )
+                })? as usize);
+            }
+            other => {
+                return Err(bad(
+                    "invalid_selector",
+                    format!(
+                        "unknown key `{}`: the selector is one of `user`, `session`, `channel`, `address`",
+                        truncate(other, 40)
+                    ),
+                ));
+            }
+        }
+    }
+    let Some((kind, value)) = selector else {
+        return Err(bad(
+            "invalid_selector",
+            "a selector is required: one of `user`, `session`, `channel`, `address`".into(),
+        ));
+    };
+    let Some(duration) = duration else {
+        return Err(bad(
+            "invalid_duration",
+            "`duration` is required (e.g. \"60s\")".into(),
+        ));
+    };
+    let selector = match kind.as_str() {
+        "user" => Selector::User(value),
+        "session" => Selector::Session(value),
+        "channel" => Selector::Channel(value),
+        _ => Selector::Address(value.parse().map_err(|_| {
+            bad(
+                "invalid_selector",
+                format!("`address`: `{}` is not an IP address", truncate(&value, 60)),
+            )
+        })?),
+    };
+    let info = runtime
+        .captures()
+        .start(selector, duration, max_bytes)
+        .map_err(|err| {
+            let code = match err {
+                wsbus::capture::StartError::Duration => "invalid_duration",
+                _ => "too_many_captures",
+            };
+            let status = match err {
+                wsbus::capture::StartError::Duration => StatusCode::BAD_REQUEST,
+                _ => StatusCode::TOO_MANY_REQUESTS,
+            };
+            ApiError::new(status, code, err.to_string())
+        })?;
+    Ok(json_response(StatusCode::CREATED, &json!(info)))
+}
+
+/// `GET /admin/api/capture`.
+async fn list_captures(Extension(runtime): Extension<Runtime>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({ "captures": runtime.captures().list() }),
+    )
+}
+
+fn no_capture(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no capture `{}`", truncate(id, 40)),
+    )
+}
+
+/// `GET /admin/api/capture/<id>`: JSON lines; the counters in headers.
+async fn download_capture(
+    Extension(runtime): Extension<Runtime>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (info, lines) = runtime
+        .captures()
+        .download(&id)
+        .ok_or_else(|| no_capture(&id))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"capture-{}.jsonl\"", info.id),
+            ),
+            (
+                header::HeaderName::from_static("x-capture-dropped"),
+                info.dropped.to_string(),
+            ),
+        ],
+        lines,
+    )
+        .into_response())
+}
+
+/// `DELETE /admin/api/capture/<id>`: stop it.
+async fn stop_capture(
+    Extension(runtime): Extension<Runtime>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if !runtime.captures().stop(&id) {
+        return Err(no_capture(&id));
+    }
+    let (info, _) = runtime
+        .captures()
+        .download(&id)
+        .ok_or_else(|| no_capture(&id))?;
+    Ok(json_response(StatusCode::OK, &json!(info)))
 }
 
 /// `GET /healthz`: `200 ok` while the process serves requests.

@@ -267,6 +267,10 @@ pub struct AdminConfig {
     /// The bearer token every admin request must present in its
     /// `Authorization` header; unset: the admin API and page are off (404).
     pub token: Option<Secret>,
+    /// JSON field names whose values traffic captures mask as
+    /// `"<redacted>"` at any depth, besides `access_token`,
+    /// `authorization`, `cookie` and `set-cookie` (always masked).
+    pub capture_redact: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -245,6 +245,9 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> ServerRe
         );
     }
     let runtime = Runtime::builder(server_config).security(security).build();
+    runtime
+        .captures()
+        .set_redacted_fields(&config.admin.capture_redact);
     if let Some(verifier) = &verifier {
         // The JWKS, if any, before the first client needs it; a failure is
         // logged by the verifier and retried on demand.

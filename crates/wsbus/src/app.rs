@@ -340,6 +340,14 @@ impl<'a, D> WsEvent<'a, D> {
         }
         match &mut self.conn {
             Some(conn) => {
+                // Offered before the send consumes it (a `Bytes` clone at
+                // most, and only while a capture runs).
+                self.runtime.capture(
+                    self.socket.id,
+                    None,
+                    crate::capture::Direction::Out,
+                    &message,
+                );
                 conn.send(message)?;
                 *self.sent += 1;
                 Ok(())

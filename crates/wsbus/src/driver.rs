@@ -22,6 +22,7 @@ use tokio::time::{Instant, Sleep};
 use wsbus_proto::{CloseCode, Connection, Event, State};
 
 use crate::app::{EventKind, SocketError, SocketInfo, WebSocketApp, WsEvent};
+use crate::capture::Direction;
 use crate::hub::Outbound;
 use crate::runtime::{Registration, Runtime};
 use crate::security::{
@@ -208,8 +209,11 @@ impl<A: WebSocketApp> SocketTask<A> {
     fn dispatch(&mut self, conn: &mut Connection, handler_failed: &mut bool) -> Tally {
         let mut tally = Tally::default();
         while let Some(event) = conn.poll_event() {
-            if matches!(event, Event::Message(_)) {
+            if let Event::Message(message) = &event {
                 tally.received += 1;
+                let facts = self.registration.shared().facts();
+                self.runtime()
+                    .capture(self.info.id, Some(facts), Direction::In, message);
             }
             match event {
                 Event::Message(_) if *handler_failed => {}
@@ -329,7 +333,17 @@ impl<A: WebSocketApp> SocketTask<A> {
                 }
                 // A send to a closing socket is dropped: nothing may follow a
                 // close frame (RFC 6455 §5.5.1).
-                conn.send_prepared(&prepared).is_ok()
+                let sent = conn.send_prepared(&prepared).is_ok();
+                if sent {
+                    let facts = self.registration.shared().facts();
+                    self.runtime().capture(
+                        self.info.id,
+                        Some(facts),
+                        Direction::Out,
+                        prepared.message(),
+                    );
+                }
+                sent
             }
             Outbound::Close(code, reason) => {
                 let _ = conn.close(code, &reason);

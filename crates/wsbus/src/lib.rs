@@ -23,6 +23,7 @@ pub mod app;
 pub mod auth;
 pub mod axum;
 pub mod bus;
+pub mod capture;
 pub mod client;
 mod driver;
 pub mod echo;

@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 use wsbus_proto::handshake::RejectionKind;
 use wsbus_proto::{CloseCode, DeflateConfig, Limits};
 
+use crate::capture::{Captures, Direction};
 use crate::driver::{SessionRefresh, SocketSettings};
 use crate::hub::{
     Hub, HubEngine, LocalHub, NodeId, OutboxLimit, SocketFacts, SocketId, SocketShared,
@@ -173,6 +174,7 @@ struct Inner {
     tracker: TaskTracker,
     metrics: Metrics,
     security: Security,
+    captures: Captures,
 }
 
 /// Shared server state; cheap to clone. Create one per server (or per axum
@@ -274,6 +276,7 @@ impl RuntimeBuilder {
                 tracker: TaskTracker::new(),
                 metrics,
                 security: self.security,
+                captures: Captures::default(),
             }),
         }
     }
@@ -324,6 +327,50 @@ impl Runtime {
     /// Counters for the metrics endpoint.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Traffic captures (the admin API starts them; sockets feed them).
+    pub fn captures(&self) -> &Captures {
+        &self.inner.captures
+    }
+
+    /// A message of socket `id` went `direction`: offered to the running
+    /// captures that match it. One atomic load while none runs.
+    #[inline]
+    pub(crate) fn capture(
+        &self,
+        id: SocketId,
+        facts: Option<&SocketFacts>,
+        direction: Direction,
+        message: &wsbus_proto::Message,
+    ) {
+        if self.inner.captures.is_active() {
+            self.capture_slow(id, facts, direction, message);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn capture_slow(
+        &self,
+        id: SocketId,
+        facts: Option<&SocketFacts>,
+        direction: Direction,
+        message: &wsbus_proto::Message,
+    ) {
+        match facts {
+            Some(facts) => self
+                .inner
+                .captures
+                .socket_message(id, facts, direction, message),
+            None => {
+                if let Some(shared) = self.inner.hub.local().socket(id) {
+                    self.inner
+                        .captures
+                        .socket_message(id, shared.facts(), direction, message);
+                }
+            }
+        }
     }
 
     /// Cancelled when the server starts shutting down.

@@ -42,6 +42,39 @@ impl Bus {
         // In `wsbus_connections{transport="long-polling"}` until answered
         // or dropped.
         let _in_flight = self.inner.runtime.as_ref().map(|r| r.metrics().long_poll());
+        self.capture(user, crate::capture::Direction::In, || {
+            bytes::Bytes::copy_from_slice(body)
+        });
+        let reply = self.long_poll_reply(body, user, token).await;
+        self.capture(user, crate::capture::Direction::Out, || {
+            bytes::Bytes::from(reply.clone())
+        });
+        reply
+    }
+
+    /// Offers a long-polling body or response to the running captures: one
+    /// atomic load while none runs (`payload` is made only if one does).
+    fn capture(
+        &self,
+        user: Option<&str>,
+        direction: crate::capture::Direction,
+        payload: impl FnOnce() -> bytes::Bytes,
+    ) {
+        if let Some(runtime) = &self.inner.runtime
+            && runtime.captures().is_active()
+        {
+            runtime
+                .captures()
+                .long_poll_message(user, direction, payload());
+        }
+    }
+
+    async fn long_poll_reply(
+        &self,
+        body: &[u8],
+        user: Option<&str>,
+        token: Option<&str>,
+    ) -> String {
         let mut context = RequestContext::long_polling();
         if let Some(user) = user {
             context = context.with_user(user);

@@ -142,7 +142,7 @@ impl LocalHub {
         groups
     }
 
-    fn socket(&self, id: SocketId) -> Option<Arc<SocketShared>> {
+    pub(crate) fn socket(&self, id: SocketId) -> Option<Arc<SocketShared>> {
         self.sockets.lock().expect("hub lock").get(&id).cloned()
     }
 
