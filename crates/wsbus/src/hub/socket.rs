@@ -127,11 +127,6 @@ impl SocketShared {
     }
 
     /// The socket's id.
-    /// Its handshake's facts.
-    pub(crate) fn facts(&self) -> &SocketFacts {
-        &self.facts
-    }
-
     pub(crate) fn id(&self) -> SocketId {
         self.id
     }
