@@ -65,7 +65,8 @@ pub struct HandshakeRequest {
     /// The verified claims of the request's access token, if it presented
     /// one (then [`user`](Self::user) is the token's `sub` and `name`).
     /// The token itself is not passed on: `access_token` is removed from
-    /// [`params`](Self::params).
+    /// [`params`](Self::params), and a verified `Authorization` header from
+    /// [`headers`](Self::headers).
     pub claims: Option<Arc<Claims>>,
     /// The client's address (behind trusted proxies, the one they report).
     pub client_addr: Option<IpAddr>,

@@ -204,11 +204,17 @@ async fn answer<A: WebSocketApp, B>(
         }),
         None => session.as_ref().map(|s| s.user.clone()),
     };
+    let mut headers = req.headers().clone();
+    if claims.is_some() {
+        // Verified: the claims stand for it, and the token does not travel
+        // on to code that might log it.
+        headers.remove(header::AUTHORIZATION);
+    }
     let handshake = HandshakeRequest {
         is_websocket: validated.is_ok(),
         path: req.uri().path().to_owned(),
         params,
-        headers: req.headers().clone(),
+        headers,
         user,
         session: session.as_ref().map(|s| s.id.clone()),
         tls,

@@ -47,6 +47,12 @@ impl WebSocketApp for App {
             !request.params.contains_key("access_token"),
             "the token is not handed to applications"
         );
+        if request.claims.is_some() {
+            assert!(
+                !request.headers.contains_key("authorization"),
+                "nor is a verified Authorization header"
+            );
+        }
         Upgrade::Accept(WebSocketConfig::new(()))
     }
 
