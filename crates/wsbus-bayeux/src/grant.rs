@@ -23,6 +23,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use serde_json::{Map, Value};
+
 use crate::channel::{ChannelName, ChannelPattern, Wildcard};
 use crate::error::BayeuxError;
 
@@ -37,6 +39,11 @@ pub struct Grant {
     /// When the token expires (its `exp`, on the engine's clock); `None`:
     /// never.
     pub expires_at: Option<Instant>,
+    /// The token's claims, for applications (an [`Authorizer`](crate::Authorizer)
+    /// through [`SessionInfo::grant`](crate::SessionInfo::grant), `/service`
+    /// handlers through [`ServiceRequest::claims`](crate::ServiceRequest::claims));
+    /// the engine reads none of them.
+    pub claims: Option<Arc<Map<String, Value>>>,
 }
 
 impl Grant {
@@ -46,6 +53,7 @@ impl Grant {
             user: user.into(),
             channels: None,
             expires_at: None,
+            claims: None,
         }
     }
 

@@ -88,6 +88,15 @@ async fn start(security: Security) -> String {
         &runtime,
         wsbus::bus::ChannelSchemas::default(),
     );
+    // A service that answers with what the sender's token claims.
+    bus.add_service(
+        "/service/whoami",
+        |call: wsbus::bus::ServiceCall| async move {
+            let claims = call.claims.as_deref().cloned().map(Value::Object);
+            let _ = call.reply(json!({"user": call.user.as_deref(), "claims": claims}));
+        },
+    )
+    .unwrap();
     let server = Server::new(runtime)
         .websocket("/ws", App)
         .websocket("/amb", wsbus::bus::BusSocket::new(bus));
@@ -287,6 +296,25 @@ async fn the_bus_checks_ext_access_token_and_refuses_with_401() {
     ws.send(Message::text(handshake(ext))).await.unwrap();
     let reply: Value = serde_json::from_str(&text(&mut ws).await).unwrap();
     assert_eq!(reply[0]["successful"], true, "{reply}");
+    // The token's claims reach the bus's server-side code.
+    let client = reply[0]["clientId"].as_str().unwrap().to_owned();
+    let ask = json!([{"channel": "/service/whoami", "clientId": client, "data": {}, "id": "w"}]);
+    ws.send(Message::text(ask.to_string())).await.unwrap();
+    let answer = loop {
+        let batch: Value = serde_json::from_str(&text(&mut ws).await).unwrap();
+        if let Some(found) = batch
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["channel"] == "/service/whoami" && m.get("data").is_some())
+        {
+            break found.clone();
+        }
+    };
+    assert_eq!(answer["data"]["user"], "ana", "{answer}");
+    assert_eq!(answer["data"]["claims"]["sub"], "ana", "{answer}");
+    assert_eq!(answer["data"]["claims"]["name"], "ana!", "{answer}");
+    assert!(answer["data"]["claims"]["exp"].is_u64(), "{answer}");
 
     // A token the upgrade presents is checked there, and then stands for
     // the handshakes on that socket.

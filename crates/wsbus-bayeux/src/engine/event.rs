@@ -33,6 +33,9 @@ pub struct ServiceRequest {
     pub client_id: ClientId,
     /// The publishing session's user; `None` for an anonymous session.
     pub user: Option<Arc<str>>,
+    /// The claims of the session's token (its latest refresh), if it
+    /// presented one.
+    pub claims: Option<Arc<serde_json::Map<String, Value>>>,
     /// The `/service/…` channel published on.
     pub channel: ChannelName,
     /// The message's `data`, as sent (`null` included).

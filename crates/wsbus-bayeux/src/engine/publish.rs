@@ -82,6 +82,7 @@ impl Engine {
             self.events.push_back(Event::Service(ServiceRequest {
                 client_id: id.clone(),
                 user: session.user.clone(),
+                claims: session.grant.as_ref().and_then(|g| g.claims.clone()),
                 channel: channel.clone(),
                 data: data.clone(),
                 id: message.id.clone(),

@@ -14,6 +14,7 @@ fn grant(bus: &Bus, user: &str, channels: &[&str], lifetime: Duration) -> Creden
         user: Arc::from(user),
         channels: Some(channels.iter().map(|c| pattern(c)).collect()),
         expires_at: Some(bus.now + lifetime),
+        claims: None,
     })
 }
 

@@ -51,10 +51,17 @@ pub(super) fn grant_of(claims: &Claims) -> Grant {
         let left = at.duration_since(SystemTime::now()).unwrap_or_default();
         Instant::now() + left
     });
+    // For applications: every claim, `sub` and `name` included.
+    let mut all = claims.extra.clone();
+    all.insert("sub".into(), claims.sub.clone().into());
+    if let Some(name) = &claims.name {
+        all.insert("name".into(), name.clone().into());
+    }
     Grant {
         user: Arc::from(claims.sub.as_str()),
         channels,
         expires_at,
+        claims: Some(Arc::new(all)),
     }
 }
 

@@ -56,6 +56,9 @@ pub struct ServiceCall {
     /// The sender's user, as authenticated by the transport (HTTP session
     /// cookie) when it handshook; `None` for anonymous clients.
     pub user: Option<Arc<str>>,
+    /// The claims of the sender's access token (`sub`, `name` and the
+    /// rest), if its session presented one.
+    pub claims: Option<Arc<serde_json::Map<String, Value>>>,
     /// The channel the message was published on (matching the handler's
     /// pattern).
     pub channel: ChannelName,
@@ -275,6 +278,7 @@ impl Bus {
         let call = ServiceCall {
             client_id: request.client_id,
             user: request.user,
+            claims: request.claims,
             channel: request.channel,
             data: request.data,
             id: request.id,
