@@ -436,3 +436,48 @@ async fn a_deeply_nested_message_fails_the_schema_without_overflowing_the_stack(
     // The greeting is not JSON: it was not sent (outbound schema); the echo is.
     assert_eq!(text(&mut again).await, r#"{"a": {"a": {}}}"#);
 }
+
+#[tokio::test]
+async fn connections_per_user_count_the_tokens_subject_not_the_address() {
+    let mut security = token_auth(true);
+    security.connections_per_user = Some(wsbus::limits::ConnectionLimiter::new(2));
+    let addr = start(security).await;
+    let ana = token("ana", Duration::from_secs(60));
+    let url = format!("ws://{addr}/ws?access_token={ana}");
+    let mut first = client::connect(&url, ClientOptions::default())
+        .await
+        .unwrap();
+    let _second = client::connect(&url, ClientOptions::default())
+        .await
+        .unwrap();
+    let third = upgrade_response(&addr, &format!("/ws?access_token={ana}"), "").await;
+    assert!(third.starts_with("HTTP/1.1 429"), "{third}");
+    assert!(
+        third.to_ascii_lowercase().contains("retry-after: "),
+        "{third}"
+    );
+    // Another user from the same address is served.
+    let bob = format!(
+        "ws://{addr}/ws?access_token={}",
+        token("bob", Duration::from_secs(60))
+    );
+    let mut other = client::connect(&bob, ClientOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(text(&mut other).await, "hello bob!");
+    // A socket of ana's that closes gives its place back.
+    assert_eq!(text(&mut first).await, "hello ana!");
+    first.close(CloseCode::NORMAL, "").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = upgrade_response(&addr, &format!("/ws?access_token={ana}"), "").await;
+        if again.starts_with("HTTP/1.1 101") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place never came back: {again}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
