@@ -14,6 +14,11 @@
 //! * `engine_is_valid` / `engine_validate`: the `jsonschema` engine's boolean
 //!   check against its first-error check on the valid message, the reason
 //!   `validate` runs `is_valid` first.
+//!
+//! Medians measured when this was written (bench profile, 2 shared cores):
+//! `validate_value` 36 ns, `validate_text` 467 ns (of which `parse_only`
+//! 441 ns), `invalid_value` 279 ns, `engine_is_valid` 36 ns against
+//! `engine_validate` 54 ns.
 
 use std::hint::black_box;
 use std::time::Duration;

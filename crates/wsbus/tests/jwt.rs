@@ -383,6 +383,9 @@ async fn endpoint_junk_or_down_keeps_the_cache() {
     let log = capture.text();
     assert!(log.contains("wsbus::auth"), "{log}");
     assert!(log.contains("127.0.0.1"), "{log}");
+    for why in ["not a JWKS", "status 500", "larger than", "connect"] {
+        assert!(log.contains(why), "{why} not in {log}");
+    }
     for secret in ["sekrit", &known[..40], &unknown[..40], "jwks.json"] {
         assert!(!log.contains(secret), "{secret} in {log}");
     }
