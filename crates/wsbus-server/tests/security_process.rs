@@ -184,7 +184,9 @@ fn no_token_secret_or_cookie_reaches_the_log_even_at_trace() {
     // The log is written as things happen; give the last lines a moment
     // (generously: a loaded machine may take seconds to schedule the server).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !(server.logged("access token") && server.logged("DEBUG")) && Instant::now() < deadline {
+    while !(server.logged("access token") && server.logged("DEBUG wsbus::handshake"))
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     let log = server.log_tail(usize::MAX);
