@@ -6,7 +6,6 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use jsonwebtoken::{EncodingKey, Header, encode};
@@ -15,35 +14,15 @@ use wsbus_test_support::frame::{OP_TEXT, masked_frame, read_frame};
 use wsbus_test_support::process::ServerProcess;
 use wsbus_test_support::wire::{body, http_exchange, status_code, upgrade};
 
+mod common;
+use common::Scratch;
+
 const TOKEN: &str = "the-admin-token-of-the-capture-test-0123";
 const SECRET: &str = "the-jwt-secret-of-the-capture-test-01234";
 
 /// How long a reply may take on a loaded machine (not a timing assert: a
 /// bound on a wait that normally ends at once).
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A scratch directory for the config file, removed at drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("wsbus-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn file(&self, name: &str, text: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `wsbus serve` with the admin token, a JWT secret, the demo, no message
 /// rate (the flood is the point) and `capture_redact = ["password"]`.

@@ -2,7 +2,6 @@
 //! log even at `trace`, the demo off once `[auth]` is set (and a warning when
 //! it is on a public listener), and a bad schema file stopping the start.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -11,31 +10,11 @@ use serde_json::json;
 use wsbus_test_support::process::ServerProcess;
 use wsbus_test_support::wire::{self, http_exchange};
 
+mod common;
+use common::Scratch;
+
 const SECRET: &str = "the-jwt-secret-of-this-test-0123456789";
 const PUBLISH_TOKEN: &str = "the-publish-token-of-this-test";
-
-/// A scratch directory for config and schema files, removed at drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("wsbus-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn file(&self, name: &str, text: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn jwt(claims: serde_json::Value, secret: &str) -> String {
     encode(
