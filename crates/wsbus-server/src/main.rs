@@ -66,6 +66,17 @@ enum Command {
     Echo {
         #[arg(long, default_value = "127.0.0.1:9001")]
         listen: SocketAddr,
+        /// Serve wss:// with this PEM certificate chain (with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Keep permessage-deflate's compression context between messages
+        /// (context takeover) when the client allows it, instead of the
+        /// default of resetting it after each message.
+        #[arg(long)]
+        deflate_context_takeover: bool,
     },
     /// A load generator usable against any WebSocket server: prints one JSON
     /// report on stdout (see BENCHMARKS.md).
@@ -172,7 +183,15 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match command {
             Command::Serve { config, listen } => on_worker(serve(config, listen)).await,
-            Command::Echo { listen } => on_worker(echo(listen)).await,
+            Command::Echo {
+                listen,
+                tls_cert,
+                tls_key,
+                deflate_context_takeover,
+            } => {
+                let tls = tls_cert.zip(tls_key);
+                on_worker(echo(listen, tls, deflate_context_takeover)).await
+            }
             Command::Client { url, deflate } => report(client(&url, deflate).await),
             Command::Bench { .. } => unreachable!("handled above"),
         }
@@ -326,15 +345,34 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> ServerRe
     Ok(())
 }
 
-async fn echo(listen: SocketAddr) -> ServerResult {
+async fn echo(
+    listen: SocketAddr,
+    tls: Option<(PathBuf, PathBuf)>,
+    deflate_context_takeover: bool,
+) -> ServerResult {
+    let mut deflate = DeflateConfig::default();
+    if deflate_context_takeover {
+        deflate.server_no_context_takeover = false;
+        deflate.client_no_context_takeover = false;
+    }
     let config = ServerConfig {
         limits: Limits::uniform(ECHO_MAX_MESSAGE),
-        deflate: Some(DeflateConfig::default()),
+        deflate: Some(deflate),
         ..ServerConfig::default()
     };
     let listener = listen_on(listen).await?;
-    eprintln!("wsbus echo listening on ws://{}", listener.local_addr()?);
-    let server = Server::new(Runtime::new(config)).websocket_fallback(wsbus::echo::Echo);
+    let mut server = Server::new(Runtime::new(config)).websocket_fallback(wsbus::echo::Echo);
+    let scheme = match tls {
+        Some((cert, key)) => {
+            server = server.tls(wsbus::tls_acceptor(&cert, &key).map_err(StartError::Tls)?);
+            "wss"
+        }
+        None => "ws",
+    };
+    eprintln!(
+        "wsbus echo listening on {scheme}://{}",
+        listener.local_addr()?
+    );
     finish(server.serve(listener, shutdown_signal()).await);
     Ok(())
 }
