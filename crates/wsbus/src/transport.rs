@@ -10,6 +10,7 @@ use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 /// Bytes asked of the kernel per read. 16 KiB holds a burst of small frames
 /// in one syscall without making a large allocation per readable socket.
@@ -100,8 +101,8 @@ impl Transport for TcpStream {
     }
 }
 
-/// Any async stream (TLS). It keeps its own buffers, and so does the read
-/// buffer here while waiting.
+/// Any async stream (a hyper upgrade that could not be unwrapped). It keeps
+/// its own buffers, and so does the read buffer here while waiting.
 #[derive(Debug)]
 pub(crate) struct Stream<T>(pub T);
 
@@ -133,14 +134,61 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for Stream<T>
     }
 }
 
+/// TLS as the server accepts it (`Server::tls`), unwrapped from hyper's
+/// upgrade like plain TCP: readiness first, so that an idle wss socket holds
+/// no read buffer of ours either — only what rustls keeps (its record
+/// buffer, the keys).
+impl Transport for TlsStream<TcpStream> {
+    fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        want: usize,
+    ) -> Poll<io::Result<usize>> {
+        let (tcp, tls) = self.get_ref();
+        // rustls may already hold plaintext (or a close_notify) that a
+        // smaller read left behind: then read at once, the socket may never
+        // become readable again for it.
+        if tls.wants_read() {
+            ready!(tcp.poll_read_ready(cx))?;
+        }
+        buf.reserve(read_reserve(want));
+        let result = tokio_util::io::poll_read_buf(Pin::new(&mut *self), cx, buf);
+        if result.is_pending() && buf.is_empty() {
+            // Stale readiness, or only part of a TLS record arrived: wait
+            // for more without a buffer.
+            *buf = BytesMut::new();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self).poll_flush(cx)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self).poll_shutdown(cx)
+    }
+}
+
 /// What a server socket runs over once hyper hands the connection back.
 #[derive(Debug)]
 pub(crate) enum SocketIo {
     /// Plain TCP, unwrapped from hyper's upgrade: readiness first, so an
     /// idle socket holds no read buffer.
     Tcp(TcpStream),
-    /// Anything else hyper upgraded (TLS), driven as a stream. Boxed so
-    /// that plain sockets do not pay for its size.
+    /// TLS from `Server::tls`, unwrapped the same way. Boxed: a rustls
+    /// connection is large, and plain sockets should not pay for its size.
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Anything else hyper upgraded, driven as a stream.
     Upgraded(Box<Stream<TokioIo<Upgraded>>>),
 }
 
@@ -156,13 +204,19 @@ impl SocketIo {
                 return None;
             }
         };
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
+        // `read_buf` is a view of hyper's whole read buffer (8 KiB): copy
+        // what the client sent early and let the buffer go.
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                // `read_buf` is a view of hyper's whole read buffer (8 KiB):
-                // copy what the client sent early and let the buffer go.
-                let hyper::upgrade::Parts { io, read_buf, .. } = parts;
-                let early = BytesMut::from(&read_buf[..]);
-                Some((SocketIo::Tcp(io.into_inner()), early))
+                let early = BytesMut::from(&parts.read_buf[..]);
+                return Some((SocketIo::Tcp(parts.io.into_inner()), early));
+            }
+            Err(upgraded) => upgraded,
+        };
+        match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+            Ok(parts) => {
+                let early = BytesMut::from(&parts.read_buf[..]);
+                Some((SocketIo::Tls(Box::new(parts.io.into_inner())), early))
             }
             Err(upgraded) => Some((
                 SocketIo::Upgraded(Box::new(Stream(TokioIo::new(upgraded)))),
@@ -181,6 +235,7 @@ impl Transport for SocketIo {
     ) -> Poll<io::Result<usize>> {
         match self {
             SocketIo::Tcp(tcp) => tcp.poll_read_buf(cx, buf, want),
+            SocketIo::Tls(tls) => tls.poll_read_buf(cx, buf, want),
             SocketIo::Upgraded(stream) => stream.poll_read_buf(cx, buf, want),
         }
     }
@@ -192,6 +247,7 @@ impl Transport for SocketIo {
     ) -> Poll<io::Result<usize>> {
         match self {
             SocketIo::Tcp(tcp) => Transport::poll_write_vectored(tcp, cx, bufs),
+            SocketIo::Tls(tls) => Transport::poll_write_vectored(&mut **tls, cx, bufs),
             SocketIo::Upgraded(stream) => stream.poll_write_vectored(cx, bufs),
         }
     }
@@ -199,6 +255,7 @@ impl Transport for SocketIo {
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             SocketIo::Tcp(tcp) => Transport::poll_flush(tcp, cx),
+            SocketIo::Tls(tls) => Transport::poll_flush(&mut **tls, cx),
             SocketIo::Upgraded(stream) => stream.poll_flush(cx),
         }
     }
@@ -206,6 +263,7 @@ impl Transport for SocketIo {
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             SocketIo::Tcp(tcp) => Transport::poll_shutdown(tcp, cx),
+            SocketIo::Tls(tls) => Transport::poll_shutdown(&mut **tls, cx),
             SocketIo::Upgraded(stream) => stream.poll_shutdown(cx),
         }
     }

@@ -98,6 +98,65 @@ async fn echo_over_tls_with_the_https_origin_rule() {
         };
         assert_eq!(echoed, Message::text("secure hello"));
     }
+
+    // Many records at once, and messages larger than a record (16 KiB) and
+    // than one read: the socket task reads only when the TCP socket is
+    // readable, unless rustls already holds plaintext a smaller read left
+    // behind — lose that case and an echo never comes.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let request = ClientRequest {
+        host: format!("localhost:{port}"),
+        target: "/chat".into(),
+        headers: vec![("Origin".into(), format!("https://localhost:{port}"))],
+        ..ClientRequest::default()
+    };
+    let (handshake, bytes) = ClientHandshake::new(&request, [6; 16]);
+    tls.write_all(&bytes).await.unwrap();
+    let mut buf = BytesMut::new();
+    let len = loop {
+        assert!(tls.read_buf(&mut buf).await.unwrap() > 0, "closed early");
+        if let Some((_, len)) = handshake.parse_response(&buf).unwrap() {
+            break len;
+        }
+    };
+    let _ = buf.split_to(len);
+    let mut conn = Connection::client(Limits::default(), Box::new(|| [9, 8, 7, 6]));
+    let sizes: Vec<usize> = (0..300)
+        .map(|i| match i % 10 {
+            0 => 40_000 + i * 100,
+            5 => 50_000,
+            _ => i,
+        })
+        .collect();
+    for (i, &size) in sizes.iter().enumerate() {
+        conn.send(Message::binary(vec![i as u8; size])).unwrap();
+    }
+    // All of it in as few writes as possible, so that the server receives
+    // full socket buffers of records. About 3.2 MB in all: below the 4 MiB
+    // of queued replies at which the server stops reading, so writing it
+    // all before reading cannot deadlock.
+    while !conn.outgoing().is_empty() {
+        let chunk = conn.outgoing().chunk().to_vec();
+        tls.write_all(&chunk).await.unwrap();
+        conn.outgoing().advance(chunk.len());
+    }
+    tls.flush().await.unwrap();
+    for (i, &size) in sizes.iter().enumerate() {
+        let echoed = loop {
+            conn.handle_read(&mut buf);
+            if let Some(Event::Message(m)) = conn.poll_event() {
+                break m;
+            }
+            assert!(tls.read_buf(&mut buf).await.unwrap() > 0, "closed early");
+        };
+        assert_eq!(echoed, Message::binary(vec![i as u8; size]), "message {i}");
+    }
 }
 
 /// Echo with the default origin rule (so the scheme matters).
