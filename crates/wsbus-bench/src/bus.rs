@@ -626,6 +626,7 @@ pub(crate) async fn run(args: BusArgs) -> BenchResult {
 
     let mut report = Map::new();
     report.insert("scenario".into(), json!("bus"));
+    report.insert("tls".into(), json!(false));
     report.insert("sessions".into(), json!(args.sessions));
     report.insert("websocket_sessions".into(), json!(websocket_sessions));
     report.insert(

@@ -1,5 +1,7 @@
 //! `wsbus bench connect`: K loops of connect, upgrade, closing handshake,
-//! TCP close. One cycle is one full life of a WebSocket connection.
+//! TCP close. One cycle is one full life of a WebSocket connection; over
+//! wss:// it includes a full TLS handshake (the client keeps no sessions to
+//! resume, as on a browser's first visit).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,7 +10,7 @@ use clap::Args;
 use serde_json::{Map, Value, json};
 use wsbus_proto::CloseCode;
 
-use super::socket::{Target, UpgradeOptions};
+use super::socket::{DeflateOffer, Target, UpgradeOptions};
 use super::{BenchResult, Common, progress};
 
 #[derive(Args, Debug)]
@@ -33,10 +35,10 @@ struct Shared {
 }
 
 pub(crate) async fn run(args: ConnectArgs) -> BenchResult {
-    let target = Arc::new(Target::with_headers(
+    let target = Arc::new(Target::new(
         &args.common.url,
-        false,
-        &args.upgrade.headers,
+        DeflateOffer::None,
+        &args.upgrade,
     )?);
     let shared = Arc::new(Shared::default());
     progress(format_args!(
@@ -68,6 +70,8 @@ pub(crate) async fn run(args: ConnectArgs) -> BenchResult {
 
     let mut report = Map::new();
     report.insert("scenario".into(), json!("connect"));
+    // Over TLS every cycle is a full handshake: no session resumption.
+    report.insert("tls".into(), json!(target.is_tls()));
     report.insert("concurrency".into(), json!(args.concurrency));
     report.insert("cycles".into(), json!(cycles));
     end.add_to(&mut report, cycles, "cycles_per_sec");

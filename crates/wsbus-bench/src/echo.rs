@@ -1,22 +1,53 @@
 //! `wsbus bench echo`: C connections, each keeping W messages of S bytes in
 //! flight; every echo received is answered with the next message.
+//!
+//! Two shapes of writing ([`Shape`]): `burst` queues the answers to every
+//! echo one read brought and writes them with one `writev` (cheap for the
+//! generator, and it lets the server read many frames per wake-up);
+//! `per-message` writes each message with its own write as soon as the echo
+//! that calls for it is parsed, as browsers and most client libraries do.
 
 use std::collections::VecDeque;
+use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use clap::Args;
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
 use serde_json::{Map, Value, json};
 use wsbus_proto::{Event, Message};
 
-use super::socket::{Target, UpgradeOptions};
+use super::socket::{BenchSocket, DeflateOffer, Target, UpgradeOptions};
+use super::tls::WireBytes;
 use super::{
     BenchResult, Common, add_percentiles, json_like_text, merge_histograms, new_histogram,
     progress, round3,
 };
+
+/// How each connection writes its messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Shape {
+    /// The answers to all the echoes one read brought, written together with
+    /// one writev (the generator's historical load).
+    #[default]
+    Burst,
+    /// Every message with its own write syscall: the W first ones as W
+    /// writes, then one write per echo, as soon as that echo is parsed.
+    PerMessage,
+}
+
+impl Shape {
+    /// The name on the command line and in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shape::Burst => "burst",
+            Shape::PerMessage => "per-message",
+        }
+    }
+}
 
 #[derive(Args, Debug)]
 #[doc = "The `echo` scenario's arguments."]
@@ -36,11 +67,22 @@ pub struct EchoArgs {
     /// Messages in flight per connection (1: ping-pong).
     #[arg(long, short = 'w', default_value_t = 8)]
     pub in_flight: usize,
+    /// How messages are written: burst (the answers to one read's echoes in
+    /// one writev) or per-message (one write syscall per message, sent as
+    /// soon as its echo is parsed, like a browser).
+    #[arg(long, value_enum, default_value_t = Shape::Burst)]
+    pub shape: Shape,
     /// Binary messages (default: text that looks like JSON).
     #[arg(long)]
     pub binary: bool,
-    /// Offer permessage-deflate (the server must accept it).
-    #[arg(long)]
+    /// What to offer of permessage-deflate: none; plain (wsbus's offer, the
+    /// server must accept it); browser (exactly Chromium's
+    /// `permessage-deflate; client_max_window_bits`, compressing every
+    /// message as the server's answer allows).
+    #[arg(long, value_enum, default_value_t = DeflateOffer::None)]
+    pub deflate_offer: DeflateOffer,
+    /// Same as --deflate-offer plain.
+    #[arg(long, conflicts_with = "deflate_offer")]
     pub deflate: bool,
     /// Send this file's contents as every message instead of generated
     /// bytes (text, so UTF-8, unless --binary; --size is then ignored): e.g.
@@ -49,17 +91,166 @@ pub struct EchoArgs {
     pub payload_file: Option<PathBuf>,
 }
 
+impl EchoArgs {
+    /// --deflate-offer, with --deflate as its alias for `plain`.
+    pub fn offer(&self) -> DeflateOffer {
+        if self.deflate {
+            DeflateOffer::Plain
+        } else {
+            self.deflate_offer
+        }
+    }
+}
+
 /// What the connection tasks share with the measuring task.
 #[derive(Debug, Default)]
 struct Shared {
     measuring: AtomicBool,
     messages: AtomicU64,
+    /// Bytes on the wire (after TLS) during the window.
+    wire_sent: AtomicU64,
+    wire_received: AtomicU64,
     /// Echoes whose size differs from what was sent, and failed connections.
     errors: AtomicU64,
 }
 
+/// One connection's task state.
+struct Flow {
+    shared: Arc<Shared>,
+    histogram: Arc<Mutex<Histogram<u64>>>,
+    message: Message,
+    /// Messages in flight (W).
+    in_flight: usize,
+    /// Send times of the messages in flight, oldest first.
+    sent_at: VecDeque<Instant>,
+    /// The socket's byte counts when last added to the totals.
+    wire: WireBytes,
+}
+
+impl Flow {
+    /// After a read: add what it brought to the totals while measuring.
+    fn account(&mut self, socket: &BenchSocket, measuring: bool, received: u64, wrong: u64) {
+        let wire = socket.wire();
+        if measuring {
+            let shared = &self.shared;
+            shared.messages.fetch_add(received, Ordering::Relaxed);
+            shared
+                .wire_sent
+                .fetch_add(wire.sent - self.wire.sent, Ordering::Relaxed);
+            shared
+                .wire_received
+                .fetch_add(wire.received - self.wire.received, Ordering::Relaxed);
+        }
+        self.wire = wire;
+        if wrong > 0 {
+            self.shared.errors.fetch_add(wrong, Ordering::Relaxed);
+        }
+    }
+
+    /// The W first messages, then the burst loop: every echo of one read is
+    /// answered, and all the answers go out in one `writev`.
+    async fn burst(&mut self, socket: &mut BenchSocket) -> io::Result<()> {
+        let now = Instant::now();
+        for _ in 0..self.in_flight {
+            socket
+                .conn
+                .send(self.message.clone())
+                .map_err(io::Error::other)?;
+            self.sent_at.push_back(now);
+        }
+        socket.flush().await?;
+        loop {
+            socket.fill().await?;
+            let now = Instant::now();
+            let measuring = self.shared.measuring.load(Ordering::Relaxed);
+            let mut received = 0u64;
+            let mut wrong = 0u64;
+            let open = {
+                let (message, sent_at) = (&self.message, &mut self.sent_at);
+                let mut latencies = self.histogram.lock().expect("histogram lock");
+                socket.process(|event, conn| {
+                    if let Event::Message(echo) = event {
+                        // Not an echo of ours (a greeting, say): an error,
+                        // neither timed nor answered, so the messages in
+                        // flight stay W.
+                        if echo.len() != message.len() {
+                            wrong += 1;
+                            return;
+                        }
+                        received += 1;
+                        if let Some(sent) = sent_at.pop_front()
+                            && measuring
+                        {
+                            let _ = latencies.record((now - sent).as_micros().max(1) as u64);
+                        }
+                        if conn.send(message.clone()).is_ok() {
+                            sent_at.push_back(now);
+                        }
+                    }
+                })
+            };
+            socket.flush().await?;
+            self.account(socket, measuring, received, wrong);
+            if !open {
+                return Err(io::Error::other("the server closed the connection"));
+            }
+        }
+    }
+
+    /// The per-message loop: each message is queued and written on its own
+    /// (one frame, one write syscall), the next one as soon as an echo is
+    /// parsed, before the following echo of the same read is looked at.
+    async fn per_message(&mut self, socket: &mut BenchSocket) -> io::Result<()> {
+        for _ in 0..self.in_flight {
+            socket
+                .conn
+                .send(self.message.clone())
+                .map_err(io::Error::other)?;
+            self.sent_at.push_back(Instant::now());
+            socket.flush().await?;
+        }
+        loop {
+            socket.fill().await?;
+            let measuring = self.shared.measuring.load(Ordering::Relaxed);
+            let mut received = 0u64;
+            let mut wrong = 0u64;
+            while let Some(event) = socket.next_event() {
+                let Event::Message(echo) = event else {
+                    continue;
+                };
+                if echo.len() != self.message.len() {
+                    wrong += 1;
+                    continue;
+                }
+                received += 1;
+                let now = Instant::now();
+                if let Some(sent) = self.sent_at.pop_front()
+                    && measuring
+                {
+                    let _ = self
+                        .histogram
+                        .lock()
+                        .expect("histogram lock")
+                        .record((now - sent).as_micros().max(1) as u64);
+                }
+                if socket.conn.send(self.message.clone()).is_ok() {
+                    self.sent_at.push_back(now);
+                }
+                socket.flush().await?;
+            }
+            // Control frames the read brought (a pong, our close reply).
+            socket.flush().await?;
+            self.account(socket, measuring, received, wrong);
+            if socket.conn.state() == wsbus_proto::State::Closed {
+                return Err(io::Error::other("the server closed the connection"));
+            }
+        }
+    }
+}
+
 pub(crate) async fn run(args: EchoArgs) -> BenchResult {
-    let target = Target::with_headers(&args.common.url, args.deflate, &args.upgrade.headers)?;
+    let offer = args.offer();
+    let target = Target::new(&args.common.url, offer, &args.upgrade)?;
     let read = |path: &PathBuf| {
         std::fs::read(path).map_err(|err| format!("--payload-file {}: {err}", path.display()))
     };
@@ -87,68 +278,30 @@ pub(crate) async fn run(args: EchoArgs) -> BenchResult {
     for _ in 0..args.connections {
         sockets.push(target.connect().await?);
     }
+    let extensions = sockets
+        .first()
+        .and_then(|s| s.extensions.clone())
+        .unwrap_or_default();
     for mut socket in sockets {
         let histogram = Arc::new(Mutex::new(new_histogram()));
         histograms.push(histogram.clone());
-        let shared = shared.clone();
-        let message = message.clone();
+        let mut flow = Flow {
+            shared: shared.clone(),
+            histogram,
+            message: message.clone(),
+            in_flight,
+            sent_at: VecDeque::with_capacity(in_flight),
+            wire: socket.wire(),
+        };
+        let shape = args.shape;
         tokio::spawn(async move {
-            let mut sent_at = VecDeque::with_capacity(in_flight);
-            let expected_len = message.len();
-            let result: std::io::Result<()> = async {
-                let now = Instant::now();
-                for _ in 0..in_flight {
-                    socket
-                        .conn
-                        .send(message.clone())
-                        .map_err(std::io::Error::other)?;
-                    sent_at.push_back(now);
-                }
-                socket.flush().await?;
-                loop {
-                    socket.fill().await?;
-                    let now = Instant::now();
-                    let measuring = shared.measuring.load(Ordering::Relaxed);
-                    let mut received = 0u64;
-                    let mut wrong = 0u64;
-                    let open = {
-                        let mut latencies = histogram.lock().expect("histogram lock");
-                        socket.process(|event, conn| {
-                            if let Event::Message(echo) = event {
-                                // Not an echo of ours (a greeting, say): an
-                                // error, neither timed nor answered, so the
-                                // messages in flight stay W.
-                                if echo.len() != expected_len {
-                                    wrong += 1;
-                                    return;
-                                }
-                                received += 1;
-                                if let Some(sent) = sent_at.pop_front()
-                                    && measuring
-                                {
-                                    let _ =
-                                        latencies.record((now - sent).as_micros().max(1) as u64);
-                                }
-                                if conn.send(message.clone()).is_ok() {
-                                    sent_at.push_back(now);
-                                }
-                            }
-                        })
-                    };
-                    if measuring {
-                        shared.messages.fetch_add(received, Ordering::Relaxed);
-                    }
-                    shared.errors.fetch_add(wrong, Ordering::Relaxed);
-                    if !open {
-                        return Err(std::io::Error::other("the server closed the connection"));
-                    }
-                    socket.flush().await?;
-                }
-            }
-            .await;
+            let result = match shape {
+                Shape::Burst => flow.burst(&mut socket).await,
+                Shape::PerMessage => flow.per_message(&mut socket).await,
+            };
             if let Err(err) = result {
                 progress(format_args!("connection failed: {err}"));
-                shared.errors.fetch_add(1, Ordering::Relaxed);
+                flow.shared.errors.fetch_add(1, Ordering::Relaxed);
             }
         });
     }
@@ -162,13 +315,29 @@ pub(crate) async fn run(args: EchoArgs) -> BenchResult {
     report.insert("connections".into(), json!(args.connections));
     report.insert("size".into(), json!(size));
     report.insert("in_flight".into(), json!(in_flight));
+    report.insert("shape".into(), json!(args.shape.as_str()));
     report.insert("binary".into(), json!(args.binary));
-    report.insert("deflate".into(), json!(args.deflate));
+    report.insert("tls".into(), json!(target.is_tls()));
+    report.insert("deflate".into(), json!(offer != DeflateOffer::None));
+    report.insert("deflate_offer".into(), json!(offer.as_str()));
+    report.insert("extensions".into(), json!(extensions));
     report.insert("messages".into(), json!(messages));
     end.add_to(&mut report, messages, "messages_per_sec");
     report.insert(
         "mb_per_sec".into(),
         json!(round3(messages as f64 * size as f64 / end.secs / 1e6)),
+    );
+    let per_message = |bytes: &AtomicU64| match messages {
+        0 => Value::Null,
+        n => json!(round3(bytes.load(Ordering::Relaxed) as f64 / n as f64)),
+    };
+    report.insert(
+        "wire_bytes_sent_per_msg".into(),
+        per_message(&shared.wire_sent),
+    );
+    report.insert(
+        "wire_bytes_received_per_msg".into(),
+        per_message(&shared.wire_received),
     );
     add_percentiles(&mut report, &merged);
     report.insert(
@@ -176,7 +345,8 @@ pub(crate) async fn run(args: EchoArgs) -> BenchResult {
         json!(shared.errors.load(Ordering::Relaxed)),
     );
     progress(format_args!(
-        "echo: {:.0} msg/s, p99 {} µs, server {} µs/msg",
+        "echo ({}): {:.0} msg/s, p99 {} µs, server {} µs/msg",
+        args.shape.as_str(),
         messages as f64 / end.secs,
         merged.value_at_quantile(0.99),
         report["server_cpu_us_per_op"]

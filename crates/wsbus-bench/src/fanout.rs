@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, Semaphore};
 use wsbus_proto::{Event, Message};
 
-use super::socket::{BenchSocket, Target, UpgradeOptions};
+use super::socket::{BenchSocket, DeflateOffer, Target, UpgradeOptions};
 use super::{
     BenchResult, CONNECT_CONCURRENCY, Common, add_percentiles, merge_histograms, new_histogram,
     progress,
@@ -107,10 +107,10 @@ pub(crate) async fn run(args: FanoutArgs) -> BenchResult {
     if args.window == 0 || args.window >= COMPLETION_SLOTS / 2 {
         return Err(format!("--window must be in 1..{}", COMPLETION_SLOTS / 2).into());
     }
-    let target = Arc::new(Target::with_headers(
+    let target = Arc::new(Target::new(
         &args.common.url,
-        false,
-        &args.upgrade.headers,
+        DeflateOffer::None,
+        &args.upgrade,
     )?);
     let shared = Arc::new(Shared {
         started: Instant::now(),
@@ -169,6 +169,7 @@ pub(crate) async fn run(args: FanoutArgs) -> BenchResult {
     let merged = merge_histograms(&histograms)?;
     let mut report = Map::new();
     report.insert("scenario".into(), json!("fanout"));
+    report.insert("tls".into(), json!(target.is_tls()));
     report.insert("subscribers".into(), json!(args.subscribers));
     report.insert("size".into(), json!(args.size));
     match args.rate {

@@ -30,13 +30,14 @@ mod echo;
 mod fanout;
 mod idle;
 mod socket;
+mod tls;
 
 pub use bus::BusArgs;
 pub use connect::ConnectArgs;
 pub use echo::EchoArgs;
 pub use fanout::FanoutArgs;
 pub use idle::IdleArgs;
-pub use socket::{Header, UpgradeOptions};
+pub use socket::{DeflateOffer, Header, UpgradeOptions};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,7 +76,8 @@ pub enum Scenario {
 /// Options every scenario takes.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// The server: a ws:// URL.
+    /// The server: a ws:// or wss:// URL (wss:// needs --tls-ca; `bus`
+    /// takes the bus's http:// URL).
     #[arg(long, default_value = "ws://127.0.0.1:9001/")]
     pub url: String,
     /// Seconds measured.

@@ -1,29 +1,26 @@
-//! The generator's client connection: a `TcpStream` and a sans-IO
-//! `Connection`, driven without intermediate channels.
+//! The generator's client connection: a `TcpStream` (or TLS over one) and a
+//! sans-IO `Connection`, driven without intermediate channels.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::Poll;
 
 use bytes::BytesMut;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wsbus::client::WsUrl;
 use wsbus_proto::handshake::{ClientHandshake, ClientRequest};
 use wsbus_proto::{Connection, DeflateConfig, Event, Limits, State};
 
 use super::READ_CHUNK;
+use super::tls::{self, CountingTcp, TlsTarget, WireBytes};
 
 /// Slices per `writev`; Linux accepts up to 1024, more than this rarely helps.
 const MAX_IOVECS: usize = 64;
-
-/// One client connection of the generator.
-#[derive(Debug)]
-pub(crate) struct BenchSocket {
-    pub stream: TcpStream,
-    pub conn: Connection,
-    pub rbuf: BytesMut,
-}
 
 /// Header names the opening handshake writes itself (RFC 6455 §4.1):
 /// a second copy from `--header` would make the request invalid, or (a
@@ -91,13 +88,60 @@ impl std::fmt::Debug for Header {
 }
 
 /// Options of the scenarios that open WebSockets: what their upgrade
-/// requests carry besides the handshake's own headers.
+/// requests carry besides the handshake's own headers, and what a wss://
+/// URL's certificate is checked against.
 #[derive(Args, Debug, Clone, Default)]
 pub struct UpgradeOptions {
     /// An extra header of every upgrade request, e.g. 'Authorization: Bearer
     /// <jwt>' (repeatable; the path and query are the --url's).
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = Header::parse)]
     pub headers: Vec<Header>,
+    /// For a wss:// --url: the PEM certificate(s) of the CA, or the
+    /// self-signed certificate, to trust (no system roots are used). Every
+    /// connection does a full TLS handshake (no session resumption).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// What the upgrade requests offer of permessage-deflate (RFC 7692).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum DeflateOffer {
+    /// No Sec-WebSocket-Extensions header.
+    #[default]
+    None,
+    /// wsbus's own client offer: with context takeover, then the same with
+    /// client_no_context_takeover; the server must accept one.
+    Plain,
+    /// Exactly what Chromium sends, `permessage-deflate;
+    /// client_max_window_bits`; whatever RFC 7692 lets the server answer is
+    /// accepted (also no extension: the connection then runs uncompressed).
+    Browser,
+}
+
+impl DeflateOffer {
+    /// The name on the command line and in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeflateOffer::None => "none",
+            DeflateOffer::Plain => "plain",
+            DeflateOffer::Browser => "browser",
+        }
+    }
+}
+
+/// Chromium's offer, byte for byte (net/websockets: it supports a window
+/// limit from the server and asks for nothing of it).
+const BROWSER_OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+/// How a browser compresses what it sends: Chromium's deflater runs zlib at
+/// its default level (`Z_DEFAULT_COMPRESSION`, 6) and compresses every
+/// message, however short (its predictor always chooses deflate).
+fn browser_deflate() -> DeflateConfig {
+    DeflateConfig {
+        level: 6,
+        threshold: 0,
+        ..DeflateConfig::default()
+    }
 }
 
 /// Where to connect: the URL parsed and the upgrade request built once for
@@ -105,6 +149,10 @@ pub struct UpgradeOptions {
 #[derive(Clone)]
 pub(crate) struct Target {
     url: WsUrl,
+    tls: Option<TlsTarget>,
+    offer: DeflateOffer,
+    /// How we compress once the server accepted an offer, and what its
+    /// answer is checked against (RFC 7692 §7.1).
     deflate: Option<DeflateConfig>,
     /// Everything of the request but the key, which is new per connection.
     request: ClientRequest,
@@ -115,7 +163,8 @@ impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Target")
             .field("url", &self.url)
-            .field("deflate", &self.deflate.is_some())
+            .field("tls", &self.tls)
+            .field("offer", &self.offer)
             .field(
                 "headers",
                 &self
@@ -130,49 +179,107 @@ impl std::fmt::Debug for Target {
 }
 
 impl Target {
+    /// A ws:// target with no extra header (wss:// needs [`Self::new`]).
     pub(crate) fn parse(url: &str, deflate: bool) -> Result<Self, Box<dyn std::error::Error>> {
-        Self::with_headers(url, deflate, &[])
+        let offer = if deflate {
+            DeflateOffer::Plain
+        } else {
+            DeflateOffer::None
+        };
+        Self::new(url, offer, &UpgradeOptions::default())
     }
 
-    /// A target whose upgrade requests also carry `headers`.
-    pub(crate) fn with_headers(
+    /// A target whose upgrade requests carry `offer` and `upgrade`'s
+    /// headers, over TLS for a wss:// URL.
+    pub(crate) fn new(
         url: &str,
-        deflate: bool,
-        headers: &[Header],
+        offer: DeflateOffer,
+        upgrade: &UpgradeOptions,
     ) -> Result<Self, Box<dyn std::error::Error>> {
-        let url = WsUrl::parse(url)?;
-        let deflate = deflate.then(DeflateConfig::default);
+        let (url, secure) = tls::parse_url(url)?;
+        let tls = match (secure, &upgrade.tls_ca) {
+            (false, _) => None,
+            (true, Some(ca)) => Some(TlsTarget::new(ca, &url.host)?),
+            (true, None) => {
+                return Err(
+                    "a wss:// --url needs --tls-ca FILE: the PEM certificate of the CA or \
+                     self-signed certificate to trust"
+                        .into(),
+                );
+            }
+        };
+        let mut headers: Vec<(String, String)> = upgrade
+            .headers
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect();
+        let (deflate, offered) = match offer {
+            DeflateOffer::None => (None, None),
+            DeflateOffer::Plain => (
+                Some(DeflateConfig::default()),
+                Some(DeflateConfig::default()),
+            ),
+            // `ClientRequest` would write its own two-element offer: this
+            // one goes in as a header, and the config only checks the answer
+            // (see `connect`).
+            DeflateOffer::Browser => {
+                headers.insert(0, ("Sec-WebSocket-Extensions".into(), BROWSER_OFFER.into()));
+                (Some(browser_deflate()), None)
+            }
+        };
         let request = ClientRequest {
-            host: host_header(&url),
+            host: tls::host_header(&url, secure),
             target: url.target.clone(),
             protocols: Vec::new(),
-            deflate: deflate.clone(),
-            headers: headers
-                .iter()
-                .map(|h| (h.name.clone(), h.value.clone()))
-                .collect(),
+            deflate: offered,
+            headers,
         };
         Ok(Target {
             url,
+            tls,
+            offer,
             deflate,
             request,
         })
     }
 
+    /// Whether connections are wss://.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Connect and complete the opening handshake.
     pub(crate) async fn connect(&self) -> io::Result<BenchSocket> {
         let host = self.url.host.trim_start_matches('[').trim_end_matches(']');
-        let mut stream = TcpStream::connect((host, self.url.port)).await?;
-        stream.set_nodelay(true)?;
+        let tcp = TcpStream::connect((host, self.url.port)).await?;
+        // Browsers set TCP_NODELAY too: each write leaves at once.
+        tcp.set_nodelay(true)?;
+        let mut stream = match &self.tls {
+            None => Stream::Plain(tcp),
+            Some(tls) => Stream::Tls(Box::new(tls.connect(tcp).await?)),
+        };
         // Masking keys need no cryptographic strength against our own
         // server; a fast generator keeps the client's cost down (§10.3 is
         // about untrusted scripts in browsers).
         let mut rng = SmallRng::from_os_rng();
-        let (handshake, bytes) = ClientHandshake::new(&self.request, rng.random());
+        let key: [u8; 16] = rng.random();
+        let (mut handshake, bytes) = ClientHandshake::new(&self.request, key);
+        if self.offer == DeflateOffer::Browser {
+            // The browser offer was written as a header; the answer is
+            // checked as if `deflate` had been offered, which accepts what
+            // RFC 7692 §7.1 lets a server answer to that offer (any
+            // server_max_window_bits, client_max_window_bits=N, either
+            // no_context_takeover).
+            let check = ClientRequest {
+                deflate: self.deflate.clone(),
+                ..self.request.clone()
+            };
+            handshake = ClientHandshake::new(&check, key).0;
+        }
         stream.write_all(&bytes).await?;
         let mut rbuf = BytesMut::with_capacity(1024);
         let (negotiated, len) = loop {
-            if read_some(&mut stream, &mut rbuf, 1024).await? == 0 {
+            if stream.read_some(&mut rbuf, 1024).await? == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
             match handshake.parse_response(&rbuf) {
@@ -185,32 +292,72 @@ impl Target {
         // Messages as large as the largest scenario's: no limit to trip on.
         let mut conn =
             Connection::client(Limits::uniform(256 << 20), Box::new(move || rng.random()));
-        if let (Some(params), Some(config)) = (&negotiated.deflate, &self.deflate) {
-            conn = conn.with_deflate(params, config);
-        } else if self.deflate.is_some() {
-            return Err(io::Error::other(
-                "the server did not accept permessage-deflate",
-            ));
+        match (&negotiated.deflate, &self.deflate) {
+            (Some(params), Some(config)) => conn = conn.with_deflate(params, config),
+            (None, Some(_)) if self.offer == DeflateOffer::Plain => {
+                return Err(io::Error::other(
+                    "the server did not accept permessage-deflate",
+                ));
+            }
+            _ => {}
         }
-        Ok(BenchSocket { stream, conn, rbuf })
+        Ok(BenchSocket {
+            stream,
+            conn,
+            rbuf,
+            extensions: negotiated.extensions,
+            wire: WireBytes::default(),
+        })
     }
 }
 
-fn host_header(url: &WsUrl) -> String {
-    if url.port == 80 {
-        url.host.clone()
-    } else {
-        format!("{}:{}", url.host, url.port)
+/// The socket under a connection: TCP, or TLS over TCP.
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<CountingTcp>>),
+}
+
+impl Stream {
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Plain(tcp) => tcp.write_all(bytes).await,
+            Stream::Tls(tls) => {
+                tls.write_all(bytes).await?;
+                tls.flush().await
+            }
+        }
+    }
+
+    /// Read what is there (at most `chunk` more bytes), waiting if nothing
+    /// is. Tokio's `read_buf` marks the socket not-ready after a short read,
+    /// which saves the `EAGAIN` read that `readable()` + `try_read_buf`
+    /// costs per wake-up. A TLS peer that closes without close_notify ends
+    /// the stream like a FIN does: the WebSocket closing handshake already
+    /// said whether the end was expected.
+    async fn read_some(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+        buf.reserve(chunk);
+        match self {
+            Stream::Plain(tcp) => tcp.read_buf(buf).await,
+            Stream::Tls(tls) => match tls.read_buf(buf).await {
+                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                result => result,
+            },
+        }
     }
 }
 
-/// Read what is there (at most `chunk` more bytes), waiting if nothing is.
-/// Tokio's `read_buf` marks the socket not-ready after a short read, which
-/// saves the `EAGAIN` read that `readable()` + `try_read_buf` costs per
-/// wake-up.
-async fn read_some(stream: &mut TcpStream, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
-    buf.reserve(chunk);
-    stream.read_buf(buf).await
+/// One client connection of the generator.
+#[derive(Debug)]
+pub(crate) struct BenchSocket {
+    stream: Stream,
+    pub conn: Connection,
+    pub rbuf: BytesMut,
+    /// The server's `Sec-WebSocket-Extensions` answer, if any.
+    pub extensions: Option<String>,
+    /// Bytes on the wire of a plain connection (a TLS one counts in its
+    /// [`CountingTcp`]).
+    wire: WireBytes,
 }
 
 impl BenchSocket {
@@ -229,37 +376,86 @@ impl BenchSocket {
         self.conn.state() != State::Closed
     }
 
+    /// The next event of the buffered bytes, parsing no further than the
+    /// frame that completes it (RFC 6455 framing is parsed one frame per
+    /// `handle_read`): what a client that reacts to each message as soon
+    /// as it is parsed does.
+    pub(crate) fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.conn.poll_event() {
+                return Some(event);
+            }
+            if !self.conn.handle_read(&mut self.rbuf) {
+                return self.conn.poll_event();
+            }
+        }
+    }
+
     /// Wait for bytes and read them into the buffer; at end of stream the
     /// connection learns of it (and [`Self::process`] reports it closed).
     pub(crate) async fn fill(&mut self) -> io::Result<()> {
-        if read_some(&mut self.stream, &mut self.rbuf, READ_CHUNK).await? == 0 {
+        let n = self.stream.read_some(&mut self.rbuf, READ_CHUNK).await?;
+        if n == 0 {
             self.conn.handle_eof();
         }
+        if let Stream::Plain(_) = self.stream {
+            self.wire.received += n as u64;
+        }
         Ok(())
+    }
+
+    /// Whether the server has closed this connection, without waiting:
+    /// what arrived is read and processed, and the connection is closed if
+    /// that was a close frame, the end of the stream or an error.
+    pub(crate) async fn closed_by_peer(&mut self) -> bool {
+        // Unconstrained: a caller checking thousands of sockets in a row
+        // would otherwise exhaust the task's budget, and reads would then
+        // return "not ready" whatever had arrived.
+        let read = tokio::time::timeout(std::time::Duration::ZERO, self.fill());
+        match tokio::task::unconstrained(read).await {
+            Err(_) => false,
+            Ok(Err(_)) => true,
+            Ok(Ok(())) => !self.process(|_, _| {}),
+        }
+    }
+
+    /// Bytes written and read on the socket so far (TLS records included).
+    pub(crate) fn wire(&self) -> WireBytes {
+        match &self.stream {
+            Stream::Plain(_) => self.wire,
+            Stream::Tls(tls) => tls.get_ref().0.wire,
+        }
     }
 
     /// Write everything queued, many frames per `writev`. While the socket is
     /// not writable it keeps reading into the buffer: a server blocked on
     /// writing its echoes to us would otherwise never read what we write.
     pub(crate) async fn flush(&mut self) -> io::Result<()> {
+        let tcp = match &mut self.stream {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => return flush_tls(tls, &mut self.conn, &mut self.rbuf).await,
+        };
         while !self.conn.outgoing().is_empty() {
             let attempt = {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let n = self.conn.outgoing().chunks_vectored(&mut slices);
-                self.stream.try_write_vectored(&slices[..n])
+                tcp.try_write_vectored(&slices[..n])
             };
             match attempt {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => self.conn.outgoing().advance(written),
+                Ok(written) => {
+                    self.wire.sent += written as u64;
+                    self.conn.outgoing().advance(written);
+                }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     tokio::select! {
-                        ready = self.stream.writable() => ready?,
-                        ready = self.stream.readable() => {
+                        ready = tcp.writable() => ready?,
+                        ready = tcp.readable() => {
                             ready?;
                             self.rbuf.reserve(READ_CHUNK);
-                            match self.stream.try_read_buf(&mut self.rbuf) {
+                            match tcp.try_read_buf(&mut self.rbuf) {
                                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                                Ok(_) => {}
+                                Ok(n) => self.wire.received += n as u64,
                                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                                 Err(err) => return Err(err),
                             }
@@ -271,6 +467,48 @@ impl BenchSocket {
         }
         Ok(())
     }
+}
+
+/// [`BenchSocket::flush`] over TLS: the frames go to rustls (which writes
+/// its records at once), and while the socket is not writable what arrives
+/// is read, as over TCP.
+async fn flush_tls(
+    tls: &mut tokio_rustls::client::TlsStream<CountingTcp>,
+    conn: &mut Connection,
+    rbuf: &mut BytesMut,
+) -> io::Result<()> {
+    std::future::poll_fn(|cx| {
+        loop {
+            if conn.outgoing().is_empty() {
+                return Pin::new(&mut *tls).poll_flush(cx);
+            }
+            let attempt = {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let n = conn.outgoing().chunks_vectored(&mut slices);
+                Pin::new(&mut *tls).poll_write_vectored(cx, &slices[..n])
+            };
+            match attempt {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(written)) => conn.outgoing().advance(written),
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => {
+                    // `read_buf` is cancel-safe: polled once and dropped,
+                    // it either read or registered the waker.
+                    rbuf.reserve(READ_CHUNK);
+                    let mut read = std::pin::pin!(tls.read_buf(&mut *rbuf));
+                    match read.as_mut().poll(cx) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+                        }
+                        Poll::Ready(Ok(_)) => {}
+                        Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+            }
+        }
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -306,8 +544,16 @@ mod tests {
             Header::parse("Authorization: Bearer x.y.z").expect("valid"),
             Header::parse("X-Trace: 1").expect("valid"),
         ];
-        let target = Target::with_headers(&format!("ws://{addr}/chat?room=1"), false, &headers)
-            .expect("target");
+        let upgrade = UpgradeOptions {
+            headers: headers.to_vec(),
+            tls_ca: None,
+        };
+        let target = Target::new(
+            &format!("ws://{addr}/chat?room=1"),
+            DeflateOffer::None,
+            &upgrade,
+        )
+        .expect("target");
         assert!(!format!("{target:?}").contains("x.y.z"));
         let client = tokio::spawn(async move { target.connect().await.map(|_| ()) });
         let (mut stream, _) = listener.accept().await.expect("accept");
