@@ -80,7 +80,8 @@ pub fn options() -> Options {
 }
 
 /// A TLS acceptor for a PEM certificate chain and key, configured as
-/// `wsbus::tls_acceptor` configures `wsbus echo`'s.
+/// `wsbus::tls_acceptor` configures `wsbus echo`'s. A copy of it, not a call:
+/// the peers link nothing of wsbus, as their users' servers would not.
 fn tls_acceptor(cert_pem: &Path, key_pem: &Path) -> std::io::Result<TlsAcceptor> {
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(cert_pem)?))
