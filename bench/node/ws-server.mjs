@@ -4,8 +4,8 @@
 // echoed back on every path; on /broadcast every message goes to every socket
 // then on /broadcast, the sender included. Written the way the `ws` README
 // writes echo and broadcast. `--deflate` turns on perMessageDeflate with its
-// default server settings (`perMessageDeflate: true`; note its defaults do not
-// compress messages under 1024 bytes). `--tls-cert/--tls-key` serve wss://
+// default server settings (`perMessageDeflate: true`; its `threshold` of 1024
+// bytes applies only when server_no_context_takeover was agreed). `--tls-cert/--tls-key` serve wss://
 // the way the `ws` README does: an `https.createServer` with the PEM files,
 // passed to `WebSocketServer` as `server` (Node's TLS defaults otherwise).
 import { readFileSync } from "node:fs";
