@@ -1,8 +1,10 @@
-// `node check-peer.mjs --url ws://HOST:PORT [--deflate]`: checks that a server
+// `node check-peer.mjs --url ws[s]://HOST:PORT [--deflate] [--ca FILE]`: checks that a server
 // behaves like `wsbus echo` before it is benchmarked: text and binary echoed
 // as such on two paths (64 KiB included), and on /broadcast a message from one
 // of three sockets reaching all three (sender included). With --deflate the
-// server must accept permessage-deflate. Exits non-zero with a reason.
+// server must accept permessage-deflate; with wss:// and --ca, the server's
+// certificate must verify against that PEM file. Exits non-zero with a reason.
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { WebSocket } from "ws";
 
@@ -10,14 +12,16 @@ const { values } = parseArgs({
   options: {
     url: { type: "string", default: "ws://127.0.0.1:9001" },
     deflate: { type: "boolean", default: false },
+    ca: { type: "string" },
   },
 });
+const ca = values.ca === undefined ? undefined : readFileSync(values.ca);
 const base = values.url.replace(/\/+$/, "");
 const TIMEOUT_MS = 5000;
 
 function open(path) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(base + path, { perMessageDeflate: values.deflate });
+    const ws = new WebSocket(base + path, { perMessageDeflate: values.deflate, ca });
     ws.binaryType = "nodebuffer";
     const inbox = [];
     const waiters = [];

@@ -1,9 +1,12 @@
-// `node uws-server.mjs --port N`: `wsbus echo`'s behaviour over uWebSockets
+// `node uws-server.mjs --port N [--tls-cert FILE --tls-key FILE]`: `wsbus
+// echo`'s behaviour over uWebSockets
 // (uWebSockets.js v20.30 as published on npm by @trufflesuite, whose package
 // carries the prebuilt binary for Node 20). Every text or binary message is
 // echoed back on every path; /broadcast uses uWS's native pub/sub: each socket
 // subscribes to one topic on open and each message is published to it with
-// `app.publish` (the sender included, unlike `ws.publish`).
+// `app.publish` (the sender included, unlike `ws.publish`). With
+// `--tls-cert/--tls-key` it is `uWS.SSLApp({cert_file_name, key_file_name})`,
+// uWS's own TLS (its bundled BoringSSL), the rest unchanged.
 import { createRequire } from "node:module";
 import { parseArgs } from "node:util";
 
@@ -11,8 +14,15 @@ const { values } = parseArgs({
   options: {
     port: { type: "string", default: "9001" },
     host: { type: "string", default: "127.0.0.1" },
+    "tls-cert": { type: "string" },
+    "tls-key": { type: "string" },
   },
 });
+const tls = values["tls-cert"] !== undefined;
+if (tls !== (values["tls-key"] !== undefined)) {
+  console.error("uws-server: --tls-cert and --tls-key go together");
+  process.exit(2);
+}
 
 const uWS = createRequire(import.meta.url)("@trufflesuite/uws-js-unofficial");
 // The package falls back to a JavaScript implementation over `ws` when its
@@ -32,7 +42,9 @@ const settings = {
   maxBackpressure: 64 * 1024 * 1024,
 };
 
-const app = uWS.App();
+const app = tls
+  ? uWS.SSLApp({ cert_file_name: values["tls-cert"], key_file_name: values["tls-key"] })
+  : uWS.App();
 app.ws("/broadcast", {
   ...settings,
   open: (ws) => ws.subscribe(TOPIC),
@@ -51,7 +63,7 @@ app.listen(values.host, Number(values.port), (token) => {
     console.error(`uws-server: cannot listen on ${values.host}:${values.port}`);
     process.exit(1);
   }
-  console.error(`uws-server listening on ${values.host}:${values.port}`);
+  console.error(`uws-server listening on ${tls ? "wss" : "ws"}://${values.host}:${values.port}`);
 });
 
 for (const signal of ["SIGINT", "SIGTERM"]) {

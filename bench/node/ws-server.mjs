@@ -1,10 +1,15 @@
-// `node ws-server.mjs --port N [--deflate]`: `wsbus echo`'s behaviour over
+// `node ws-server.mjs --port N [--deflate] [--tls-cert FILE --tls-key FILE]`:
+// `wsbus echo`'s behaviour over
 // Node's `ws` (with `bufferutil` for masking): every text or binary message is
 // echoed back on every path; on /broadcast every message goes to every socket
 // then on /broadcast, the sender included. Written the way the `ws` README
 // writes echo and broadcast. `--deflate` turns on perMessageDeflate with its
-// default server settings (`perMessageDeflate: true`; note its defaults do not
-// compress messages under 1024 bytes).
+// default server settings (`perMessageDeflate: true`; its `threshold` of 1024
+// bytes applies only when server_no_context_takeover was agreed). `--tls-cert/--tls-key` serve wss://
+// the way the `ws` README does: an `https.createServer` with the PEM files,
+// passed to `WebSocketServer` as `server` (Node's TLS defaults otherwise).
+import { readFileSync } from "node:fs";
+import { createServer } from "node:https";
 import { createRequire } from "node:module";
 import { parseArgs } from "node:util";
 import { WebSocket, WebSocketServer } from "ws";
@@ -14,8 +19,15 @@ const { values } = parseArgs({
     port: { type: "string", default: "9001" },
     host: { type: "string", default: "127.0.0.1" },
     deflate: { type: "boolean", default: false },
+    "tls-cert": { type: "string" },
+    "tls-key": { type: "string" },
   },
 });
+const tls = values["tls-cert"] !== undefined;
+if (tls !== (values["tls-key"] !== undefined)) {
+  console.error("ws-server: --tls-cert and --tls-key go together");
+  process.exit(2);
+}
 
 // `ws` silently falls back to JavaScript masking without bufferutil, and
 // bufferutil silently falls back to JavaScript without its native binding:
@@ -35,9 +47,11 @@ if (process.env.WS_NO_BUFFER_UTIL) {
 }
 
 const broadcast = new Set();
+const https = tls
+  ? createServer({ cert: readFileSync(values["tls-cert"]), key: readFileSync(values["tls-key"]) })
+  : null;
 const wss = new WebSocketServer({
-  host: values.host,
-  port: Number(values.port),
+  ...(tls ? { server: https } : { host: values.host, port: Number(values.port) }),
   perMessageDeflate: values.deflate,
   // `wsbus echo`'s limit (ws's default is 100 MiB).
   maxPayload: 64 * 1024 * 1024,
@@ -63,8 +77,11 @@ wss.on("connection", (ws, req) => {
 
 wss.on("listening", () => {
   const { address, port } = wss.address();
-  console.error(`ws-server listening on ${address}:${port}${values.deflate ? " (permessage-deflate)" : ""}`);
+  const scheme = tls ? "wss" : "ws";
+  console.error(`ws-server listening on ${scheme}://${address}:${port}${values.deflate ? " (permessage-deflate)" : ""}`);
 });
+// With `server`, `ws` listens through it (and emits "listening" when it does).
+if (https) https.listen(Number(values.port), values.host);
 
 for (const signal of ["SIGINT", "SIGTERM"]) {
   process.on(signal, () => process.exit(0));

@@ -1,5 +1,8 @@
-//! `peer-fastwebsockets --listen ADDR`: `wsbus echo`'s behaviour over the
-//! `fastwebsockets` crate (hyper 1 upgrades).
+//! `peer-fastwebsockets --listen ADDR [--tls-cert FILE --tls-key FILE]`:
+//! `wsbus echo`'s behaviour over the `fastwebsockets` crate (hyper 1
+//! upgrades). Over TLS hyper serves the `tokio_rustls` server stream instead
+//! of the `TcpStream` (hyper serves any `AsyncRead + AsyncWrite`); the
+//! upgraded socket is the same `Upgraded` type either way.
 //!
 //! Echo sockets are handled as in the crate's own `echo_server` example (the
 //! one its benchmarks run): a `FragmentCollector`, read a frame, write it back.
@@ -13,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bench_peers::{BROADCAST_PATH, listen_addr};
+use bench_peers::{BROADCAST_PATH, options};
 use bytes::Bytes;
 use fastwebsockets::{
     FragmentCollector, FragmentCollectorRead, Frame, OpCode, Payload, WebSocketError,
@@ -26,7 +29,7 @@ use hyper::service::service_fn;
 use hyper::upgrade::Upgraded;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::io::{BufWriter, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, BufWriter, WriteHalf};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
@@ -48,10 +51,11 @@ struct Hub {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = listen_addr();
-    let listener = TcpListener::bind(addr).await?;
+    let options = options();
+    let listener = TcpListener::bind(options.listen).await?;
     eprintln!(
-        "peer-fastwebsockets listening on {}",
+        "peer-fastwebsockets listening on {}://{}",
+        options.scheme(),
         listener.local_addr()?
     );
     let hub = Arc::new(Hub::default());
@@ -59,15 +63,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         let hub = hub.clone();
+        let tls = options.tls.clone();
         tokio::spawn(async move {
-            let io = TokioIo::new(stream);
-            let service = service_fn(move |req| server_upgrade(req, hub.clone()));
-            let _ = http1::Builder::new()
-                .serve_connection(io, service)
-                .with_upgrades()
-                .await;
+            match tls {
+                None => serve_http(stream, hub).await,
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(stream).await {
+                        serve_http(stream, hub).await;
+                    }
+                }
+            }
         });
     }
+}
+
+/// One HTTP/1.1 connection, whose upgrades become WebSocket sockets.
+async fn serve_http<S>(stream: S, hub: Arc<Hub>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(stream);
+    let service = service_fn(move |req| server_upgrade(req, hub.clone()));
+    let _ = http1::Builder::new()
+        .serve_connection(io, service)
+        .with_upgrades()
+        .await;
 }
 
 async fn server_upgrade(
@@ -84,10 +104,14 @@ async fn server_upgrade(
             Err(e) => Err(e),
         };
         if let Err(e) = result {
-            if !matches!(
-                e,
-                WebSocketError::ConnectionClosed | WebSocketError::UnexpectedEOF
-            ) {
+            // A peer going away is no error; over TLS, rustls reports a TCP
+            // close without `close_notify` as an `UnexpectedEof` I/O error.
+            let gone = match &e {
+                WebSocketError::ConnectionClosed | WebSocketError::UnexpectedEOF => true,
+                WebSocketError::IoError(io) => io.kind() == std::io::ErrorKind::UnexpectedEof,
+                _ => false,
+            };
+            if !gone {
                 eprintln!("socket error: {e}");
             }
         }

@@ -1,21 +1,25 @@
-//! `peer-tungstenite --listen ADDR`: `wsbus echo`'s behaviour over the
-//! `tokio-tungstenite` crate, with its default configuration.
+//! `peer-tungstenite --listen ADDR [--tls-cert FILE --tls-key FILE]`: `wsbus
+//! echo`'s behaviour over the `tokio-tungstenite` crate, with its default
+//! configuration.
 //!
 //! Echo sockets are the crate's `echo-server` example (the read half, text and
 //! binary only, forwarded into the write half: written as they come, flushed
 //! when nothing more is ready). `/broadcast` is its `server` example: a map
 //! of per-socket unbounded queues, each message cloned into every queue (the
 //! payload is shared `Bytes`; tungstenite frames it once per socket, it has no
-//! pre-encoded message), each queue forwarded into its socket.
+//! pre-encoded message), each queue forwarded into its socket. Over TLS the
+//! crate's `accept_hdr_async` takes the `tokio_rustls` server stream instead
+//! of the `TcpStream` (it is generic over the stream), as its users do.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bench_peers::{BROADCAST_PATH, listen_addr};
+use bench_peers::{BROADCAST_PATH, options};
 use futures_channel::mpsc::{UnboundedSender, unbounded};
 use futures_util::{StreamExt, TryStreamExt, future, pin_mut};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
@@ -29,20 +33,32 @@ struct Hub {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = listen_addr();
-    let listener = TcpListener::bind(addr).await?;
-    eprintln!("peer-tungstenite listening on {}", listener.local_addr()?);
+    let options = options();
+    let listener = TcpListener::bind(options.listen).await?;
+    eprintln!(
+        "peer-tungstenite listening on {}://{}",
+        options.scheme(),
+        listener.local_addr()?
+    );
     let hub = Arc::new(Hub::default());
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
-        tokio::spawn(handle(stream, hub.clone()));
+        let hub = hub.clone();
+        match options.tls.clone() {
+            None => tokio::spawn(handle(stream, hub)),
+            Some(tls) => tokio::spawn(async move {
+                if let Ok(stream) = tls.accept(stream).await {
+                    handle(stream, hub).await;
+                }
+            }),
+        };
     }
 }
 
 // The callback's error type (an HTTP response) is the crate's, not ours.
 #[allow(clippy::result_large_err)]
-async fn handle(stream: TcpStream, hub: Arc<Hub>) {
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(stream: S, hub: Arc<Hub>) {
     let mut path = String::new();
     let callback = |req: &Request, response: Response| {
         path = req.uri().path().to_owned();
@@ -58,7 +74,7 @@ async fn handle(stream: TcpStream, hub: Arc<Hub>) {
     }
 }
 
-async fn echo_socket(ws: WebSocketStream<TcpStream>) {
+async fn echo_socket<S: AsyncRead + AsyncWrite + Unpin>(ws: WebSocketStream<S>) {
     let (write, read) = ws.split();
     let _ = read
         .try_filter(|msg| future::ready(msg.is_text() || msg.is_binary()))
@@ -66,7 +82,7 @@ async fn echo_socket(ws: WebSocketStream<TcpStream>) {
         .await;
 }
 
-async fn broadcast_socket(ws: WebSocketStream<TcpStream>, hub: &Hub) {
+async fn broadcast_socket<S: AsyncRead + AsyncWrite + Unpin>(ws: WebSocketStream<S>, hub: &Hub) {
     let (queue, queued) = unbounded();
     let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
     hub.sockets.lock().unwrap().insert(id, queue);
