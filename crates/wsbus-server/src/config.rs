@@ -403,7 +403,7 @@ pub struct DeflateSection {
     pub server_max_window_bits: u8,
     pub client_max_window_bits: u8,
     /// Accept context takeover (RFC 7692 §7.1.1) when clients offer it: a
-    /// better ratio, ~290 KiB per connection at 15 bits. Default off.
+    /// better ratio, ~440 KiB per connection at 15 bits. Default off.
     pub context_takeover: bool,
     /// With `context_takeover`, how many connections may hold it at once.
     pub context_takeover_max_connections: usize,
