@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use wsbus_test_support::process::ServerProcess;
-use wsbus_test_support::procfs::rss_kib;
+use wsbus_test_support::procfs;
 use wsbus_test_support::wire::upgrade;
 
 mod common;
@@ -158,13 +158,7 @@ impl Drop for Clients {
 
 /// The server's lowest RSS over [`SETTLE_WATCH`], in KiB.
 fn settled_rss_kib(pid: u32) -> u64 {
-    let watch_until = Instant::now() + SETTLE_WATCH;
-    let mut lowest = u64::MAX;
-    while Instant::now() < watch_until {
-        lowest = lowest.min(rss_kib(pid).expect("server VmRSS"));
-        thread::sleep(Duration::from_millis(20));
-    }
-    lowest
+    procfs::settled_rss_kib(pid, SETTLE_WATCH).expect("server VmRSS")
 }
 
 /// What `count` idle connections that each exchanged one compressed message
