@@ -464,6 +464,53 @@ describe('wsbus serve chat demo in headless Chromium', { timeout: 120_000 }, () 
       await alice.context.close();
     }
   });
+
+  // SPEC §1: Chromium offers permessage-deflate with context takeover; by default the
+  // server answers without it both ways (RFC 7692 §7.1.1.1, §7.1.1.2), so idle sockets
+  // hold no zlib state. Memory itself is measured by crates/wsbus-server/tests/deflate_process.rs.
+  test('the browser\'s sockets are compressed without context takeover', async () => {
+    // Under connections_per_ip (1,000); anonymous, so no per-user cap. Each message is
+    // relayed to every socket (SOCKETS² deliveries), so not more.
+    const SOCKETS = 100;
+    const context = await browser.newContext();
+    try {
+      const page = await context.newPage();
+      await page.goto(baseUrl + '/', { timeout: TIMEOUT });
+      const result = await page.evaluate(async (n) => {
+        const url = location.origin.replace(/^http/, 'ws') + '/chat';
+        const sockets = [];
+        const received = new Array(n).fill(0);
+        for (let i = 0; i < n; i++) {
+          const ws = new WebSocket(url, 'text');
+          ws.onmessage = () => received[i]++;
+          await new Promise((resolve, reject) => {
+            ws.onopen = resolve;
+            ws.onerror = () => reject(new Error(`socket ${i} failed`));
+          });
+          sockets.push(ws);
+        }
+        // Each sends one ~200-byte JSON message; the chat relays it to every socket.
+        sockets.forEach((ws, i) => ws.send(JSON.stringify({
+          type: 'chat', room: 'lobby', user: `user-${String(i).padStart(5, '0')}`,
+          text: 'Hello everyone, this is a message of about two hundred bytes to check compression.',
+          sent: 1765000000000 + i,
+        })));
+        // The welcome plus n relayed messages each.
+        const deadline = Date.now() + 60_000;
+        while (received.some((c) => c < n + 1) && Date.now() < deadline) {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        const extensions = [...new Set(sockets.map((ws) => ws.extensions))];
+        sockets.forEach((ws) => ws.close());
+        return { extensions, fewest: Math.min(...received) };
+      }, SOCKETS);
+      assert.deepEqual(result.extensions,
+        ['permessage-deflate; server_no_context_takeover; client_no_context_takeover']);
+      assert.equal(result.fewest, SOCKETS + 1, 'every socket got the welcome and every message');
+    } finally {
+      await context.close();
+    }
+  });
 });
 
 process.on('exit', () => {

@@ -17,7 +17,7 @@ use wsbus_test_support::frame::{
     OP_BINARY, OP_CLOSE, OP_TEXT, close_payload, masked_frame, parse_frames, read_frame,
 };
 use wsbus_test_support::process::ServerProcess;
-use wsbus_test_support::procfs::{peak_rss_kib, reset_peak_rss, rss_kib, socket_fds};
+use wsbus_test_support::procfs::{self, peak_rss_kib, reset_peak_rss, rss_kib, socket_fds};
 use wsbus_test_support::wire;
 
 mod common;
@@ -251,13 +251,7 @@ const SETTLE_WATCH: Duration = Duration::from_millis(300);
 
 /// The server's lowest RSS over [`SETTLE_WATCH`].
 fn settled_rss_kib(pid: u32) -> u64 {
-    let watch_until = Instant::now() + SETTLE_WATCH;
-    let mut lowest = u64::MAX;
-    while Instant::now() < watch_until {
-        lowest = lowest.min(rss_kib(pid).expect("server VmRSS"));
-        thread::sleep(Duration::from_millis(20));
-    }
-    lowest
+    procfs::settled_rss_kib(pid, SETTLE_WATCH).expect("server VmRSS")
 }
 
 /// One flood: A joins /broadcast and never reads while B floods it; B must

@@ -39,6 +39,19 @@ pub fn reset_peak_rss(pid: u32) -> io::Result<()> {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
 }
 
+/// The lowest [`rss_kib`] seen over `watch` (sampled every 20 ms): what the
+/// process holds once the last requests' short-lived buffers are freed, which
+/// a single reading right after them may still include.
+pub fn settled_rss_kib(pid: u32, watch: std::time::Duration) -> Option<u64> {
+    let watch_until = std::time::Instant::now() + watch;
+    let mut lowest = rss_kib(pid)?;
+    while std::time::Instant::now() < watch_until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        lowest = lowest.min(rss_kib(pid)?);
+    }
+    Some(lowest)
+}
+
 /// Threads of the process.
 pub fn threads(pid: u32) -> Option<usize> {
     status_field(pid, "Threads")?.parse().ok()

@@ -14,8 +14,9 @@ const AGENT: &str = "wsbus";
 fn options() -> ClientOptions {
     ClientOptions {
         // Offer permessage-deflate on every case: sections 12 and 13 need it
-        // and the others must work with it offered.
-        deflate: Some(DeflateConfig::default()),
+        // and the others must work with it offered. With context takeover
+        // offered: the suite's servers answer with every parameter.
+        deflate: Some(DeflateConfig::with_context_takeover()),
         limits: Limits::uniform(64 << 20),
         ..ClientOptions::default()
     }

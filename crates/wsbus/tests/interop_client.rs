@@ -82,7 +82,7 @@ async fn exercise(kind: PeerKind, deflate: bool) {
     let options = ClientOptions {
         deflate: deflate.then(|| DeflateConfig {
             threshold: 0,
-            ..DeflateConfig::default()
+            ..DeflateConfig::with_context_takeover()
         }),
         ..ClientOptions::default()
     };

@@ -1,7 +1,10 @@
 //! The per-connection compression contexts: the zlib streams, created on
-//! first use, and the compressor shared by the thread (§7.2).
+//! first use, the compressor shared by the thread and the pool of
+//! decompressors for messages without context takeover (§7.2), and the
+//! process-wide count of connections that hold context takeover state.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
@@ -12,6 +15,25 @@ use crate::error::ProtocolError;
 /// The 4 octets a sync flush ends with; RFC 7692 §7.2.1 removes them from each
 /// compressed message and §7.2.2 appends them before inflating.
 const SYNC_FLUSH_TAIL: [u8; 4] = [0x00, 0x00, 0xFF, 0xFF];
+
+/// Idle decompressors each thread keeps per window size for messages
+/// received without context takeover. Each holds about 40 KiB at 15 bits
+/// (window plus state), so a thread caches at most 7 sizes × 4 ≈ 1.1 MiB;
+/// 4 covers the messages a thread can have in flight at once in practice
+/// (one being inflated per socket poll), and a miss costs only a new stream.
+pub(crate) const INFLATER_POOL_PER_WINDOW: usize = 4;
+
+/// Server-side connections whose negotiated parameters keep context takeover
+/// in at least one direction, process-wide; [`DeflateConfig`] caps it with
+/// `context_takeover_max_connections` (see `negotiate_server`).
+///
+/// [`DeflateConfig`]: super::DeflateConfig
+static TAKEOVER_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many server-side connections hold context takeover now.
+pub(crate) fn takeover_connections() -> usize {
+    TAKEOVER_CONNECTIONS.load(Ordering::Relaxed)
+}
 
 /// Which side of the connection we are, for reading negotiated parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +53,8 @@ pub(crate) struct DeflateContext {
     send_no_context_takeover: bool,
     recv_window_bits: u8,
     recv_no_context_takeover: bool,
+    /// This connection is counted in [`TAKEOVER_CONNECTIONS`] until dropped.
+    counted: bool,
     /// The current message's DEFLATE stream ended with a final block
     /// (BFINAL); its remaining bytes are ignored until the message ends, so
     /// the outcome does not depend on how reads split the message.
@@ -55,6 +79,34 @@ thread_local! {
     /// window bits, shared by every connection on this thread (see the
     /// module's "Memory").
     static SHARED_DEFLATERS: RefCell<Vec<(u32, u8, Compress)>> = const { RefCell::new(Vec::new()) };
+
+    /// Idle decompressors by window bits, reset, for messages received
+    /// without context takeover: taken when such a message starts and given
+    /// back when it ends. A message may span reads and its task may move
+    /// threads in between; the pool is only a cache, so a stream taken on
+    /// one thread may be given back on another.
+    static INFLATER_POOL: RefCell<Vec<(u8, Box<Decompress>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A reset decompressor for `bits` from this thread's pool, or a new one.
+fn take_inflater(bits: u8) -> Box<Decompress> {
+    INFLATER_POOL
+        .with_borrow_mut(|pool| {
+            let index = pool.iter().rposition(|(b, _)| *b == bits)?;
+            Some(pool.swap_remove(index).1)
+        })
+        .unwrap_or_else(|| Box::new(Decompress::new_with_window_bits(false, bits)))
+}
+
+/// Reset `inflater` and keep it for the next message, unless the pool
+/// already holds [`INFLATER_POOL_PER_WINDOW`] of its size.
+fn give_back_inflater(bits: u8, mut inflater: Box<Decompress>) {
+    inflater.reset(false);
+    INFLATER_POOL.with_borrow_mut(|pool| {
+        if pool.iter().filter(|(b, _)| *b == bits).count() < INFLATER_POOL_PER_WINDOW {
+            pool.push((bits, inflater));
+        }
+    });
 }
 
 /// Deflate one whole message with a sync flush, then drop the trailing
@@ -104,7 +156,12 @@ impl DeflateContext {
             ),
         };
         let send_bits = send_bits.unwrap_or(15);
+        let counted = side == Side::Server && !(send_nct && recv_nct);
+        if counted {
+            TAKEOVER_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        }
         DeflateContext {
+            counted,
             deflater: None,
             inflater: None,
             send_window_bits: (send_bits >= 9).then_some(send_bits),
@@ -165,10 +222,13 @@ impl DeflateContext {
             if !std::mem::take(&mut self.recv_stream_ended) {
                 self.inflate(&SYNC_FLUSH_TAIL, out, limit)?;
             }
+            // §7.1.1.2: without context takeover the peer starts each
+            // message with an empty window, so nothing of ours needs to
+            // outlive the message: the idle connection holds no stream.
             if self.recv_no_context_takeover
-                && let Some(inflater) = &mut self.inflater
+                && let Some(inflater) = self.inflater.take()
             {
-                inflater.reset(false);
+                give_back_inflater(self.recv_window_bits, inflater);
             }
         }
         Ok(())
@@ -181,9 +241,7 @@ impl DeflateContext {
         limit: usize,
     ) -> Result<(), ProtocolError> {
         let bits = self.recv_window_bits;
-        let inflater = self
-            .inflater
-            .get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, bits)));
+        let inflater = self.inflater.get_or_insert_with(|| take_inflater(bits));
         let start = inflater.total_in();
         loop {
             let consumed = (inflater.total_in() - start) as usize;
@@ -219,6 +277,14 @@ impl DeflateContext {
                 Status::BufError if out.len() < out.capacity() => return Ok(()),
                 _ => {}
             }
+        }
+    }
+}
+
+impl Drop for DeflateContext {
+    fn drop(&mut self) {
+        if self.counted {
+            TAKEOVER_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -317,5 +383,124 @@ mod tests {
             "reserved {}",
             out.capacity()
         );
+    }
+
+    /// The parameters a server answers by default (RFC 7692 §7.1.1.1,
+    /// §7.1.1.2: no context takeover in either direction).
+    fn no_takeover() -> DeflateParams {
+        DeflateParams {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            ..DeflateParams::default()
+        }
+    }
+
+    fn pooled(bits: u8) -> usize {
+        INFLATER_POOL.with_borrow(|pool| pool.iter().filter(|(b, _)| *b == bits).count())
+    }
+
+    #[test]
+    fn without_context_takeover_an_idle_connection_holds_no_stream() {
+        let params = no_takeover();
+        let mut server = DeflateContext::new(Side::Server, &params, 1, 0);
+        let mut client = DeflateContext::new(Side::Client, &params, 1, 0);
+        for round in 0..3 {
+            let msg = format!(r#"{{"round":{round},"text":"hello, hello, hello"}}"#).repeat(5);
+            let wire = client.compress(msg.as_bytes());
+            let mut out = Vec::new();
+            server
+                .decompress(&wire, true, &mut out, usize::MAX)
+                .unwrap();
+            assert_eq!(out, msg.as_bytes());
+            let reply = server.compress(&out);
+            out.clear();
+            client
+                .decompress(&reply, true, &mut out, usize::MAX)
+                .unwrap();
+            assert_eq!(out, msg.as_bytes());
+            assert!(server.deflater.is_none() && server.inflater.is_none());
+            assert!(client.deflater.is_none() && client.inflater.is_none());
+        }
+        // The stream went back to this thread's pool and is reused: the
+        // steady state creates no stream per message.
+        assert!(pooled(15) >= 1);
+    }
+
+    #[test]
+    fn a_pooled_inflater_serves_a_message_split_over_many_reads() {
+        let params = no_takeover();
+        let mut client = DeflateContext::new(Side::Client, &params, 6, 0);
+        let mut servers: Vec<_> = (0..3)
+            .map(|_| DeflateContext::new(Side::Server, &params, 1, 0))
+            .collect();
+        let messages: Vec<Vec<u8>> = (0..3)
+            .map(|i| {
+                format!("message {i}: the quick brown fox ")
+                    .repeat(200)
+                    .into_bytes()
+            })
+            .collect();
+        let wires: Vec<Bytes> = messages.iter().map(|m| client.compress(m)).collect();
+        // The three messages arrive interleaved, 7 bytes per read: each
+        // connection holds its own stream from its message's first piece to
+        // its last, whatever the pool does in between.
+        let mut outs = vec![Vec::new(); 3];
+        let longest = wires.iter().map(Bytes::len).max().unwrap();
+        for start in (0..longest).step_by(7) {
+            for ((server, wire), out) in servers.iter_mut().zip(&wires).zip(&mut outs) {
+                if start >= wire.len() {
+                    continue;
+                }
+                let end = (start + 7).min(wire.len());
+                server
+                    .decompress(&wire[start..end], end == wire.len(), out, usize::MAX)
+                    .unwrap();
+                assert_eq!(server.inflater.is_some(), end < wire.len());
+            }
+        }
+        assert_eq!(outs, messages);
+        assert!(pooled(15) >= 3);
+        assert!(pooled(15) <= INFLATER_POOL_PER_WINDOW);
+    }
+
+    #[test]
+    fn the_inflater_pool_is_bounded_per_window() {
+        let params = DeflateParams {
+            client_max_window_bits: Some(11),
+            ..no_takeover()
+        };
+        let mut client = DeflateContext::new(Side::Client, &params, 1, 0);
+        let wire = client.compress(&[b'x'; 300]);
+        let mut servers: Vec<_> = (0..INFLATER_POOL_PER_WINDOW + 3)
+            .map(|_| DeflateContext::new(Side::Server, &params, 1, 0))
+            .collect();
+        let mut out = Vec::new();
+        for server in &mut servers {
+            server
+                .decompress(&wire[..1], false, &mut out, usize::MAX)
+                .unwrap();
+        }
+        for server in &mut servers {
+            server
+                .decompress(&wire[1..], true, &mut out, usize::MAX)
+                .unwrap();
+        }
+        assert_eq!(pooled(11), INFLATER_POOL_PER_WINDOW);
+    }
+
+    #[test]
+    fn with_context_takeover_the_inflater_stays() {
+        let params = DeflateParams::default();
+        let mut client = DeflateContext::new(Side::Client, &params, 1, 0);
+        let mut server = DeflateContext::new(Side::Server, &params, 1, 0);
+        for _ in 0..2 {
+            let wire = client.compress(b"hello, hello, hello, hello, hello");
+            let mut out = Vec::new();
+            server
+                .decompress(&wire, true, &mut out, usize::MAX)
+                .unwrap();
+            assert_eq!(out, b"hello, hello, hello, hello, hello");
+            assert!(server.inflater.is_some());
+        }
     }
 }

@@ -4,9 +4,19 @@
 //!
 //! # Memory
 //!
-//! Contexts are created on first use, so a connection that never sends (or
-//! never receives) a compressed message holds no zlib state for that
-//! direction. Once created, a context costs roughly:
+//! By default a server answers every offer without context takeover in
+//! either direction (§7.1.1.1, §7.1.1.2; [`DeflateConfig`] says why and what
+//! context takeover costs). Each message is then compressed with a stream
+//! shared by every connection on the thread (one per level and window size,
+//! reset after use) — what uWebSockets calls its shared compressor — and
+//! inflated with a stream borrowed from the thread's pool when the message
+//! starts and given back, reset, when it ends (a message may arrive over
+//! many reads, so that stream is the connection's meanwhile). An idle
+//! connection holds no zlib state.
+//!
+//! With context takeover (an opt-in, capped by
+//! [`DeflateConfig::context_takeover_max_connections`]) a direction's stream
+//! is the connection's own, created on first use and kept until it closes:
 //!
 //! * deflate (our sending side): `2^(bits+2) + 2^(mem_level+9)` bytes, about
 //!   256 KiB at 15 window bits (zlib's `memLevel` 8 is fixed by flate2);
@@ -15,13 +25,7 @@
 //!   plus about 7 KiB of state.
 //!
 //! [`DeflateConfig::server_max_window_bits`] / `client_max_window_bits` lower
-//! these. A side that sends **without context takeover** holds no deflate
-//! state at all: each such message starts from an empty window, so it is
-//! compressed with a stream shared by every connection on the thread (one
-//! per level and window size) and reset after use — what uWebSockets calls
-//! its shared compressor. The receiving side's context is reset, not
-//! dropped, after each message without context takeover (a message may
-//! arrive over many reads, so its stream cannot be shared).
+//! these.
 //!
 //! # Window size 8
 //!
@@ -38,6 +42,6 @@ mod negotiation;
 
 pub(crate) use context::{DeflateContext, Side};
 pub use negotiation::{
-    DeflateConfig, DeflateOffer, DeflateParams, EXTENSION_NAME, ExtensionElement, InvalidParams,
-    parse_extensions,
+    DEFAULT_CONTEXT_TAKEOVER_MAX_CONNECTIONS, DeflateConfig, DeflateOffer, DeflateParams,
+    EXTENSION_NAME, ExtensionElement, InvalidParams, parse_extensions,
 };

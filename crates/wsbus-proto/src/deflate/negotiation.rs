@@ -6,15 +6,58 @@ use std::fmt::Write as _;
 /// The name of the extension in `Sec-WebSocket-Extensions`.
 pub const EXTENSION_NAME: &str = "permessage-deflate";
 
+/// Default of [`DeflateConfig::context_takeover_max_connections`]: 1,000
+/// connections with context takeover hold about 440 MiB of zlib state at 15
+/// window bits (see [`DeflateConfig`], "Memory"), a budget a server with a
+/// few GiB can spare; beyond it connections still compress, without takeover.
+pub const DEFAULT_CONTEXT_TAKEOVER_MAX_CONNECTIONS: usize = 1_000;
+
 /// What this endpoint is willing to negotiate.
+///
+/// # Memory
+///
+/// The default answers every offer with `server_no_context_takeover` and
+/// `client_no_context_takeover` (RFC 7692 §7.1.1.1, §7.1.1.2), which a
+/// server may do even when the offer did not include them: then neither
+/// direction keeps a zlib stream between messages (each message borrows a
+/// stream shared by the thread), and an idle connection holds no
+/// compression state. Browsers offer context takeover; accepting it
+/// ([`DeflateConfig::with_context_takeover`]) gives a better ratio on
+/// similar consecutive messages but makes each connection that has
+/// exchanged a compressed message keep, until it closes, about:
+///
+/// * 256 KiB and more to compress at 15 window bits (zlib's `2^(bits+2)`
+///   window and hash chains plus `2^(memLevel+9)` = 128 KiB of buffers,
+///   and more measured with flate2's zlib-rs backend; ~130 KiB at 9 bits);
+/// * 40 KiB to inflate at 15 bits (the 32 KiB window and ~7 KiB of state).
+///
+/// Measured: 430–455 KiB of RSS per idle `wsbus echo` connection after one
+/// ~200-byte JSON message each way with Python `websockets` (README
+/// "Limits"; without context takeover: under 1 KiB in all). [`Self::context_takeover_max_connections`] bounds
+/// how many connections may hold it at once.
+///
+/// # Client role
+///
+/// The two `*_no_context_takeover` flags then say what to request and
+/// declare; a client that wants the ratio of context takeover (what wsbus's
+/// client did before these defaults) uses [`Self::with_context_takeover`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeflateConfig {
     /// Server role: declare that the server resets its compressor after each
     /// message even when the client did not ask. Client role: request it.
+    /// Default `true` (see "Memory").
     pub server_no_context_takeover: bool,
     /// Server role: require the client to reset its compressor after each
-    /// message. Client role: declare it.
+    /// message. Client role: declare it. Default `true` (see "Memory").
     pub client_no_context_takeover: bool,
+    /// Server role: at most this many connections, process-wide, may hold
+    /// context takeover state at once (when the two flags above allow it);
+    /// a handshake beyond it is answered with both `*_no_context_takeover`
+    /// parameters. A bound on memory, not an exact admission count:
+    /// handshakes negotiating at the same instant on different threads may
+    /// pass it by one each. Default
+    /// [`DEFAULT_CONTEXT_TAKEOVER_MAX_CONNECTIONS`]. Unused in the client role.
+    pub context_takeover_max_connections: usize,
     /// The largest window (8–15 bits) the server compresses with. Server role:
     /// our cap; client role: requested when below 15.
     pub server_max_window_bits: u8,
@@ -34,8 +77,9 @@ pub struct DeflateConfig {
 impl Default for DeflateConfig {
     fn default() -> Self {
         DeflateConfig {
-            server_no_context_takeover: false,
-            client_no_context_takeover: false,
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            context_takeover_max_connections: DEFAULT_CONTEXT_TAKEOVER_MAX_CONNECTIONS,
             server_max_window_bits: 15,
             client_max_window_bits: 15,
             level: 1,
@@ -227,6 +271,25 @@ pub(crate) fn is_token(s: &str) -> bool {
 }
 
 impl DeflateConfig {
+    /// The defaults with context takeover allowed in both directions (both
+    /// `*_no_context_takeover` flags `false`). Server role: accept what the
+    /// client offers, within [`Self::context_takeover_max_connections`].
+    /// Client role: offer context takeover first, then an offer declaring
+    /// `client_no_context_takeover` for servers that want to save memory.
+    pub fn with_context_takeover() -> Self {
+        DeflateConfig {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            ..DeflateConfig::default()
+        }
+    }
+
+    /// How many server-side connections hold context takeover state now,
+    /// process-wide (what [`Self::context_takeover_max_connections`] caps).
+    pub fn context_takeover_connections() -> usize {
+        super::context::takeover_connections()
+    }
+
     /// Server role: choose the first acceptable offer among the client's
     /// `Sec-WebSocket-Extensions` values and return the parameters to answer
     /// with; `None` when no offer is acceptable and the connection runs
@@ -241,6 +304,20 @@ impl DeflateConfig {
             .filter_map(Result::ok)
             .filter(|(name, _)| name == EXTENSION_NAME)
             .find_map(|(_, params)| self.accept_offer(&DeflateOffer::parse(&params).ok()?))
+            .map(|params| self.within_budget(params, Self::context_takeover_connections()))
+    }
+
+    /// Over the budget of connections with context takeover (`in_use` of
+    /// [`Self::context_takeover_max_connections`]), answer without it in
+    /// both directions: §7.1.1.1 and §7.1.1.2 let a server add both
+    /// parameters to any response.
+    fn within_budget(&self, mut params: DeflateParams, in_use: usize) -> DeflateParams {
+        let takeover = !(params.server_no_context_takeover && params.client_no_context_takeover);
+        if takeover && in_use >= self.context_takeover_max_connections {
+            params.server_no_context_takeover = true;
+            params.client_no_context_takeover = true;
+        }
+        params
     }
 
     fn accept_offer(&self, offer: &DeflateOffer) -> Option<DeflateParams> {
@@ -366,7 +443,7 @@ mod tests {
 
     #[test]
     fn server_negotiation() {
-        let cfg = DeflateConfig::default();
+        let cfg = DeflateConfig::with_context_takeover();
         assert_eq!(
             negotiate(&cfg, "permessage-deflate").as_deref(),
             Some("permessage-deflate")
@@ -411,7 +488,7 @@ mod tests {
         let cfg = DeflateConfig {
             server_max_window_bits: 10,
             client_max_window_bits: 11,
-            ..DeflateConfig::default()
+            ..DeflateConfig::with_context_takeover()
         };
         assert_eq!(
             negotiate(&cfg, "permessage-deflate; client_max_window_bits").as_deref(),
@@ -431,7 +508,7 @@ mod tests {
     fn client_checks_response() {
         let cfg = DeflateConfig {
             server_max_window_bits: 10,
-            ..DeflateConfig::default()
+            ..DeflateConfig::with_context_takeover()
         };
         assert_eq!(
             cfg.client_offer(),
@@ -454,6 +531,104 @@ mod tests {
         assert!(
             cfg.accept_response(&parse("permessage-deflate; bogus"))
                 .is_err()
+        );
+    }
+
+    /// What Chromium, Firefox, Python `websockets` and Node `ws` offer.
+    const BROWSER_OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+    #[test]
+    fn by_default_the_server_answers_without_context_takeover() {
+        let cfg = DeflateConfig::default();
+        // §7.1.1.1 / §7.1.1.2: both parameters may be in a response whose
+        // offer did not include them.
+        for offer in [
+            BROWSER_OFFER,
+            "permessage-deflate",
+            "permessage-deflate; server_no_context_takeover",
+            "permessage-deflate; client_no_context_takeover; client_max_window_bits=12",
+        ] {
+            let params = cfg.negotiate_server([offer]).unwrap();
+            assert!(
+                params.server_no_context_takeover && params.client_no_context_takeover,
+                "{offer}"
+            );
+        }
+        assert_eq!(
+            negotiate(&cfg, BROWSER_OFFER).as_deref(),
+            Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+        );
+        assert_eq!(
+            negotiate(&cfg, "permessage-deflate; client_max_window_bits=10").as_deref(),
+            Some(
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+                 client_max_window_bits=10"
+            )
+        );
+    }
+
+    #[test]
+    fn context_takeover_is_an_opt_in_within_a_budget() {
+        let cfg = DeflateConfig {
+            context_takeover_max_connections: 2,
+            ..DeflateConfig::with_context_takeover()
+        };
+        let offer = parse_extensions([BROWSER_OFFER]).pop().unwrap().unwrap().1;
+        let accepted = cfg
+            .accept_offer(&DeflateOffer::parse(&offer).unwrap())
+            .unwrap();
+        assert_eq!(accepted.to_header_value(), "permessage-deflate");
+        for in_use in [0, 1] {
+            assert_eq!(cfg.within_budget(accepted.clone(), in_use), accepted);
+        }
+        // The cap reached: the connection still compresses, without takeover.
+        for in_use in [2, 3, 1_000] {
+            assert_eq!(
+                cfg.within_budget(accepted.clone(), in_use)
+                    .to_header_value(),
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+            );
+        }
+        // A client that declares no context takeover for itself keeps the
+        // server's takeover only while the budget lasts.
+        let half = DeflateParams {
+            client_no_context_takeover: true,
+            ..DeflateParams::default()
+        };
+        assert_eq!(cfg.within_budget(half.clone(), 1), half);
+        assert!(cfg.within_budget(half, 2).server_no_context_takeover);
+        // Without takeover in either direction the budget is not consulted.
+        let none = DeflateParams {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            ..DeflateParams::default()
+        };
+        assert_eq!(cfg.within_budget(none.clone(), usize::MAX), none);
+    }
+
+    #[test]
+    fn the_default_client_declares_and_requests_no_context_takeover() {
+        let cfg = DeflateConfig::default();
+        assert_eq!(
+            cfg.client_offer(),
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+             client_max_window_bits"
+        );
+        let parse = |s: &str| parse_extensions([s]).pop().unwrap().unwrap().1;
+        // §7.1.1.1: a server accepting our request must echo it.
+        assert!(
+            cfg.accept_response(&parse("permessage-deflate; client_no_context_takeover"))
+                .is_err()
+        );
+        let agreed = cfg
+            .accept_response(&parse("permessage-deflate; server_no_context_takeover"))
+            .unwrap();
+        assert!(agreed.server_no_context_takeover && agreed.client_no_context_takeover);
+        // The opt-in keeps the client's earlier offer: takeover first.
+        assert_eq!(
+            DeflateConfig::with_context_takeover().client_offer(),
+            "permessage-deflate; client_max_window_bits, \
+             permessage-deflate; client_no_context_takeover; client_max_window_bits"
         );
     }
 }

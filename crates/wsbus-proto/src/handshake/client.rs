@@ -257,7 +257,16 @@ mod tests {
         let (negotiated, len) = client.parse_response(&response).unwrap().unwrap();
         assert_eq!(len, response.len() - 2);
         assert_eq!(negotiated.protocol.as_deref(), Some("b"));
-        assert_eq!(negotiated.deflate, Some(DeflateParams::default()));
+        // Both ends' defaults: no context takeover either way (RFC 7692
+        // §7.1.1.1, §7.1.1.2).
+        assert_eq!(
+            negotiated.deflate,
+            Some(DeflateParams {
+                server_no_context_takeover: true,
+                client_no_context_takeover: true,
+                ..DeflateParams::default()
+            })
+        );
     }
 
     #[test]
