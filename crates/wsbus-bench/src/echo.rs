@@ -34,7 +34,8 @@ pub enum Shape {
     /// one writev (the generator's historical load).
     #[default]
     Burst,
-    /// Every message with its own write syscall: the W first ones as W
+    /// Every message with its own write syscall (a `writev` of its frame's
+    /// header and payload, never of two frames): the W first ones as W
     /// writes, then one write per echo, as soon as that echo is parsed.
     PerMessage,
 }

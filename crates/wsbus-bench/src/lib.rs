@@ -21,8 +21,32 @@
 //! CPU per operation too, so it can be measured against itself.
 //!
 //! The generator drives `wsbus-proto`'s sans-IO client connection directly:
-//! one task per connection, reads of up to [`READ_CHUNK`] bytes, and every
-//! frame queued by one read burst written with one `writev`.
+//! one task per connection, reads of up to [`READ_CHUNK`] bytes. How it
+//! writes is `echo`'s `--shape`:
+//!
+//! * `burst` (the default, and how the other scenarios write): every frame
+//!   queued by one read's echoes goes out with one `writev`. Cheap for the
+//!   generator, and the server then reads many frames per wake-up.
+//! * `per-message`: as browsers and most client libraries write, one
+//!   message per write syscall (one `writev` of the frame's header and
+//!   payload), the next one as soon as an echo is parsed. This costs the
+//!   server a wake-up and a read per message, which `burst` hides.
+//!
+//! What real clients look like besides, on the scenarios that take `--url`:
+//!
+//! * `wss://` URLs (all but `bus`): TLS through rustls, trusting only
+//!   `--tls-ca`; no session resumption, so `connect` pays a full handshake
+//!   per cycle. Every report says `"tls"`.
+//! * `--deflate-offer none|plain|browser` (`echo`, `idle`): `browser` sends
+//!   Chromium's offer byte for byte and compresses as the server's answer
+//!   lets it (RFC 7692 §7.1), every message at zlib's default level; the
+//!   report carries the server's answer as `"extensions"`.
+//! * `echo` reports the bytes written and read on the socket per message
+//!   (after compression and TLS): `wire_bytes_sent_per_msg`,
+//!   `wire_bytes_received_per_msg`.
+//! * `idle --exchange-size` sends one message per connection and waits for
+//!   one back before measuring: what a server keeps after a conversation
+//!   (compression contexts, grown buffers), not just after an upgrade.
 
 mod bus;
 mod connect;
@@ -34,7 +58,7 @@ mod tls;
 
 pub use bus::BusArgs;
 pub use connect::ConnectArgs;
-pub use echo::EchoArgs;
+pub use echo::{EchoArgs, Shape};
 pub use fanout::FanoutArgs;
 pub use idle::IdleArgs;
 pub use socket::{DeflateOffer, Header, UpgradeOptions};
@@ -58,7 +82,8 @@ pub(crate) const CONNECT_CONCURRENCY: usize = 128;
 #[derive(Subcommand, Debug)]
 #[doc = "What to measure: one subcommand of `wsbus bench` each."]
 pub enum Scenario {
-    /// C connections echoing S-byte messages with W in flight per connection.
+    /// C connections echoing S-byte messages with W in flight per connection
+    /// (--shape per-message: one write per message, like a browser).
     Echo(EchoArgs),
     /// C subscribers and one publisher on a broadcast path (every message sent
     /// there goes to every socket on it).
@@ -414,6 +439,53 @@ mod tests {
         for scenario in ["fanout", "idle"] {
             assert!(Cli::try_parse_from(["bench", scenario, "-H", "X-A: b"]).is_ok());
         }
+    }
+
+    #[test]
+    fn echo_takes_shape_and_deflate_offer_with_deflate_as_alias() {
+        use clap::Parser;
+        let echo = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["bench", "echo"][..], args].concat())?;
+            let Scenario::Echo(args) = cli.scenario else {
+                panic!("not echo")
+            };
+            Ok::<_, clap::Error>(args)
+        };
+        let default = echo(&[]).expect("parses");
+        assert_eq!(
+            (default.shape, default.offer()),
+            (Shape::Burst, DeflateOffer::None)
+        );
+        let args = echo(&["--shape", "per-message", "--deflate-offer", "browser"]).expect("parses");
+        assert_eq!(
+            (args.shape, args.offer()),
+            (Shape::PerMessage, DeflateOffer::Browser)
+        );
+        assert_eq!(
+            echo(&["--deflate"]).expect("parses").offer(),
+            DeflateOffer::Plain
+        );
+        assert!(echo(&["--deflate", "--deflate-offer", "browser"]).is_err());
+        assert!(echo(&["--shape", "writev"]).is_err());
+        let cli = Cli::try_parse_from([
+            "bench",
+            "idle",
+            "--deflate-offer",
+            "browser",
+            "--exchange-size",
+            "300",
+            "--tls-ca",
+            "ca.pem",
+        ])
+        .expect("parses");
+        let Scenario::Idle(idle) = cli.scenario else {
+            panic!("not idle")
+        };
+        assert_eq!(
+            (idle.deflate_offer, idle.exchange_size),
+            (DeflateOffer::Browser, 300)
+        );
+        assert!(idle.upgrade.tls_ca.is_some());
     }
 
     #[test]

@@ -534,6 +534,95 @@ mod tests {
         }
     }
 
+    /// The request head, up to its blank line, read byte by byte.
+    async fn read_head(stream: &mut TcpStream) -> String {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            assert_eq!(
+                stream.read(&mut byte).await.expect("read"),
+                1,
+                "request cut short"
+            );
+            head.push(byte[0]);
+        }
+        String::from_utf8(head).expect("ASCII request")
+    }
+
+    /// The browser offer goes out as Chromium writes it, once, and every
+    /// answer RFC 7692 §7.1 allows to it is taken, compression included;
+    /// an answer outside the offer fails the handshake.
+    #[tokio::test]
+    async fn browser_offer_is_chromiums_and_takes_what_rfc_7692_allows() {
+        let answers = [
+            ("permessage-deflate", true),
+            (
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+                true,
+            ),
+            (
+                "permessage-deflate; server_max_window_bits=10; client_max_window_bits=9",
+                true,
+            ),
+            // No extension: a browser carries on uncompressed.
+            ("", true),
+            // §7.1.2.2: a response's client_max_window_bits needs a value.
+            ("permessage-deflate; client_max_window_bits", false),
+            ("x-webkit-deflate-frame", false),
+        ];
+        for (answer, accepted) in answers {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("address");
+            let target = Target::new(
+                &format!("ws://{addr}/"),
+                DeflateOffer::Browser,
+                &UpgradeOptions::default(),
+            )
+            .expect("target");
+            let client = tokio::spawn(async move {
+                target
+                    .connect()
+                    .await
+                    .map(|s| (s.conn.is_compressed(), s.extensions))
+            });
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let head = read_head(&mut stream).await;
+            let offers: Vec<&str> = head
+                .lines()
+                .filter(|l| {
+                    l.to_ascii_lowercase()
+                        .starts_with("sec-websocket-extensions")
+                })
+                .collect();
+            assert_eq!(
+                offers,
+                ["Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"]
+            );
+            let key = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                .expect("key");
+            let mut response = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
+                wsbus_proto::handshake::accept_key(key.as_bytes())
+            );
+            if !answer.is_empty() {
+                response.push_str(&format!("Sec-WebSocket-Extensions: {answer}\r\n"));
+            }
+            response.push_str("\r\n");
+            stream.write_all(response.as_bytes()).await.expect("answer");
+            let result = client.await.expect("client task");
+            match result {
+                Ok((compressed, extensions)) => {
+                    assert!(accepted, "{answer:?} accepted");
+                    assert_eq!(compressed, !answer.is_empty(), "{answer:?}");
+                    assert_eq!(extensions.unwrap_or_default(), answer);
+                }
+                Err(err) => assert!(!accepted, "{answer:?} refused: {err}"),
+            }
+        }
+    }
+
     /// The header reaches the server in the upgrade request, on its own line
     /// after the handshake's headers; the token is not in the target's Debug.
     #[tokio::test]
@@ -557,20 +646,10 @@ mod tests {
         assert!(!format!("{target:?}").contains("x.y.z"));
         let client = tokio::spawn(async move { target.connect().await.map(|_| ()) });
         let (mut stream, _) = listener.accept().await.expect("accept");
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            assert_eq!(
-                stream.read(&mut byte).await.expect("read"),
-                1,
-                "request cut short"
-            );
-            head.push(byte[0]);
-        }
+        let head = read_head(&mut stream).await;
         // No answer: the client sees the end of the stream, not an upgrade.
         drop(stream);
         assert!(client.await.expect("client task").is_err());
-        let head = String::from_utf8(head).expect("ASCII request");
         assert!(head.starts_with("GET /chat?room=1 HTTP/1.1\r\n"), "{head}");
         assert!(
             head.contains("\r\nAuthorization: Bearer x.y.z\r\n"),

@@ -117,12 +117,16 @@ fn interactive_client_sends_lines_and_prints_messages() {
 
 /// Run `wsbus bench <args>` against `server` and parse its JSON report.
 fn bench(server: &ServerProcess, path: &str, args: &[&str]) -> serde_json::Value {
+    bench_url(server, &format!("ws://{}{path}", server.addr), args)
+}
+
+/// Run `wsbus bench <args> --url <url>` and parse its JSON report.
+fn bench_url(server: &ServerProcess, url: &str, args: &[&str]) -> serde_json::Value {
     let pid = server.pid().to_string();
-    let url = format!("ws://{}{path}", server.addr);
     let output = Command::new(env!("CARGO_BIN_EXE_wsbus"))
         .arg("bench")
         .args(args)
-        .args(["--url", &url, "--server-pid", &pid])
+        .args(["--url", url, "--server-pid", &pid])
         .args(["--duration", "0.5", "--warmup", "0.2"])
         .output()
         .expect("run wsbus bench");
@@ -177,4 +181,143 @@ fn bench_measures_every_scenario_against_wsbus_echo() {
             "{key}: {idle}"
         );
     }
+}
+
+/// Bytes of a masked client frame and of the server's unmasked echo for a
+/// 126..=65535-byte payload (RFC 6455 §5.2: 2 header bytes, a 16-bit
+/// length, and the client's 4-byte masking key).
+fn frame_bytes(payload: u64) -> (u64, u64) {
+    (payload + 8, payload + 4)
+}
+
+/// The wire-byte totals of an uncompressed echo report are the frames'
+/// sizes times the messages, give or take what was in flight at either end
+/// of the window: at most W messages per connection sent before it and
+/// echoed in it (or the reverse), and part of a frame read per connection
+/// at each end.
+fn assert_wire_bytes(report: &serde_json::Value, payload: u64) {
+    let messages = report["messages"].as_u64().unwrap() as f64;
+    let slack =
+        (report["connections"].as_u64().unwrap() * report["in_flight"].as_u64().unwrap()) as f64;
+    let (sent, received) = frame_bytes(payload);
+    for (key, frame) in [
+        ("wire_bytes_sent_per_msg", sent),
+        ("wire_bytes_received_per_msg", received),
+    ] {
+        // round3 of the per-message figure: 0.0005 per message.
+        let total = report[key].as_f64().unwrap() * messages;
+        let expected = frame as f64 * messages;
+        assert!(
+            (total - expected).abs() <= frame as f64 * slack + messages * 0.001,
+            "{key}: {report}"
+        );
+    }
+}
+
+#[test]
+fn bench_writes_per_message_offers_like_a_browser_and_speaks_wss() {
+    let server = common::echo(&[]);
+    let echo = bench(
+        &server,
+        "/",
+        &["echo", "-c", "4", "-s", "200", "--shape", "per-message"],
+    );
+    assert_eq!(echo["shape"], "per-message", "{echo}");
+    assert_eq!(echo["tls"], false, "{echo}");
+    assert_eq!(echo["errors"], 0, "{echo}");
+    assert!(echo["messages"].as_u64().unwrap() > 0, "{echo}");
+    assert_wire_bytes(&echo, 200);
+
+    // Chromium's offer; `wsbus echo` accepts it (its answer is RFC 7692's
+    // to say, the report carries it as sent).
+    let browser = bench(
+        &server,
+        "/",
+        &["echo", "-c", "4", "-s", "200", "--deflate-offer", "browser"],
+    );
+    assert_eq!(browser["deflate_offer"], "browser", "{browser}");
+    assert!(
+        browser["extensions"]
+            .as_str()
+            .unwrap()
+            .starts_with("permessage-deflate"),
+        "{browser}"
+    );
+    assert_eq!(browser["errors"], 0, "{browser}");
+    assert!(browser["messages"].as_u64().unwrap() > 0, "{browser}");
+    let idle = bench(
+        &server,
+        "/",
+        &[
+            "idle",
+            "-c",
+            "20",
+            "--settle",
+            "0.1",
+            "--deflate-offer",
+            "browser",
+            "--exchange-size",
+            "300",
+        ],
+    );
+    assert_eq!(idle["exchange_errors"], 0, "{idle}");
+    assert_eq!(idle["closed_by_server"], 0, "{idle}");
+    drop(server);
+
+    // wss://, with a certificate for both names the runner uses.
+    let scratch = common::Scratch::new("bench-wss");
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let cert_path = scratch.file("cert.pem", &cert.cert.pem());
+    let key_path = scratch.file("key.pem", &cert.signing_key.serialize_pem());
+    let server = ServerProcess::start(
+        env!("CARGO_BIN_EXE_wsbus"),
+        &[
+            "echo",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert_path,
+            "--tls-key",
+            &key_path,
+        ],
+        &[],
+    );
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    let tls_ca = ["--tls-ca", cert_path.as_str()];
+    let url = format!("wss://localhost:{port}/");
+    let echo = bench_url(
+        &server,
+        &url,
+        &[
+            &["echo", "-c", "4", "-s", "200", "--shape", "per-message"][..],
+            &["--deflate-offer", "browser"],
+            &tls_ca,
+        ]
+        .concat(),
+    );
+    assert_eq!(echo["tls"], true, "{echo}");
+    assert_eq!(echo["errors"], 0, "{echo}");
+    assert!(echo["messages"].as_u64().unwrap() > 0, "{echo}");
+    let connect = bench_url(
+        &server,
+        &format!("wss://127.0.0.1:{port}/"),
+        &[&["connect", "-k", "2"][..], &tls_ca].concat(),
+    );
+    assert_eq!(connect["tls"], true, "{connect}");
+    assert_eq!(connect["errors"], 0, "{connect}");
+    assert!(connect["cycles"].as_u64().unwrap() > 0, "{connect}");
+
+    // Without --tls-ca a wss:// URL is refused, and says why.
+    let output = Command::new(env!("CARGO_BIN_EXE_wsbus"))
+        .args(["bench", "echo", "--url", &url, "--duration", "0.1"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--tls-ca"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
