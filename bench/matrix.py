@@ -171,8 +171,11 @@ SCENARIOS = [
              servers=["wsbus", "ws-deflate"],
              note="only servers with permessage-deflate: the Rust peers have none, uWS's is off in its server"),
     Scenario("deflate-browser",
-             f"browser deflate offer, echo 50 × {CHAT_MESSAGE} B JSON-like text, 8 in flight, one write per message",
-             echo(CHAT_MESSAGE, *PER_MESSAGE, *BROWSER_OFFER),
+             f"browser deflate offer, echo 50 × {CHAT_MESSAGE} B chat messages (all different), 8 in flight, "
+             "one write per message",
+             # --vary: one message repeated would shrink to a back-reference
+             # under context takeover and flatter its bytes on the wire.
+             echo(CHAT_MESSAGE, *PER_MESSAGE, *BROWSER_OFFER, "--vary"),
              [cpu("msg"), WIRE_IN, msgs()],
              servers=list(DEFLATE_SERVERS),
              # No 1 KiB variant: Node ws's `threshold` (1024 B) applies only

@@ -85,6 +85,13 @@ pub struct EchoArgs {
     /// Same as --deflate-offer plain.
     #[arg(long, conflicts_with = "deflate_offer")]
     pub deflate: bool,
+    /// Send different text messages of the same size, as a chat's messages
+    /// are (each one chat-like JSON with its own sequence number and words),
+    /// cycling through more of them than a 32 KiB deflate window holds.
+    /// For compression rows: one message repeated would let context
+    /// takeover shrink every copy to a back-reference.
+    #[arg(long, conflicts_with_all = ["binary", "payload_file"])]
+    pub vary: bool,
     /// Send this file's contents as every message instead of generated
     /// bytes (text, so UTF-8, unless --binary; --size is then ignored): e.g.
     /// a JSON document for a server that validates messages against a schema.
@@ -119,7 +126,10 @@ struct Shared {
 struct Flow {
     shared: Arc<Shared>,
     histogram: Arc<Mutex<Histogram<u64>>>,
-    message: Message,
+    /// What to send: one message, or with `--vary` several of the same
+    /// size, sent in turn from `next`.
+    messages: Arc<[Message]>,
+    next: usize,
     /// Messages in flight (W).
     in_flight: usize,
     /// Send times of the messages in flight, oldest first.
@@ -129,6 +139,13 @@ struct Flow {
 }
 
 impl Flow {
+    /// The message to send next, in turn.
+    fn next_message(&mut self) -> Message {
+        let message = self.messages[self.next].clone();
+        self.next = (self.next + 1) % self.messages.len();
+        message
+    }
+
     /// After a read: add what it brought to the totals while measuring.
     fn account(&mut self, socket: &BenchSocket, measuring: bool, received: u64, wrong: u64) {
         let wire = socket.wire();
@@ -155,7 +172,7 @@ impl Flow {
         for _ in 0..self.in_flight {
             socket
                 .conn
-                .send(self.message.clone())
+                .send(self.next_message())
                 .map_err(io::Error::other)?;
             self.sent_at.push_back(now);
         }
@@ -167,14 +184,15 @@ impl Flow {
             let mut received = 0u64;
             let mut wrong = 0u64;
             let open = {
-                let (message, sent_at) = (&self.message, &mut self.sent_at);
+                let size = self.messages[0].len();
+                let (messages, next, sent_at) = (&self.messages, &mut self.next, &mut self.sent_at);
                 let mut latencies = self.histogram.lock().expect("histogram lock");
                 socket.process(|event, conn| {
                     if let Event::Message(echo) = event {
                         // Not an echo of ours (a greeting, say): an error,
                         // neither timed nor answered, so the messages in
                         // flight stay W.
-                        if echo.len() != message.len() {
+                        if echo.len() != size {
                             wrong += 1;
                             return;
                         }
@@ -184,7 +202,8 @@ impl Flow {
                         {
                             let _ = latencies.record((now - sent).as_micros().max(1) as u64);
                         }
-                        if conn.send(message.clone()).is_ok() {
+                        *next = (*next + 1) % messages.len();
+                        if conn.send(messages[*next].clone()).is_ok() {
                             sent_at.push_back(now);
                         }
                     }
@@ -205,7 +224,7 @@ impl Flow {
         for _ in 0..self.in_flight {
             socket
                 .conn
-                .send(self.message.clone())
+                .send(self.next_message())
                 .map_err(io::Error::other)?;
             self.sent_at.push_back(Instant::now());
             socket.flush().await?;
@@ -219,7 +238,7 @@ impl Flow {
                 let Event::Message(echo) = event else {
                     continue;
                 };
-                if echo.len() != self.message.len() {
+                if echo.len() != self.messages[0].len() {
                     wrong += 1;
                     continue;
                 }
@@ -234,7 +253,8 @@ impl Flow {
                         .expect("histogram lock")
                         .record((now - sent).as_micros().max(1) as u64);
                 }
-                if socket.conn.send(self.message.clone()).is_ok() {
+                let message = self.next_message();
+                if socket.conn.send(message).is_ok() {
                     self.sent_at.push_back(now);
                 }
                 socket.flush().await?;
@@ -247,6 +267,45 @@ impl Flow {
             }
         }
     }
+}
+
+/// How many different messages `--vary` cycles through: at ~200 bytes each,
+/// about 400 KiB, far more than the 32 KiB a deflate window can refer back
+/// to, so no message finds its own earlier copy in the window.
+const VARIED_MESSAGES: usize = 2048;
+
+/// A chat message of exactly `size` bytes (ASCII), different for every
+/// `seq`: a sequence number, a user, a time and words drawn from a small
+/// vocabulary by a deterministic generator, as chat traffic repeats words
+/// and keys but rarely whole messages.
+fn chat_like_text(size: usize, seq: usize) -> String {
+    const WORDS: [&str; 32] = [
+        "hello", "meeting", "today", "the", "deploy", "is", "green", "can", "you", "check", "logs",
+        "again", "thanks", "lunch", "at", "noon", "build", "failed", "on", "main", "review", "my",
+        "branch", "please", "ship", "it", "tomorrow", "sounds", "good", "ok", "later", "now",
+    ];
+    // xorshift64*, seeded by the sequence number: the same messages on
+    // every run.
+    let mut state = (seq as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let mut text = format!(
+        r#"{{"seq":{seq},"user":"user{}","ts":{},"text":""#,
+        next() % 500,
+        1_700_000_000_000 + next() % 1_000_000_000
+    );
+    while text.len() < size {
+        text.push_str(WORDS[(next() % 32) as usize]);
+        text.push(' ');
+    }
+    text.truncate(size.saturating_sub(2));
+    text.push_str("\"}");
+    text.truncate(size);
+    text
 }
 
 pub(crate) async fn run(args: EchoArgs) -> BenchResult {
@@ -267,6 +326,13 @@ pub(crate) async fn run(args: EchoArgs) -> BenchResult {
         (None, false) => Message::text(json_like_text(args.size)),
     };
     let size = message.len();
+    let messages: Arc<[Message]> = if args.vary {
+        (0..VARIED_MESSAGES)
+            .map(|seq| Message::text(chat_like_text(size, seq)))
+            .collect()
+    } else {
+        Arc::new([message])
+    };
     let in_flight = args.in_flight.max(1);
     let shared = Arc::new(Shared::default());
     let mut histograms = Vec::with_capacity(args.connections);
@@ -283,13 +349,15 @@ pub(crate) async fn run(args: EchoArgs) -> BenchResult {
         .first()
         .and_then(|s| s.extensions.clone())
         .unwrap_or_default();
-    for mut socket in sockets {
+    for (index, mut socket) in sockets.into_iter().enumerate() {
         let histogram = Arc::new(Mutex::new(new_histogram()));
         histograms.push(histogram.clone());
         let mut flow = Flow {
             shared: shared.clone(),
             histogram,
-            message: message.clone(),
+            messages: messages.clone(),
+            // Connections start at different places of the cycle.
+            next: index * 7 % messages.len(),
             in_flight,
             sent_at: VecDeque::with_capacity(in_flight),
             wire: socket.wire(),
@@ -353,4 +421,27 @@ pub(crate) async fn run(args: EchoArgs) -> BenchResult {
         report["server_cpu_us_per_op"]
     ));
     Ok(Value::Object(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varied_messages_have_the_exact_size_and_differ() {
+        for size in [0, 1, 2, 20, 200, 1024] {
+            for seq in 0..50 {
+                assert_eq!(chat_like_text(size, seq).len(), size);
+            }
+        }
+        let first = chat_like_text(200, 0);
+        assert!(
+            first.starts_with(r#"{"seq":0,"#) && first.ends_with(r#""}"#),
+            "{first}"
+        );
+        let distinct: std::collections::HashSet<_> = (0..VARIED_MESSAGES)
+            .map(|seq| chat_like_text(200, seq))
+            .collect();
+        assert_eq!(distinct.len(), VARIED_MESSAGES);
+    }
 }

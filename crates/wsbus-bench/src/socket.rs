@@ -140,7 +140,8 @@ fn browser_deflate() -> DeflateConfig {
     DeflateConfig {
         level: 6,
         threshold: 0,
-        ..DeflateConfig::default()
+        // A browser allows context takeover both ways.
+        ..DeflateConfig::with_context_takeover()
     }
 }
 
@@ -215,9 +216,11 @@ impl Target {
             .collect();
         let (deflate, offered) = match offer {
             DeflateOffer::None => (None, None),
+            // wsbus's client offer as it was before no context takeover
+            // became the default: context takeover allowed both ways.
             DeflateOffer::Plain => (
-                Some(DeflateConfig::default()),
-                Some(DeflateConfig::default()),
+                Some(DeflateConfig::with_context_takeover()),
+                Some(DeflateConfig::with_context_takeover()),
             ),
             // `ClientRequest` would write its own two-element offer: this
             // one goes in as a header, and the config only checks the answer
