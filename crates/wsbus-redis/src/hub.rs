@@ -1,0 +1,1 @@
+//! Sockets and groups across nodes (work in progress).

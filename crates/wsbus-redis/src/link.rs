@@ -1,0 +1,1 @@
+//! The node's connections to Redis (work in progress).
