@@ -3,17 +3,21 @@
 //! Every node points at the same Redis (`cluster.redis_url`). What this
 //! crate adds to a node:
 //!
-//! * **`link`**: the node's two connections to Redis — one multiplexed
-//!   connection for commands, and one subscriber connection of our own
-//!   (sharded pub/sub: `SSUBSCRIBE`), which reconnects with backoff and
+//! * [`link`]: the node's connections to Redis — commands, ordered
+//!   publishes that wait out an outage, and a subscriber connection of our
+//!   own (sharded pub/sub: `SSUBSCRIBE`) that reconnects with backoff and
 //!   jitter, resubscribes to everything the node still has interest in,
-//!   confirms it, and reports each state change (`wsbus_cluster_redis_up`,
-//!   a log line, `/readyz`).
-//! * **`hub`**: [`ClusterHub`](hub::ClusterHub), the [`wsbus::hub::HubEngine`]
-//!   that reaches sockets and groups on other nodes.
+//!   confirms it, probes itself end to end, and reports each state change.
+//! * [`envelope`]: what one node publishes for others (origin, sequence,
+//!   kind), so that a receiver delivers each message once and in order.
+//! * [`hub`]: [`ClusterHub`](hub::ClusterHub), the
+//!   [`HubEngine`](wsbus::HubEngine) that reaches sockets and groups on
+//!   other nodes.
 //!
 //! Single node stays the default: nothing here runs unless a Redis URL is
 //! configured.
 
+pub mod envelope;
 pub mod hub;
 pub mod link;
+mod resp;

@@ -557,7 +557,10 @@ pub async fn healthz() -> Response {
 /// `GET /readyz`: `200 {"ready": true, "cluster": null}` while accepting
 /// connections; `503` with `"ready": false` once shutdown has begun (a load
 /// balancer stops sending new clients). `cluster` is the cluster link's
-/// state in cluster mode (not made fatal, SPEC §6); `null` on a single node.
+/// state in cluster mode, `{"redis": "up" | "down"}` — reported, not made
+/// fatal (SPEC §7: a node that lost Redis still serves its local clients,
+/// and taking every node out of the balancer during a Redis outage would
+/// turn it into a full one); `null` on a single node.
 pub async fn readyz(Extension(runtime): Extension<Runtime>) -> Response {
     let ready = !runtime.shutdown_token().is_cancelled();
     let status = if ready {
@@ -565,5 +568,9 @@ pub async fn readyz(Extension(runtime): Extension<Runtime>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    json_response(status, &json!({ "ready": ready, "cluster": null }))
+    let cluster = runtime
+        .metrics()
+        .cluster_redis_up()
+        .map(|up| json!({ "redis": if up { "up" } else { "down" } }));
+    json_response(status, &json!({ "ready": ready, "cluster": cluster }))
 }

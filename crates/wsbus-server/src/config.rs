@@ -32,6 +32,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "tls",
     "log",
     "admin",
+    "cluster",
 ];
 
 /// `WSBUS_LOG`: the tracing filter of every command (see `crate::log`), not
@@ -63,6 +64,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[admin]`: the admin API and page; off without a token.
     pub admin: AdminConfig,
+    /// `[cluster]`: several nodes over one Redis; off without `redis_url`.
+    pub cluster: crate::cluster::ClusterSection,
 }
 
 impl Default for Config {
@@ -82,6 +85,7 @@ impl Default for Config {
             tls: None,
             log: LogConfig::default(),
             admin: AdminConfig::default(),
+            cluster: crate::cluster::ClusterSection::default(),
         }
     }
 }

@@ -26,6 +26,7 @@ mod auth;
 #[allow(dead_code)] // its `main` serves the example alone; here only `Chat` is used
 #[path = "../examples/chat.rs"]
 mod chat;
+mod cluster;
 mod config;
 mod log;
 mod probe;
@@ -264,7 +265,15 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> ServerRe
              and the listener is not loopback: set `demo = false` or configure [auth]"
         );
     }
-    let runtime = Runtime::builder(server_config).security(security).build();
+    let cluster = cluster::Cluster::start(&config.cluster)?;
+    let mut builder = Runtime::builder(server_config).security(security);
+    if let Some(cluster) = &cluster {
+        builder = cluster.install(builder);
+    }
+    let runtime = builder.build();
+    if let Some(cluster) = &cluster {
+        cluster.report(runtime.clone());
+    }
     runtime
         .captures()
         .set_redacted_fields(&config.admin.capture_redact);

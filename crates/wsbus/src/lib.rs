@@ -42,8 +42,8 @@ mod upgrade;
 
 pub use driver::{SlowConsumerPolicy, SocketSettings};
 pub use hub::{
-    GroupSend, Hub, HubEngine, LocalHub, NodeId, Outcome, ParseSocketIdError, SocketFacts,
-    SocketId, SocketSnapshot,
+    GroupObserver, GroupSend, Hub, HubEngine, LocalHub, NodeId, Outcome, ParseSocketIdError,
+    SocketFacts, SocketId, SocketSnapshot,
 };
 pub use metrics::Metrics;
 pub use runtime::{HandshakeRefusal, Runtime, RuntimeBuilder, ServerConfig};

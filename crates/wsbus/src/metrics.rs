@@ -483,6 +483,15 @@ impl Metrics {
         self.shared.cluster.store(state, Ordering::Relaxed);
     }
 
+    /// The state [`set_cluster_redis_up`](Self::set_cluster_redis_up) last
+    /// recorded: `None` outside cluster mode.
+    pub fn cluster_redis_up(&self) -> Option<bool> {
+        match self.shared.cluster.load(Ordering::Relaxed) {
+            CLUSTER_OFF => None,
+            state => Some(state == CLUSTER_UP),
+        }
+    }
+
     /// Adds a bus's counters to the bus families (summed over buses);
     /// `stats` answers `None` once its bus is gone, and is forgotten then.
     pub(crate) fn add_bus(&self, stats: BusStats) {

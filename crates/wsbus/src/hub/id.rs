@@ -30,6 +30,16 @@ impl SocketId {
         NodeId((self.0 >> Self::SEQUENCE_BITS) as u16)
     }
 
+    /// The id as a number (for carrying it to another node).
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    /// The id that [`as_u64`](Self::as_u64) gave.
+    pub fn from_u64(id: u64) -> Self {
+        SocketId(id)
+    }
+
     /// The socket's number on its node.
     pub(crate) fn sequence(self) -> u64 {
         self.0 & ((1 << Self::SEQUENCE_BITS) - 1)

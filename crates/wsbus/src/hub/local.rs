@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use wsbus_proto::{CloseCode, Message, PreparedMessage};
 
@@ -10,7 +10,7 @@ use super::socket::{OutboxLimit, SocketShared};
 use super::{GroupSend, HubEngine, NodeId, Outcome, SocketFacts, SocketId, SocketSnapshot};
 
 /// The sockets and groups of this process.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct LocalHub {
     node: NodeId,
     limit: OutboxLimit,
@@ -21,6 +21,22 @@ pub struct LocalHub {
     groups: Mutex<HashMap<Box<str>, Members>>,
     /// Messages dropped because a socket's outbox was full (for metrics).
     dropped: AtomicU64,
+    /// Told of every group whose membership here changed (a cluster engine).
+    group_observer: OnceLock<GroupObserver>,
+}
+
+/// Called with a group's name after its membership on this node changed
+/// (see [`LocalHub::observe_groups`]).
+pub type GroupObserver = Arc<dyn Fn(&str) + Send + Sync>;
+
+impl std::fmt::Debug for LocalHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalHub")
+            .field("node", &self.node)
+            .field("sockets", &self.len())
+            .field("observed", &self.group_observer.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A group's members on this node.
@@ -56,6 +72,23 @@ impl LocalHub {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Calls `observer` with a group's name after each change of its
+    /// membership on this node — a socket added or removed, or closed while
+    /// a member —, with no hub lock held, so that a cluster engine can follow
+    /// which groups have members here (read [`HubEngine::group_size`] in the
+    /// observer: calls from several threads may arrive in any order, the
+    /// size read last is the current one). One observer per hub; a second
+    /// is refused (returned).
+    pub fn observe_groups(&self, observer: GroupObserver) -> Result<(), GroupObserver> {
+        self.group_observer.set(observer)
+    }
+
+    fn group_changed(&self, group: &str) {
+        if let Some(observer) = self.group_observer.get() {
+            observer(group);
+        }
+    }
+
     /// Counts a push that the slow-consumer policy dropped.
     fn counted(&self, outcome: Outcome) -> Outcome {
         if outcome == Outcome::Dropped {
@@ -85,14 +118,20 @@ impl LocalHub {
         let mut membership = shared.membership.lock().expect("membership lock");
         membership.closed = true;
         let groups = std::mem::take(&mut membership.groups);
-        let mut all = self.groups.lock().expect("hub lock");
-        for group in groups {
-            if let Some(members) = all.get_mut(&group) {
-                members.remove(&id);
-                if members.is_empty() {
-                    all.remove(&group);
+        {
+            let mut all = self.groups.lock().expect("hub lock");
+            for group in &groups {
+                if let Some(members) = all.get_mut(group) {
+                    members.remove(&id);
+                    if members.is_empty() {
+                        all.remove(group);
+                    }
                 }
             }
+        }
+        drop(membership);
+        for group in &groups {
+            self.group_changed(group);
         }
     }
 
@@ -224,6 +263,8 @@ impl HubEngine for LocalHub {
             .is_none();
         if added {
             membership.groups.push(group.into());
+            drop(membership);
+            self.group_changed(group);
         }
         Outcome::Done
     }
@@ -237,13 +278,17 @@ impl HubEngine for LocalHub {
             return Outcome::NotFound;
         };
         membership.groups.swap_remove(position);
-        let mut groups = self.groups.lock().expect("hub lock");
-        if let Some(members) = groups.get_mut(group) {
-            members.remove(&id);
-            if members.is_empty() {
-                groups.remove(group);
+        {
+            let mut groups = self.groups.lock().expect("hub lock");
+            if let Some(members) = groups.get_mut(group) {
+                members.remove(&id);
+                if members.is_empty() {
+                    groups.remove(group);
+                }
             }
         }
+        drop(membership);
+        self.group_changed(group);
         Outcome::Done
     }
 

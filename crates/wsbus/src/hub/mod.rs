@@ -31,7 +31,7 @@ use wsbus_proto::{CloseCode, Message};
 
 pub use facts::{SocketFacts, SocketSnapshot};
 pub use id::{NodeId, ParseSocketIdError, SocketId};
-pub use local::LocalHub;
+pub use local::{GroupObserver, LocalHub};
 pub(crate) use socket::{Outbound, OutboxLimit, SocketShared};
 
 /// What a hub call achieved, as far as this node can know when it returns.

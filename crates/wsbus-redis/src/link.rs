@@ -1,1 +1,0 @@
-//! The node's connections to Redis (work in progress).
