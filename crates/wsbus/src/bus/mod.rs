@@ -423,6 +423,7 @@ impl Bus {
                 Event::SessionClosed { client_id, .. } => routes.session_closed(&client_id),
                 Event::Service(request) => self.dispatch_service(request),
                 Event::SessionOpened { .. } | Event::Presence(_) => {}
+                Event::Broadcast(_) | Event::Interest(_) => {}
             }
         }
         drop(routes);
