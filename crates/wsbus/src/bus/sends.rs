@@ -53,6 +53,9 @@ enum Send {
     Interest(Box<InterestChange>),
 }
 
+// What the boxing of the cluster's entries buys, kept.
+const _: () = assert!(size_of::<Send>() == size_of::<(SocketId, String)>());
+
 /// Batches waiting to be sent to WebSocket sockets, and calls waiting for
 /// the cluster, oldest first.
 #[derive(Debug, Default)]
