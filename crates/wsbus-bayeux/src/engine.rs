@@ -12,6 +12,7 @@
 //! | `subscribe` | `/meta/subscribe` (with replay from history), `/meta/unsubscribe` |
 //! | `publish` | client and server publishes, fan-out to subscribers, per-client queues |
 //! | `presence` | joins and leaves on `/presence/…`, member lists |
+//! | `cluster` | several nodes: broadcasts and interest out, other nodes' messages in |
 //! | `timers` | held connects' deadlines, session expiry, history's window |
 //! | `authorizer`, `event` | the [`Authorizer`] hook; the [`Event`]s the driver drains |
 
@@ -26,6 +27,7 @@ use crate::id::{ClientId, IdMap, RandomSource};
 use crate::session::{Session, Transport};
 
 mod authorizer;
+mod cluster;
 mod connect;
 mod event;
 mod holds;
@@ -37,6 +39,7 @@ mod subscribe;
 mod timers;
 
 pub use authorizer::{AllowAll, Authorizer, HandshakeRequest, SessionInfo};
+pub use cluster::{ClusterPublish, InterestChange};
 use connect::connect_advice;
 pub use event::{CloseReason, Event, ServiceRequest};
 pub use holds::HoldId;
@@ -97,6 +100,9 @@ pub struct Stats {
     /// Messages refused with `429::Too many messages` (a session over
     /// `Limits::messages_per_second`) since the engine started.
     pub rate_limited: u64,
+    /// Messages from other nodes delivered here ([`Engine::receive`])
+    /// since the engine started; their recipients count in `deliveries`.
+    pub received: u64,
 }
 
 /// The cumulative part of [`Stats`], kept as the engine works.
@@ -106,6 +112,7 @@ struct Counters {
     deliveries: u64,
     replayed: u64,
     rate_limited: u64,
+    received: u64,
 }
 
 /// The Bayeux bus, without I/O.
@@ -146,6 +153,15 @@ struct Counters {
 ///    [`disconnect`](Self::disconnect) ends a session,
 ///    [`add_service`](Self::add_service) declares `/service` handlers,
 ///    [`presence`](Self::presence) and [`stats`](Self::stats) report.
+/// 6. **Cluster** (several nodes, one bus; only when
+///    [`set_cluster_events`](Self::set_cluster_events) is on): hand each
+///    [`Event::Broadcast`] to the other nodes, and each
+///    [`Event::Interest`] to whatever decides which nodes hear what, in
+///    the order drained; [`interest`](Self::interest) is the whole set.
+///    A message from another node goes to [`receive`](Self::receive), then
+///    drain events as after any call. If the transport between nodes keeps
+///    each origin's order, one publisher's messages reach every subscriber,
+///    on every node, in publish order.
 ///
 /// No clock is read and no randomness drawn here: time comes in as
 /// `Instant` arguments, client ids from the [`RandomSource`].
@@ -172,6 +188,8 @@ pub struct Engine {
     connect_advice: String,
     /// Publishes, deliveries and replays so far (for [`Stats`]).
     counters: Counters,
+    /// Whether [`Event::Broadcast`] and [`Event::Interest`] are emitted.
+    cluster_events: bool,
 }
 
 impl fmt::Debug for Engine {
@@ -210,6 +228,7 @@ impl Engine {
             removals: Vec::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
+            cluster_events: false,
         }
     }
 
@@ -287,6 +306,7 @@ impl Engine {
             deliveries: self.counters.deliveries,
             replayed: self.counters.replayed,
             rate_limited: self.counters.rate_limited,
+            received: self.counters.received,
             ..Stats::default()
         };
         for session in self.sessions.values() {

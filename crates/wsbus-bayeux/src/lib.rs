@@ -108,6 +108,21 @@
 //!   reply says `ext.replay = {"after", "count", "complete"}`; `complete:
 //!   false` means something after the offset may have been dropped.
 //!
+//! ## Several nodes
+//!
+//! The engine is one node's; a cluster joins several (the runtime's
+//! `wsbus::bus::BusCluster`, over Redis in `wsbus-redis`). With
+//! [`Engine::set_cluster_events`] on, every message accepted for broadcast
+//! here (a client's publish past its policy, [`Engine::publish`], presence
+//! joins and leaves; never `/meta`, `/service` or [`Engine::deliver`]) is
+//! also an [`Event::Broadcast`] for the other nodes, and a pattern's first
+//! subscriber here and its last one leaving are [`Event::Interest`]s
+//! ([`Engine::interest`] is the whole set). Another node's message goes to
+//! [`Engine::receive`]: delivered to the subscribers here as a local
+//! broadcast would be, with no publish policy (its origin checked it), not
+//! kept in this node's history (shared history is the next step), and
+//! never forwarded again.
+//!
 //! ## Bounded memory
 //!
 //! Batches are limited in bytes and messages, subscriptions per client,
@@ -132,9 +147,9 @@ mod session;
 pub use channel::{ChannelError, ChannelName, ChannelPattern, Wildcard};
 pub use config::{BusConfig, ChannelPolicy, HistoryConfig, Limits, PublishPolicy, SubscribePolicy};
 pub use engine::{
-    AllowAll, Authorizer, CloseReason, Engine, Event, HandshakeRequest, HeldConnect, HoldId,
-    Member, Outcome, PRESENCE_PREFIX, PRESENCE_SNAPSHOT_LIMIT, PresenceAction, PresenceChange,
-    Published, RequestContext, ServiceRequest, SessionInfo, Stats,
+    AllowAll, Authorizer, CloseReason, ClusterPublish, Engine, Event, HandshakeRequest,
+    HeldConnect, HoldId, InterestChange, Member, Outcome, PRESENCE_PREFIX, PRESENCE_SNAPSHOT_LIMIT,
+    PresenceAction, PresenceChange, Published, RequestContext, ServiceRequest, SessionInfo, Stats,
 };
 pub use error::BayeuxError;
 pub use grant::{Credential, Grant};

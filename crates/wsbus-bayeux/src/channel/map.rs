@@ -254,6 +254,13 @@ impl Subscriptions {
         self.patterns.get(pattern).into_iter().flatten()
     }
 
+    /// How many clients are subscribed to exactly `pattern`.
+    pub fn subscriber_count(&self, pattern: &ChannelPattern) -> usize {
+        self.patterns
+            .get(pattern)
+            .map_or(0, |clients| clients.len())
+    }
+
     /// Every client whose subscriptions match `channel`, with how it matched.
     /// A client subscribed through several patterns appears once per pattern.
     pub fn matching<'a>(

@@ -8,7 +8,7 @@ use crate::channel::ChannelName;
 use crate::id::ClientId;
 use crate::session::Transport;
 
-use super::PresenceChange;
+use super::{ClusterPublish, InterestChange, PresenceChange};
 
 /// Why a session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,4 +75,12 @@ pub enum Event {
     },
     /// A presence change, already published on its presence channel.
     Presence(PresenceChange),
+    /// A message accepted for broadcast here (and queued for the
+    /// subscribers here), for the subscribers on other nodes. Only with
+    /// [`Engine::set_cluster_events`](crate::Engine::set_cluster_events) on.
+    Broadcast(ClusterPublish),
+    /// A pattern gained its first subscriber here or lost its last. Only
+    /// with [`Engine::set_cluster_events`](crate::Engine::set_cluster_events)
+    /// on.
+    Interest(InterestChange),
 }

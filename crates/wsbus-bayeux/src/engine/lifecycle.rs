@@ -11,6 +11,7 @@ use crate::id::ClientId;
 use crate::message::{Advice, Message, Outbound, Reconnect, error_reply};
 use crate::session::Session;
 
+use super::cluster::Tracked;
 use super::presence::presence_tracked;
 use super::{
     CloseReason, Engine, Event, HandshakeRequest, META_CONNECT, META_DISCONNECT, META_HANDSHAKE,
@@ -175,8 +176,13 @@ impl Engine {
             self.expiries.remove(&(expiry, id.clone()));
         }
         let mut left = Vec::new();
+        let mut index = Tracked {
+            subscriptions: &mut self.subscriptions,
+            events: &mut self.events,
+            report: self.cluster_events,
+        };
         for pattern in session.subscriptions.drain() {
-            self.subscriptions.unsubscribe(&pattern, id);
+            index.unsubscribe(&pattern, id);
             if let Some(channel) = presence_tracked(&pattern) {
                 left.push(channel);
             }

@@ -13,9 +13,13 @@ use crate::id::{ClientId, IdMap, IdSet};
 use crate::message::{Message, Outbound, error_reply};
 use crate::session::Session;
 
+use super::cluster::broadcast_message;
 use super::holds::Holds;
 use super::presence::{is_presence_channel, presence_subject};
-use super::{CloseReason, Engine, Event, Outcome, RequestContext, ServiceRequest, SessionInfo};
+use super::{
+    CloseReason, ClusterPublish, Engine, Event, Outcome, RequestContext, ServiceRequest,
+    SessionInfo,
+};
 
 /// The result of a broadcast.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,7 +151,8 @@ impl Engine {
     }
 
     /// Records `data` on `channel` in history and queues it for every
-    /// subscriber (but the publisher, unless the policy says otherwise).
+    /// subscriber (but the publisher, unless the policy says otherwise); for
+    /// a cluster, emits it as [`Event::Broadcast`].
     pub(super) fn broadcast(
         &mut self,
         now: Instant,
@@ -159,16 +164,37 @@ impl Engine {
         // Only messages meant for history get an offset: a client replays
         // from offsets it has seen.
         let offset = policy.history.then(|| self.history.allocate_offset());
-        let mut message = Message::on(channel.as_str());
-        message.data = Some(data);
-        if let Some(offset) = offset {
-            message.set_ext_field("offset", offset.into());
-        }
+        let mut message = broadcast_message(channel, data, offset);
         let outbound = Outbound::new(&message);
         if let Some(offset) = offset {
             self.history.record(now, channel, offset, outbound.clone());
         }
+        if self.cluster_events {
+            // The data moves on (it is in `outbound` already). This node's
+            // offset stays here: it means nothing to another node's history.
+            let data = message.data.take().expect("a broadcast has data");
+            self.events.push_back(Event::Broadcast(ClusterPublish {
+                channel: channel.clone(),
+                data,
+                offset: None,
+            }));
+        }
+        let recipients = self.fan_out(now, channel, &outbound, publisher, policy);
+        self.counters.deliveries += recipients as u64;
+        Published { offset, recipients }
+    }
 
+    /// Queues `outbound`, a message on `channel`, for every subscriber here
+    /// (but the publisher, unless the policy says otherwise). How many
+    /// sessions it was queued for.
+    pub(super) fn fan_out(
+        &mut self,
+        now: Instant,
+        channel: &ChannelName,
+        outbound: &Outbound,
+        publisher: Option<&ClientId>,
+        policy: ChannelPolicy,
+    ) -> usize {
         // The subscriber sets of the patterns matching the channel, in
         // order: the channel itself, its `/*`, the `/**` of each ancestor. A
         // client in several of them gets the message once, through the first
@@ -211,13 +237,12 @@ impl Engine {
                 {
                     continue;
                 }
-                if queue.push(now, client, &outbound) {
+                if queue.push(now, client, outbound) {
                     recipients += 1;
                 }
             }
         }
-        self.counters.deliveries += recipients as u64;
-        Published { offset, recipients }
+        recipients
     }
 
     /// Queues `message` for `client`, waking the driver if it can be sent

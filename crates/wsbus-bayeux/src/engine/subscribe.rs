@@ -9,6 +9,7 @@ use crate::config::{BusConfig, ChannelPolicy};
 use crate::error::BayeuxError;
 use crate::message::{Message, error_reply};
 
+use super::cluster::Tracked;
 use super::presence::{presence_subject, presence_tracked};
 use super::{
     Engine, META_SUBSCRIBE, META_UNSUBSCRIBE, Outcome, PresenceAction, RequestContext, SessionInfo,
@@ -69,9 +70,14 @@ impl Engine {
         }
 
         let mut joined = Vec::new();
+        let mut index = Tracked {
+            subscriptions: &mut self.subscriptions,
+            events: &mut self.events,
+            report: self.cluster_events,
+        };
         for pattern in new {
             session.subscriptions.insert(pattern.clone());
-            self.subscriptions.subscribe(pattern, &id);
+            index.subscribe(pattern, &id);
             if let Some(channel) = presence_tracked(pattern) {
                 joined.push(channel);
             }
@@ -141,11 +147,16 @@ impl Engine {
         };
         let session = self.sessions.get_mut(&id).expect("looked up above");
         let mut left = Vec::new();
+        let mut index = Tracked {
+            subscriptions: &mut self.subscriptions,
+            events: &mut self.events,
+            report: self.cluster_events,
+        };
         for pattern in &patterns {
             // Unsubscribing from something not subscribed succeeds: the
             // client's wish (not subscribed) holds.
             if session.subscriptions.remove(pattern) {
-                self.subscriptions.unsubscribe(pattern, &id);
+                index.unsubscribe(pattern, &id);
                 if let Some(channel) = presence_tracked(pattern) {
                     left.push(channel);
                 }

@@ -1,6 +1,7 @@
 //! The bus's rules, driven through the public API as the runtime would.
 //! One module per concern of the engine; `support` holds the test bus.
 
+mod cluster;
 mod connect;
 mod expiry;
 mod handshake;

@@ -45,6 +45,18 @@
 //! one caller publishes, one call after another, reach each WebSocket
 //! subscriber in that order, however many threads publish at once.
 //!
+//! # Several nodes
+//!
+//! A bus is one node's. [`Bus::set_cluster`] joins it to the buses of
+//! other nodes through a [`BusCluster`] (Redis, in `wsbus-redis`): the bus
+//! hands it the messages accepted for broadcast here and the channel
+//! patterns its subscribers need, in engine order and with no bus lock held
+//! (the same send queue as WebSocket deliveries); other nodes' messages come
+//! in through [`Bus::receive_from_cluster`]. One publisher's messages reach
+//! every subscriber on every node in publish order, if the cluster keeps
+//! each origin's order. [`BusCluster`] says what crosses and what stays on
+//! its node.
+//!
 //! # Server-side code
 //!
 //! * [`Bus::publish`] broadcasts on a channel, [`Bus::deliver`] sends to one
@@ -73,6 +85,7 @@
 // or private.
 #![warn(missing_docs, unreachable_pub)]
 
+mod cluster;
 mod credentials;
 mod long_poll;
 mod routes;
@@ -81,7 +94,7 @@ mod services;
 mod timer;
 mod websocket;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rand::Rng;
 use serde_json::Value;
@@ -91,12 +104,14 @@ use wsbus_bayeux::{
 
 use crate::hub::Hub;
 use crate::runtime::Runtime;
+pub use cluster::BusCluster;
 use routes::Routes;
 use sends::SendQueue;
 pub use services::{ChannelSchemas, SERVICE_MAX_PENDING, ServiceCall, ServiceError};
 use services::{ServiceGate, ServiceTable};
 use timer::Timer;
 pub use websocket::BusSocket;
+pub use wsbus_bayeux::{ClusterPublish, InterestChange};
 
 /// Why a server-side publish or delivery failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,8 +146,11 @@ struct Inner {
     routes: Mutex<Routes>,
     /// `/service` handlers, by pattern.
     services: ServiceTable,
-    /// WebSocket deliveries, queued under the engine lock and sent after it.
+    /// WebSocket deliveries and cluster calls, queued under the engine lock
+    /// and handed over after it.
     sends: SendQueue,
+    /// The other nodes, once [`Bus::set_cluster`] joined them.
+    cluster: OnceLock<Arc<dyn BusCluster>>,
     hub: Hub,
     /// Shared with the timer task, which holds the rest of the bus only
     /// while it works.
@@ -233,6 +251,7 @@ impl Bus {
                 routes: Mutex::default(),
                 services,
                 sends: SendQueue::default(),
+                cluster: OnceLock::new(),
                 hub,
                 timer: Arc::default(),
                 websocket_enabled,
@@ -349,6 +368,11 @@ impl Bus {
     /// The members present in `channel` now: the clients subscribed to
     /// exactly that channel, with their users (wildcard subscribers observe,
     /// they are not members). Empty for a malformed channel name.
+    ///
+    /// This node's members only, with or without a [`BusCluster`]: joins and
+    /// leaves on other nodes reach `/presence/…` subscribers here, but
+    /// listing the members of every node is the cluster's to add (in
+    /// Redis), here.
     pub fn presence(&self, channel: &str) -> Vec<wsbus_bayeux::Member> {
         match ChannelName::parse(channel) {
             Ok(channel) => self
@@ -385,7 +409,7 @@ impl Bus {
             self.route_events(&mut engine);
             (result, engine.rate_limited() - before)
         };
-        self.inner.sends.flush(&self.inner.hub);
+        self.inner.sends.flush(&self.inner.hub, self.cluster());
         if rate_limited > 0 {
             // Counted and logged once per batch, not per refused message.
             if let Some(runtime) = &self.inner.runtime {
@@ -423,6 +447,8 @@ impl Bus {
                 Event::SessionClosed { client_id, .. } => routes.session_closed(&client_id),
                 Event::Service(request) => self.dispatch_service(request),
                 Event::SessionOpened { .. } | Event::Presence(_) => {}
+                Event::Broadcast(message) => self.inner.sends.push_publish(message),
+                Event::Interest(change) => self.inner.sends.push_interest(change),
             }
         }
         drop(routes);

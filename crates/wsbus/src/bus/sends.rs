@@ -1,5 +1,6 @@
-//! WebSocket deliveries on their way to the hub: produced under the engine
-//! lock, handed to the hub after it is released, in the order produced.
+//! WebSocket deliveries on their way to the hub, and messages and interest
+//! changes on their way to the cluster: produced under the engine lock,
+//! handed over after it is released, in the order produced.
 //!
 //! # Why this shape
 //!
@@ -19,6 +20,13 @@
 //! own promise (calls by one thread take effect in that order per socket) then
 //! carries the order to the socket.
 //!
+//! The cluster's calls ([`BusCluster::publish`] and
+//! [`BusCluster::interest`]) ride in the same queue, for the same reasons:
+//! a cluster may call back into the bus (a loopback delivers to another
+//! node's bus at once), and one publisher's messages must reach the other
+//! nodes in publish order, each pattern's gains and losses in the order
+//! they happened.
+//!
 //! Simpler designs fall short: sending under the `routes` lock alone still
 //! holds a bus lock across the hub call (a call back into the bus would
 //! deadlock against a caller holding the engine lock and waiting for
@@ -27,12 +35,29 @@
 
 use std::sync::Mutex;
 
+use wsbus_bayeux::{ClusterPublish, InterestChange};
 use wsbus_proto::Message;
 
+use super::BusCluster;
 use crate::hub::{Hub, SocketId};
 
-/// Batches (a JSON array each) waiting to be sent to WebSocket sockets,
-/// oldest first.
+/// What waits to be handed over.
+#[derive(Debug)]
+enum Send {
+    /// A batch (a JSON array) for a WebSocket socket.
+    Socket(SocketId, String),
+    /// A message for the other nodes. Boxed: a queue entry stays the size
+    /// of a socket's, so a single node pays nothing for the cluster's case.
+    Publish(Box<ClusterPublish>),
+    /// A change in the patterns this node needs to hear.
+    Interest(Box<InterestChange>),
+}
+
+// What the boxing of the cluster's entries buys, kept.
+const _: () = assert!(size_of::<Send>() == size_of::<(SocketId, String)>());
+
+/// Batches waiting to be sent to WebSocket sockets, and calls waiting for
+/// the cluster, oldest first.
 #[derive(Debug, Default)]
 pub(super) struct SendQueue {
     state: Mutex<State>,
@@ -40,25 +65,36 @@ pub(super) struct SendQueue {
 
 #[derive(Debug, Default)]
 struct State {
-    queued: Vec<(SocketId, String)>,
+    queued: Vec<Send>,
     /// Whether a thread is sending: others only queue.
     flushing: bool,
     /// The buffer the flusher last emptied, kept for its capacity: the next
     /// round swaps it with `queued` instead of allocating.
-    spare: Vec<(SocketId, String)>,
+    spare: Vec<Send>,
 }
 
 impl SendQueue {
-    /// Queues `json` for `socket`, after every batch queued before it. Called
-    /// under the engine lock.
+    /// Queues `json` for `socket`, after everything queued before it.
+    /// Called under the engine lock.
     pub(super) fn push(&self, socket: SocketId, json: String) {
-        self.lock().queued.push((socket, json));
+        self.lock().queued.push(Send::Socket(socket, json));
     }
 
-    /// Hands every queued batch to `hub`, oldest first, unless another
-    /// thread is doing so (it then sends these too, before it stops). Call
-    /// with no bus lock held.
-    pub(super) fn flush(&self, hub: &Hub) {
+    /// Queues `message` for the cluster. Called under the engine lock.
+    pub(super) fn push_publish(&self, message: ClusterPublish) {
+        self.lock().queued.push(Send::Publish(Box::new(message)));
+    }
+
+    /// Queues `change` for the cluster. Called under the engine lock.
+    pub(super) fn push_interest(&self, change: InterestChange) {
+        self.lock().queued.push(Send::Interest(Box::new(change)));
+    }
+
+    /// Hands everything queued to `hub` and `cluster`, oldest first, unless
+    /// another thread is doing so (it then sends these too, before it
+    /// stops). Call with no bus lock held. Cluster entries are only queued
+    /// once a cluster is installed; without one they would be dropped.
+    pub(super) fn flush(&self, hub: &Hub, cluster: Option<&dyn BusCluster>) {
         let mut state = self.lock();
         if state.flushing {
             return;
@@ -76,10 +112,17 @@ impl SendQueue {
             let spare = std::mem::take(&mut state.spare);
             let mut round = std::mem::replace(&mut state.queued, spare);
             drop(state);
-            for (socket, json) in round.drain(..) {
-                // A socket that closed meanwhile (`NotFound`) misses the
-                // batch, as it would any message sent after its close.
-                hub.send(socket, Message::text(json));
+            for send in round.drain(..) {
+                match (send, cluster) {
+                    // A socket that closed meanwhile (`NotFound`) misses the
+                    // batch, as it would any message sent after its close.
+                    (Send::Socket(socket, json), _) => {
+                        hub.send(socket, Message::text(json));
+                    }
+                    (Send::Publish(message), Some(cluster)) => cluster.publish(*message),
+                    (Send::Interest(change), Some(cluster)) => cluster.interest(*change),
+                    (Send::Publish(_) | Send::Interest(_), None) => {}
+                }
             }
             state = self.lock();
             state.spare = round;
@@ -116,7 +159,7 @@ mod tests {
         for n in 0..3 {
             queue.push(socket.id(), n.to_string());
         }
-        queue.flush(&hub);
+        queue.flush(&hub, None);
         let sent: Vec<Vec<u8>> = socket
             .drain()
             .into_iter()
@@ -133,7 +176,7 @@ mod tests {
         // A closed socket misses its batch; the queue carries on.
         hub.unregister(socket.id());
         queue.push(socket.id(), "late".into());
-        queue.flush(&hub);
+        queue.flush(&hub, None);
         assert_eq!(hub.send(socket.id(), Message::text("x")), Outcome::NotFound);
         assert!(queue.lock().queued.is_empty());
     }

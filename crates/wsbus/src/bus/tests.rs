@@ -89,11 +89,11 @@ fn a_flush_stalled_in_the_hub_keeps_later_batches_behind_its_own() {
     let queue = SendQueue::default();
     queue.push(socket.id(), "1".into());
     std::thread::scope(|scope| {
-        let first = scope.spawn(|| queue.flush(&hub));
+        let first = scope.spawn(|| queue.flush(&hub, None));
         entered.recv().unwrap();
         queue.push(socket.id(), "2".into());
         // Returns at once: the stalled flusher owns the sending.
-        queue.flush(&hub);
+        queue.flush(&hub, None);
         let overtaking = texts(socket.drain());
         release.send(()).unwrap();
         first.join().unwrap();

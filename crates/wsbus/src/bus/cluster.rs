@@ -1,0 +1,111 @@
+//! The bus across nodes: the seam a cluster (Redis, in `wsbus-redis`)
+//! plugs into.
+//!
+//! Its rustdoc ([`BusCluster`]) is the contract.
+
+use std::sync::Arc;
+
+use wsbus_bayeux::{ChannelPattern, ClusterPublish, InterestChange};
+
+use super::{Bus, PublishError, now};
+
+/// What joins a [`Bus`] to the buses of other nodes.
+///
+/// A [`Bus`] is one node's. Installed with [`Bus::set_cluster`], a
+/// [`BusCluster`] is told every message this node accepted for broadcast
+/// ([`BusCluster::publish`]) and every change in the patterns this node has
+/// subscribers for ([`BusCluster::interest`]); it brings other nodes'
+/// messages to [`Bus::receive_from_cluster`]. Without one, nothing of this
+/// runs: the engine emits no cluster events.
+///
+/// # What crosses, what does not
+///
+/// Crosses: a client's publish that passed its channel's policy and
+/// authorizer, [`Bus::publish`], presence joins and leaves (on
+/// `/presence/<channel>`). Stays on its node: `/meta/**` (the protocol),
+/// `/service/**` (the node's own handlers; a handler that wants the other
+/// nodes to know publishes), [`Bus::deliver`] (to one client, which is
+/// here), and history (each node keeps its own for now; a message from
+/// another node is not kept here, and carries no offset).
+///
+/// # Ordering
+///
+/// The bus hands the cluster its calls in the engine's order, one thread at
+/// a time, with no bus lock held (the send queue of `sends.rs`). So if the
+/// cluster keeps each origin node's order (a promise its implementation
+/// must make, for every channel a subscriber may match), the messages one
+/// publisher publishes on one node reach each subscriber on every node in
+/// publish order, as on one node. Nothing is promised between publishers,
+/// nor between nodes.
+///
+/// # Calls
+///
+/// Both methods are called in the order the engine produced what they
+/// carry, by one thread at a time, with no bus lock held: they may call
+/// back into this bus or another (a loopback in tests delivers to the other
+/// buses at once). They must not block: they run on the thread of whatever
+/// bus call caused them (a socket's task, a long-polling request); queue
+/// the work and return.
+pub trait BusCluster: Send + Sync + std::fmt::Debug + 'static {
+    /// A message this node accepted for broadcast (and has queued for its
+    /// own subscribers), for the subscribers on other nodes. The other
+    /// nodes hand it to their [`Bus::receive_from_cluster`]; never back to
+    /// this node (it has delivered it already).
+    fn publish(&self, message: ClusterPublish);
+
+    /// A pattern gained its first subscriber on this node, or lost its
+    /// last: the node needs to hear the other nodes' messages on the
+    /// channels it matches, or no longer does. Applied in order as set
+    /// operations (gain = insert, loss = remove), these add up to
+    /// [`Bus::cluster_interest`].
+    fn interest(&self, change: InterestChange);
+}
+
+impl Bus {
+    /// Joins this bus to other nodes' through `cluster` (see
+    /// [`BusCluster`], "What crosses"). From this call on, every message accepted for
+    /// broadcast here goes to [`BusCluster::publish`] and every interest
+    /// change to [`BusCluster::interest`]; what was subscribed before is in
+    /// [`cluster_interest`](Self::cluster_interest). Once per bus: a second
+    /// cluster is refused and handed back.
+    pub fn set_cluster(&self, cluster: Arc<dyn BusCluster>) -> Result<(), Arc<dyn BusCluster>> {
+        // Under the engine lock: no event is produced between the cluster
+        // being set and the engine emitting events for it.
+        let mut engine = self.inner.engine.lock().expect("bus lock");
+        self.inner.cluster.set(cluster)?;
+        engine.set_cluster_events(true);
+        Ok(())
+    }
+
+    /// Every channel pattern with at least one subscriber on this node,
+    /// sorted: what to (re)subscribe to after (re)connecting to the other
+    /// nodes. Changes made before this call may still reach
+    /// [`BusCluster::interest`] after it (they were queued, not yet handed
+    /// over); applied in order as set operations after this snapshot, they
+    /// leave the right set. So a cluster takes the snapshot under the lock
+    /// its `interest` takes, and applies changes after it.
+    pub fn cluster_interest(&self) -> Vec<ChannelPattern> {
+        self.inner.engine.lock().expect("bus lock").interest()
+    }
+
+    /// Delivers a message published on another node to this node's
+    /// subscribers, exact and wildcard (each once), over WebSocket and
+    /// long-polling alike, as a local publish would. No publish policy or
+    /// schema is checked (its origin node did), it is not kept in this
+    /// node's history (shared history comes with Redis streams; until
+    /// then a client replays only what its own node published), and it is
+    /// never forwarded again (no [`BusCluster::publish`]). How many clients
+    /// it was queued for.
+    ///
+    /// Fails with [`PublishError::Refused`] on a `/meta` or `/service`
+    /// channel (never forwarded by a bus).
+    pub fn receive_from_cluster(&self, message: ClusterPublish) -> Result<usize, PublishError> {
+        self.drive(|engine| engine.receive(now(), message))
+            .map_err(|e| PublishError::Refused(e.to_string()))
+    }
+
+    /// The installed cluster, if any.
+    pub(super) fn cluster(&self) -> Option<&dyn BusCluster> {
+        self.inner.cluster.get().map(|cluster| &**cluster)
+    }
+}
