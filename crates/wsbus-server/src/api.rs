@@ -130,7 +130,9 @@ pub fn router(bus: Bus, auth: PublishAuth) -> Router {
 /// `GET /api/me`: `{"user": "<login>"}`, or `{"user": null}` without a
 /// session.
 async fn me(Extension(runtime): Extension<Runtime>, headers: HeaderMap) -> Response {
-    let user = crate::web::session_of(&runtime, &headers).map(|s| s.user.login);
+    let user = crate::web::session_of(&runtime, &headers)
+        .await
+        .map(|s| s.user.login);
     json_response(StatusCode::OK, &json!({ "user": user }))
 }
 

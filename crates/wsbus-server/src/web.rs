@@ -163,13 +163,18 @@ async fn with_no_store(mut response: Response) -> Response {
     response
 }
 
-/// The session the request's cookie names, if it is alive.
-pub fn session_of(runtime: &Runtime, headers: &HeaderMap) -> Option<Session> {
-    let cookies = headers
+/// The session the request's cookie names, if it is alive (and the session
+/// store answers: see [`wsbus::session::Sessions::resolve`]).
+pub async fn session_of(runtime: &Runtime, headers: &HeaderMap) -> Option<Session> {
+    runtime.sessions().from_cookies(cookies(headers)).await
+}
+
+/// The request's `Cookie` header values that are text.
+fn cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok());
-    runtime.sessions().from_cookies(cookies)
+        .filter_map(|v| v.to_str().ok())
 }
 
 /// A form `POST` route, refused (`403`) unless it comes from our own pages.
@@ -233,7 +238,13 @@ async fn login(
             "field `user` must be 1-64 printable characters",
         );
     }
-    let id = runtime.sessions().login(User::new(user));
+    let Ok(id) = runtime.sessions().login(User::new(user)).await else {
+        // Logged by the store; no session, so no cookie.
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the session store is unavailable; try again",
+        );
+    };
     // `Secure` when the browser is on https, behind a proxy too.
     redirect_home(&Sessions::cookie(&id, client.tls))
 }
@@ -244,8 +255,17 @@ async fn logout(
     Extension(client): Extension<ClientView>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(session) = session_of(&runtime, &headers) {
-        runtime.sessions().logout(&session.id);
+    // By the cookie's id, without a lookup: a logout must not pass for done
+    // because the store could not be asked.
+    if let Some(id) = Sessions::id_from_cookies(cookies(&headers))
+        && runtime.sessions().logout(&id).await.is_err()
+    {
+        // The session lives on in the store: keep the cookie, so that the
+        // user sees the failure and can log out again.
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the session store is unavailable; the session is not ended, try again",
+        );
     }
     redirect_home(&Sessions::clear_cookie(client.tls))
 }
@@ -277,7 +297,7 @@ async fn long_poll(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let user = session_of(&runtime, &headers).map(|s| s.user.login);
+    let user = session_of(&runtime, &headers).await.map(|s| s.user.login);
     let token = wsbus::auth::token_from_request(&headers, uri.query());
     let json = bus
         .long_poll(&body, user.as_deref(), token.as_deref())

@@ -139,11 +139,21 @@ impl Registration {
 
     /// An inbound message arrived at `now`: refresh the socket's session if
     /// `session_access` asks for it and the throttle allows.
+    ///
+    /// The refresh runs in a task of its own: the store may be remote
+    /// (Redis), and the socket task must not wait on it. The throttle bounds
+    /// these tasks to one per socket per throttle window.
     pub(crate) fn inbound_message(&mut self, now: tokio::time::Instant) {
         if let Some(session) = self.session.as_deref_mut()
             && session.refresh.as_mut().is_some_and(|r| r.due(now))
         {
-            self.runtime.inner.sessions.touch(&session.id);
+            let sessions = self.runtime.inner.sessions.clone();
+            let id = session.id.clone();
+            tokio::spawn(async move {
+                if let Err(error) = sessions.touch(&id).await {
+                    tracing::debug!(target: "wsbus::session", %error, "refreshing a session on socket activity");
+                }
+            });
         }
     }
 

@@ -18,6 +18,8 @@
 //! (`tokio::time::pause`) to expire sessions without waiting.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -88,73 +90,145 @@ pub struct Session {
     pub expires_at: SystemTime,
 }
 
+/// What a [`SessionStore`] method returns: a boxed future, so that the trait
+/// stays dyn-compatible (`Arc<dyn SessionStore>`) and a store can wait on the
+/// network (Redis).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The store could not answer (Redis unreachable, a command timed out): not
+/// the same as "no such session". [`Sessions`] treats it as "unknown for
+/// now": the request gets no login, but no socket is closed and nothing is
+/// swept, since the session may well be alive.
+///
+/// The message says what failed, never which session: ids are secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreError {
+    message: String,
+}
+
+impl StoreError {
+    /// An error with this description. It is logged: it must not contain a
+    /// session id.
+    pub fn new(message: impl Into<String>) -> Self {
+        StoreError {
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "session store unavailable: {}", self.message)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
 /// Where sessions live. In memory by default ([`MemorySessionStore`]); a
-/// cluster keeps them in Redis, so that a logout on any node ends them
-/// everywhere.
+/// cluster keeps them in Redis (`wsbus_redis::session::RedisSessionStore`),
+/// so that a session made on one node is known on every node.
 ///
 /// Times are wall-clock instants handed in by [`Sessions`] (the store reads
-/// no clock), so a store can keep expiry as a TTL (`PEXPIREAT`). A store's
-/// methods are called from request handlers and socket tasks: they must not
-/// block for long.
+/// no clock), so a store can keep expiry as a TTL (`PEXPIREAT`). Every method
+/// distinguishes an answer from [`StoreError`] ("could not ask"); a store
+/// that can wait (on the network) must bound the wait itself, since request
+/// handlers await it.
+///
+/// **A store shared by several nodes must tell them of removals.** When a
+/// session is removed on one node (logout), the sockets bound to it on every
+/// other node must close: the store (or the cluster engine beside it, see
+/// `wsbus-redis`) passes the news on, and each node calls
+/// [`Sessions::end_bindings`]. Without that, other nodes only notice at their
+/// next sweep ([`Sessions::sweep_interval`]), which also catches sessions a
+/// store expired by itself (a TTL).
 pub trait SessionStore: Send + Sync + 'static {
     /// Store a new session.
-    fn insert(&self, session: Session);
+    fn insert(&self, session: Session) -> StoreFuture<'_, Result<(), StoreError>>;
     /// The session with this id, unless it has expired by `now`.
-    fn get(&self, id: &SessionId, now: SystemTime) -> Option<Session>;
+    fn get<'a>(
+        &'a self,
+        id: &'a SessionId,
+        now: SystemTime,
+    ) -> StoreFuture<'a, Result<Option<Session>, StoreError>>;
     /// Move the session's expiry to `expires_at`. Returns false if it does
     /// not exist.
-    fn touch(&self, id: &SessionId, expires_at: SystemTime) -> bool;
+    fn touch<'a>(
+        &'a self,
+        id: &'a SessionId,
+        expires_at: SystemTime,
+    ) -> StoreFuture<'a, Result<bool, StoreError>>;
     /// Remove the session. Returns whether it existed.
-    fn remove(&self, id: &SessionId) -> bool;
+    fn remove<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, Result<bool, StoreError>>;
     /// Remove every session expired by `now` and return their ids. A store
     /// that expires entries by itself (a TTL) may return none: [`Sessions`]
     /// also ends the bindings of sessions that `get` no longer finds.
-    fn remove_expired(&self, now: SystemTime) -> Vec<SessionId>;
+    fn remove_expired(
+        &self,
+        now: SystemTime,
+    ) -> StoreFuture<'_, Result<Vec<SessionId>, StoreError>>;
 }
 
-/// The in-memory session store.
+/// The in-memory session store. Its futures are ready at once, and it never
+/// fails.
 #[derive(Debug, Default)]
 pub struct MemorySessionStore {
     sessions: Mutex<HashMap<SessionId, Session>>,
 }
 
+impl MemorySessionStore {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Session>> {
+        self.sessions.lock().expect("sessions lock")
+    }
+}
+
+/// A future that is ready at once with `value`.
+fn ready<'a, T: Send + 'a>(value: T) -> StoreFuture<'a, Result<T, StoreError>> {
+    Box::pin(std::future::ready(Ok(value)))
+}
+
 impl SessionStore for MemorySessionStore {
-    fn insert(&self, session: Session) {
-        self.sessions
-            .lock()
-            .expect("sessions lock")
-            .insert(session.id.clone(), session);
+    fn insert(&self, session: Session) -> StoreFuture<'_, Result<(), StoreError>> {
+        self.sessions().insert(session.id.clone(), session);
+        ready(())
     }
 
-    fn get(&self, id: &SessionId, now: SystemTime) -> Option<Session> {
-        self.sessions
-            .lock()
-            .expect("sessions lock")
-            .get(id)
-            .filter(|session| session.expires_at > now)
-            .cloned()
+    fn get<'a>(
+        &'a self,
+        id: &'a SessionId,
+        now: SystemTime,
+    ) -> StoreFuture<'a, Result<Option<Session>, StoreError>> {
+        ready(
+            self.sessions()
+                .get(id)
+                .filter(|session| session.expires_at > now)
+                .cloned(),
+        )
     }
 
-    fn touch(&self, id: &SessionId, expires_at: SystemTime) -> bool {
-        match self.sessions.lock().expect("sessions lock").get_mut(id) {
+    fn touch<'a>(
+        &'a self,
+        id: &'a SessionId,
+        expires_at: SystemTime,
+    ) -> StoreFuture<'a, Result<bool, StoreError>> {
+        let found = match self.sessions().get_mut(id) {
             Some(session) => {
                 session.expires_at = expires_at;
                 true
             }
             None => false,
-        }
+        };
+        ready(found)
     }
 
-    fn remove(&self, id: &SessionId) -> bool {
-        self.sessions
-            .lock()
-            .expect("sessions lock")
-            .remove(id)
-            .is_some()
+    fn remove<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, Result<bool, StoreError>> {
+        ready(self.sessions().remove(id).is_some())
     }
 
-    fn remove_expired(&self, now: SystemTime) -> Vec<SessionId> {
-        let mut sessions = self.sessions.lock().expect("sessions lock");
+    fn remove_expired(
+        &self,
+        now: SystemTime,
+    ) -> StoreFuture<'_, Result<Vec<SessionId>, StoreError>> {
+        let mut sessions = self.sessions();
         let expired: Vec<SessionId> = sessions
             .values()
             .filter(|s| s.expires_at <= now)
@@ -163,7 +237,7 @@ impl SessionStore for MemorySessionStore {
         for id in &expired {
             sessions.remove(id);
         }
-        expired
+        ready(expired)
     }
 }
 
@@ -239,64 +313,123 @@ impl Sessions {
         (self.idle_timeout / 10).clamp(Duration::from_secs(10), Duration::from_secs(600))
     }
 
-    /// Start a session for `user`.
-    pub fn login(&self, user: User) -> SessionId {
+    /// Start a session for `user`. Fails only if the store is unavailable
+    /// (then there is no session: answer 503, not a cookie).
+    pub async fn login(&self, user: User) -> Result<SessionId, StoreError> {
         let id = SessionId::generate();
-        self.store.insert(Session {
-            id: id.clone(),
-            user,
-            expires_at: self.clock.now() + self.idle_timeout,
-        });
-        id
+        self.store
+            .insert(Session {
+                id: id.clone(),
+                user,
+                expires_at: self.clock.now() + self.idle_timeout,
+            })
+            .await?;
+        Ok(id)
     }
 
     /// The live session with this id, refreshed (an HTTP request is activity).
-    pub fn resolve(&self, id: &SessionId) -> Option<Session> {
+    ///
+    /// `None` if there is none — then sockets bound to it close — or if the
+    /// store is unavailable: then this request has no login, but bound
+    /// sockets stay open, since the session may well be alive.
+    pub async fn resolve(&self, id: &SessionId) -> Option<Session> {
         let now = self.clock.now();
-        let Some(mut session) = self.store.get(id, now) else {
-            // Unknown, or expired and not swept yet: end it now.
-            self.store.remove(id);
-            self.end(id);
-            return None;
+        let mut session = match self.store.get(id, now).await {
+            Ok(Some(session)) => session,
+            Ok(None) => {
+                // Unknown, or expired and not swept yet: end it now. If the
+                // removal fails the store's own expiry or sweep removes it.
+                if let Err(error) = self.store.remove(id).await {
+                    tracing::debug!(target: "wsbus::session", %error, "removing an expired session");
+                }
+                self.end(id);
+                return None;
+            }
+            Err(error) => {
+                tracing::warn!(target: "wsbus::session", %error, "session lookup failed: request served without login");
+                return None;
+            }
         };
         session.expires_at = now + self.idle_timeout;
-        self.store.touch(id, session.expires_at);
+        if let Err(error) = self.store.touch(id, session.expires_at).await {
+            // Found a moment ago: serve the request; the session is refreshed
+            // by its next use.
+            tracing::debug!(target: "wsbus::session", %error, "refreshing a session");
+        }
         Some(session)
     }
 
-    /// The session named by a request's `Cookie` headers, if live.
+    /// The session named by a request's `Cookie` headers, if live (see
+    /// [`Self::resolve`]). The headers are read before the returned future
+    /// is first polled, so it does not borrow them.
     pub fn from_cookies<'a>(
         &self,
         cookie_headers: impl IntoIterator<Item = &'a str>,
-    ) -> Option<Session> {
-        let id = cookie_headers
+    ) -> impl Future<Output = Option<Session>> + Send + '_ {
+        let id = Self::id_from_cookies(cookie_headers);
+        async move {
+            match id {
+                Some(id) => self.resolve(&id).await,
+                None => None,
+            }
+        }
+    }
+
+    /// The session id that a request's `Cookie` headers carry, whether or
+    /// not such a session exists (logout needs no lookup).
+    pub fn id_from_cookies<'a>(
+        cookie_headers: impl IntoIterator<Item = &'a str>,
+    ) -> Option<SessionId> {
+        cookie_headers
             .into_iter()
             .flat_map(|h| h.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
             .find(|(name, _)| *name == SESSION_COOKIE)
-            .map(|(_, value)| SessionId(value.to_owned()))?;
-        self.resolve(&id)
+            .map(|(_, value)| SessionId(value.to_owned()))
     }
 
     /// Refresh a session (inbound WebSocket activity with `session_access`).
     /// Returns false if it does not exist.
-    pub fn touch(&self, id: &SessionId) -> bool {
-        self.store.touch(id, self.clock.now() + self.idle_timeout)
+    pub async fn touch(&self, id: &SessionId) -> Result<bool, StoreError> {
+        self.store
+            .touch(id, self.clock.now() + self.idle_timeout)
+            .await
     }
 
     /// End a session (logout): bound sockets with `terminate_on_session_exit`
-    /// are closed with 1008.
-    pub fn logout(&self, id: &SessionId) -> bool {
-        let existed = self.store.remove(id);
+    /// are closed with 1008. Returns whether it existed.
+    ///
+    /// If the store is unavailable nothing ends (the session is still in the
+    /// store, usable from any node): the caller says so, and the user can
+    /// try again.
+    pub async fn logout(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let existed = self.store.remove(id).await?;
         self.end(id);
-        existed
+        Ok(existed)
+    }
+
+    /// A session ended on another node: close this node's sockets bound to
+    /// it (those with `terminate_on_session_exit`, with 1008) and forget the
+    /// bindings. The store is not asked: a cluster engine calls this when it
+    /// hears of a logout elsewhere (see [`SessionStore`]).
+    pub fn end_bindings(&self, id: &SessionId) {
+        self.end(id);
     }
 
     /// Expire idle sessions now and close their bound sockets; returns how
     /// many sessions with bindings or in the store ended.
-    pub fn sweep(&self) -> usize {
+    ///
+    /// While the store is unavailable nothing ends: a session it cannot
+    /// confirm is not taken for gone.
+    pub async fn sweep(&self) -> usize {
         let now = self.clock.now();
-        let mut ended: HashSet<SessionId> = self.store.remove_expired(now).into_iter().collect();
+        let mut ended: HashSet<SessionId> = match self.store.remove_expired(now).await {
+            Ok(expired) => expired.into_iter().collect(),
+            Err(error) => {
+                tracing::warn!(target: "wsbus::session", %error, "session sweep skipped");
+                return 0;
+            }
+        };
         // Sessions that the store expired by itself (a TTL), or that another
         // process removed: their sockets here are bound to nothing.
         let bound: Vec<SessionId> = self
@@ -308,8 +441,15 @@ impl Sessions {
             .cloned()
             .collect();
         for id in bound {
-            if self.store.get(&id, now).is_none() {
-                ended.insert(id);
+            match self.store.get(&id, now).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    ended.insert(id);
+                }
+                Err(error) => {
+                    tracing::warn!(target: "wsbus::session", %error, "session sweep stopped");
+                    break;
+                }
             }
         }
         for id in &ended {
@@ -331,7 +471,7 @@ impl Sessions {
                 let Some(sessions) = sessions.upgrade() else {
                     return;
                 };
-                let ended = sessions.sweep();
+                let ended = sessions.sweep().await;
                 if ended > 0 {
                     tracing::debug!(target: "wsbus::session", ended, "idle sessions expired");
                 }
@@ -440,20 +580,20 @@ mod tests {
     async fn idle_sessions_expire_and_use_keeps_them() {
         let idle = Duration::from_secs(30 * 60);
         let (sessions, _hub) = sessions(idle);
-        let idle_one = sessions.login(User::new("idle"));
-        let used = sessions.login(User::new("used"));
+        let idle_one = sessions.login(User::new("idle")).await.unwrap();
+        let used = sessions.login(User::new("used")).await.unwrap();
         tokio::time::advance(idle - Duration::from_secs(1)).await;
-        assert_eq!(sessions.sweep(), 0);
-        assert!(sessions.touch(&used));
+        assert_eq!(sessions.sweep().await, 0);
+        assert!(sessions.touch(&used).await.unwrap());
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert_eq!(sessions.sweep(), 1, "only the unused session ends");
-        assert!(sessions.resolve(&idle_one).is_none());
-        assert_eq!(sessions.resolve(&used).unwrap().user.login, "used");
+        assert_eq!(sessions.sweep().await, 1, "only the unused session ends");
+        assert!(sessions.resolve(&idle_one).await.is_none());
+        assert_eq!(sessions.resolve(&used).await.unwrap().user.login, "used");
         // resolve is use too: a full idle timeout later, it is still alive.
         tokio::time::advance(idle - Duration::from_secs(1)).await;
-        assert!(sessions.resolve(&used).is_some());
+        assert!(sessions.resolve(&used).await.is_some());
         tokio::time::advance(idle).await;
-        assert!(sessions.resolve(&used).is_none());
+        assert!(sessions.resolve(&used).await.is_none());
     }
 
     /// A session that expired before the sweep saw it closes its sockets on
@@ -462,15 +602,15 @@ mod tests {
     async fn expiry_closes_bound_sockets_with_1008() {
         let idle = Duration::from_secs(60);
         let (sessions, hub) = sessions(idle);
-        let swept = sessions.login(User::new("swept"));
-        let looked_up = sessions.login(User::new("looked-up"));
+        let swept = sessions.login(User::new("swept")).await.unwrap();
+        let looked_up = sessions.login(User::new("looked-up")).await.unwrap();
         let (a_shared, b_shared, c_shared) = (hub.register(), hub.register(), hub.register());
         let (a, b, c) = (a_shared.id(), b_shared.id(), c_shared.id());
         sessions.bind(&swept, a, true);
         sessions.bind(&swept, b, false);
         sessions.bind(&looked_up, c, true);
         tokio::time::advance(idle).await;
-        assert!(sessions.resolve(&looked_up).is_none());
+        assert!(sessions.resolve(&looked_up).await.is_none());
         let closes = |shared: &SocketShared| {
             shared
                 .drain()
@@ -483,7 +623,7 @@ mod tests {
         };
         let ended = vec![(CloseCode::POLICY_VIOLATION, SESSION_ENDED_REASON.to_owned())];
         assert_eq!(closes(&c_shared), ended);
-        assert_eq!(sessions.sweep(), 1);
+        assert_eq!(sessions.sweep().await, 1);
         assert_eq!(closes(&a_shared), ended);
         assert_eq!(
             closes(&b_shared),
@@ -498,11 +638,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn sessions_gone_from_the_store_end_their_bindings() {
         let (sessions, hub) = sessions(Duration::from_secs(60));
-        let id = sessions.login(User::new("elsewhere"));
+        let id = sessions.login(User::new("elsewhere")).await.unwrap();
         let shared = hub.register();
         sessions.bind(&id, shared.id(), true);
-        assert!(sessions.store.remove(&id), "removed by another node");
-        assert_eq!(sessions.sweep(), 1);
+        assert!(
+            sessions.store.remove(&id).await.unwrap(),
+            "removed by another node"
+        );
+        assert_eq!(sessions.sweep().await, 1);
         assert_eq!(shared.drain().len(), 1);
     }
 
@@ -513,13 +656,117 @@ mod tests {
             Duration::from_secs(60),
             Hub::new(),
         );
-        let id = sessions.login(User::new("ana"));
+        let id = sessions.login(User::new("ana")).await.unwrap();
         let cookie = format!("x=1; {SESSION_COOKIE}={}", id.as_str());
         assert_eq!(
-            sessions.from_cookies([cookie.as_str()]).unwrap().user.login,
+            sessions
+                .from_cookies([cookie.as_str()])
+                .await
+                .unwrap()
+                .user
+                .login,
             "ana"
         );
-        assert!(sessions.logout(&id));
-        assert!(sessions.from_cookies([cookie.as_str()]).is_none());
+        assert!(sessions.logout(&id).await.unwrap());
+        assert!(sessions.from_cookies([cookie.as_str()]).await.is_none());
+    }
+
+    /// A store that can be switched off, as a Redis that stopped answering.
+    #[derive(Default)]
+    struct Flaky {
+        inner: MemorySessionStore,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Flaky {
+        /// `answer()`, or an error without asking the inner store while
+        /// down (its methods act before their futures are polled).
+        fn or_down<'a, T: Send + 'a>(
+            &self,
+            answer: impl FnOnce() -> StoreFuture<'a, Result<T, StoreError>>,
+        ) -> StoreFuture<'a, Result<T, StoreError>> {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                Box::pin(std::future::ready(Err(StoreError::new("down"))))
+            } else {
+                answer()
+            }
+        }
+    }
+
+    impl SessionStore for Flaky {
+        fn insert(&self, session: Session) -> StoreFuture<'_, Result<(), StoreError>> {
+            self.or_down(|| self.inner.insert(session))
+        }
+        fn get<'a>(
+            &'a self,
+            id: &'a SessionId,
+            now: SystemTime,
+        ) -> StoreFuture<'a, Result<Option<Session>, StoreError>> {
+            self.or_down(|| self.inner.get(id, now))
+        }
+        fn touch<'a>(
+            &'a self,
+            id: &'a SessionId,
+            expires_at: SystemTime,
+        ) -> StoreFuture<'a, Result<bool, StoreError>> {
+            self.or_down(|| self.inner.touch(id, expires_at))
+        }
+        fn remove<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, Result<bool, StoreError>> {
+            self.or_down(|| self.inner.remove(id))
+        }
+        fn remove_expired(
+            &self,
+            now: SystemTime,
+        ) -> StoreFuture<'_, Result<Vec<SessionId>, StoreError>> {
+            self.or_down(|| self.inner.remove_expired(now))
+        }
+    }
+
+    /// A store that cannot answer is not a store that says "no such
+    /// session": no socket closes, no sweep ends anything, a logout fails
+    /// instead of passing for done; once it answers again all is as before.
+    #[tokio::test(start_paused = true)]
+    async fn an_unavailable_store_ends_nothing() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let store = Arc::new(Flaky::default());
+        let hub = Hub::new();
+        let sessions = Sessions::new(store.clone(), Duration::from_secs(60), hub.clone());
+        let id = sessions.login(User::new("ana")).await.unwrap();
+        let shared = hub.register();
+        sessions.bind(&id, shared.id(), true);
+
+        store.down.store(true, SeqCst);
+        assert!(sessions.login(User::new("bo")).await.is_err());
+        assert!(sessions.resolve(&id).await.is_none(), "no login for now");
+        assert!(sessions.touch(&id).await.is_err());
+        assert_eq!(sessions.sweep().await, 0);
+        assert!(sessions.logout(&id).await.is_err());
+        assert_eq!(sessions.bound_sockets(&id), 1);
+        assert!(shared.drain().is_empty(), "nothing sent to the socket");
+
+        store.down.store(false, SeqCst);
+        assert_eq!(sessions.resolve(&id).await.unwrap().user.login, "ana");
+        assert!(sessions.logout(&id).await.unwrap());
+        assert_eq!(sessions.bound_sockets(&id), 0);
+        assert_eq!(shared.drain().len(), 1, "closed by the logout");
+    }
+
+    /// `end_bindings` (a logout heard from another node) closes this node's
+    /// bound sockets without asking the store.
+    #[tokio::test]
+    async fn end_bindings_closes_bound_sockets_only() {
+        let (sessions, hub) = sessions(Duration::from_secs(60));
+        let id = sessions.login(User::new("ana")).await.unwrap();
+        let (bound, kept) = (hub.register(), hub.register());
+        sessions.bind(&id, bound.id(), true);
+        sessions.bind(&id, kept.id(), false);
+        sessions.end_bindings(&id);
+        assert_eq!(bound.drain().len(), 1);
+        assert!(kept.drain().is_empty(), "terminate_on_session_exit = false");
+        assert_eq!(sessions.bound_sockets(&id), 0);
+        assert!(
+            sessions.resolve(&id).await.is_some(),
+            "the store is another node's business"
+        );
     }
 }

@@ -172,7 +172,8 @@ async fn answer<A: WebSocketApp, B>(
             .iter()
             .filter_map(|v| v.to_str().ok());
         runtime.sessions().from_cookies(cookies)
-    };
+    }
+    .await;
     let minor = match req.version() {
         http::Version::HTTP_09 | http::Version::HTTP_10 => 0,
         _ => 1,

@@ -11,7 +11,9 @@ use tokio::time::Instant;
 use wsbus::app::{EventKind, HandshakeRequest, Upgrade, WebSocketApp, WebSocketConfig, WsEvent};
 use wsbus::client::{self, ClientError, ClientOptions, WebSocket};
 use wsbus::proto::{CloseCode, CloseFrame, Event, Message};
-use wsbus::session::{MemorySessionStore, Session, SessionId, SessionStore, User};
+use wsbus::session::{
+    MemorySessionStore, Session, SessionId, SessionStore, StoreError, StoreFuture, User,
+};
 use wsbus::{GroupSend, Outcome, Runtime, Server, ServerConfig, SocketId, SocketSettings};
 
 type Decide = Box<dyn Fn(&HandshakeRequest) -> Upgrade<String> + Send + Sync>;
@@ -292,6 +294,16 @@ async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// A session for `user` on the test server.
+async fn login(server: &TestServer, user: &str) -> SessionId {
+    server
+        .runtime
+        .sessions()
+        .login(User::new(user))
+        .await
+        .expect("the memory store answers")
+}
+
 fn close_events(server: &TestServer) -> Vec<CloseCode> {
     server
         .events
@@ -313,8 +325,8 @@ async fn logout_closes_bound_sockets_with_1008() {
     });
     let server = start(decide).await;
     let sessions = server.runtime.sessions().clone();
-    let alice = sessions.login(User::new("alice"));
-    let bob = sessions.login(User::new("bob"));
+    let alice = sessions.login(User::new("alice")).await.unwrap();
+    let bob = sessions.login(User::new("bob")).await.unwrap();
     let mut bound = connect(&server.addr, Some(&alice)).await;
     let headers = vec![(
         "Cookie".to_owned(),
@@ -336,7 +348,7 @@ async fn logout_closes_bound_sockets_with_1008() {
     })
     .await;
 
-    assert!(sessions.logout(&alice));
+    assert!(sessions.logout(&alice).await.unwrap());
     let frame = expect_close(&mut bound, Duration::from_secs(5))
         .await
         .expect("a close code");
@@ -374,7 +386,7 @@ async fn idle_session_expiry_closes_bound_sockets_with_1008() {
         accept_default(),
     )
     .await;
-    let id = server.runtime.sessions().login(User::new("idle"));
+    let id = login(&server, "idle").await;
     let mut ws = connect(&server.addr, Some(&id)).await;
     let started = Instant::now();
     // The socket's keepalive pings (every 30 s) are answered while we wait:
@@ -400,20 +412,31 @@ struct CountingStore {
 }
 
 impl SessionStore for CountingStore {
-    fn insert(&self, session: Session) {
-        self.inner.insert(session);
+    fn insert(&self, session: Session) -> StoreFuture<'_, Result<(), StoreError>> {
+        self.inner.insert(session)
     }
-    fn get(&self, id: &SessionId, now: SystemTime) -> Option<Session> {
+    fn get<'a>(
+        &'a self,
+        id: &'a SessionId,
+        now: SystemTime,
+    ) -> StoreFuture<'a, Result<Option<Session>, StoreError>> {
         self.inner.get(id, now)
     }
-    fn touch(&self, id: &SessionId, expires_at: SystemTime) -> bool {
+    fn touch<'a>(
+        &'a self,
+        id: &'a SessionId,
+        expires_at: SystemTime,
+    ) -> StoreFuture<'a, Result<bool, StoreError>> {
         self.touches.fetch_add(1, Ordering::SeqCst);
         self.inner.touch(id, expires_at)
     }
-    fn remove(&self, id: &SessionId) -> bool {
+    fn remove<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, Result<bool, StoreError>> {
         self.inner.remove(id)
     }
-    fn remove_expired(&self, now: SystemTime) -> Vec<SessionId> {
+    fn remove_expired(
+        &self,
+        now: SystemTime,
+    ) -> StoreFuture<'_, Result<Vec<SessionId>, StoreError>> {
         self.inner.remove_expired(now)
     }
 }
@@ -442,7 +465,7 @@ async fn session_access_refreshes_at_most_once_per_throttle_window() {
         ..ServerConfig::default()
     };
     let server = start_with(config, store.clone(), decide).await;
-    let id = server.runtime.sessions().login(User::new("active"));
+    let id = login(&server, "active").await;
     let cookie = vec![(
         "Cookie".to_owned(),
         format!("wsbus_session={}", id.as_str()),
@@ -484,18 +507,23 @@ async fn session_access_refreshes_at_most_once_per_throttle_window() {
             Some(Message::text(format!("m{i}")))
         );
     }
-    assert_eq!(store.touches.load(Ordering::SeqCst) - before, 1);
+    // The refresh runs in a task of its own (the socket does not wait on
+    // the store): wait for it. Only one was started, so it stays one.
+    let touched = || store.touches.load(Ordering::SeqCst) - before;
+    wait_for("the window's one refresh", || touched() >= 1).await;
+    assert_eq!(touched(), 1);
     tokio::time::sleep(THROTTLE).await;
     ws.send(Message::text("after the window")).await.unwrap();
     ws.recv_message().await.unwrap();
-    assert_eq!(store.touches.load(Ordering::SeqCst) - before, 2);
+    wait_for("the next window's refresh", || touched() >= 2).await;
+    assert_eq!(touched(), 2);
     // Server-to-client messages never count.
     server
         .runtime
         .hub()
         .send_to_group("all", Message::text("push"));
     ws.recv_message().await.unwrap();
-    assert_eq!(store.touches.load(Ordering::SeqCst) - before, 2);
+    assert_eq!(touched(), 2);
 }
 
 #[tokio::test]
@@ -756,7 +784,7 @@ async fn panicking_handler_closes_its_socket_with_1011_and_leaves_nothing_behind
     tokio::spawn(server.serve(listener, std::future::pending()));
     let hub = runtime.hub().clone();
     let sessions = runtime.sessions().clone();
-    let login = sessions.login(User::new("victim"));
+    let login = sessions.login(User::new("victim")).await.unwrap();
     let cookie = |id: &SessionId| ClientOptions {
         headers: vec![(
             "Cookie".to_owned(),
