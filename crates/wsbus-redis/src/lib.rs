@@ -13,10 +13,14 @@
 //! * [`hub`]: [`ClusterHub`](hub::ClusterHub), the
 //!   [`HubEngine`](wsbus::HubEngine) that reaches sockets and groups on
 //!   other nodes.
+//! * [`bus`]: [`RedisBus`](bus::RedisBus), the Bayeux bus's
+//!   [`BusCluster`](wsbus::bus::BusCluster): publishes, wildcards and
+//!   presence messages across nodes.
 //!
 //! Single node stays the default: nothing here runs unless a Redis URL is
 //! configured.
 
+pub mod bus;
 pub mod envelope;
 pub mod hub;
 pub mod link;

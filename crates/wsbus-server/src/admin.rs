@@ -14,6 +14,7 @@
 //! | `GET /admin/api/connections` | this node's open sockets |
 //! | `DELETE /admin/api/connections/<id>` | close one with 1008 `closed by admin` |
 //! | `GET /admin/api/groups` | hub groups and their sizes |
+//! | `GET /admin/api/groups/<name>` | one group's size here and in the cluster |
 //! | `GET /admin/api/bus` | bus sessions by transport, channels, subscribers, presence |
 //! | `GET /admin/api/log` | the log filter and its pending revert |
 //! | `PUT /admin/api/log` | `{"directive": "wsbus::bus=debug", "ttl": "60s"}`: raise (see [`crate::log`]) |
@@ -40,7 +41,7 @@ use http::header;
 use serde_json::{Value, json};
 use wsbus::bus::Bus;
 use wsbus::proto::CloseCode;
-use wsbus::{Outcome, Runtime, SocketId};
+use wsbus::{HubEngine, Outcome, Runtime, SocketId};
 
 use crate::api::{ApiError, json_response};
 use crate::auth::{BearerToken, require_bearer};
@@ -124,6 +125,7 @@ impl Admin {
             .route("/connections", get(connections))
             .route("/connections/{id}", delete(disconnect))
             .route("/groups", get(groups))
+            .route("/groups/{name}", get(group))
             .route("/bus", get(bus))
             .route("/log", get(log_state).put(set_log).delete(clear_log))
             .route("/capture", get(list_captures).post(start_capture))
@@ -267,6 +269,18 @@ async fn disconnect(
 /// At most `max` characters of `text` (an id echoed in an error).
 fn truncate(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
+}
+
+/// `GET /admin/api/groups/<name>`: one group's size on this node and in
+/// the whole cluster (other nodes' members as this node last heard of them;
+/// the same as `here` on a single node).
+async fn group(Extension(runtime): Extension<Runtime>, Path(name): Path<String>) -> Response {
+    let here = runtime.hub().local().group_size(&name);
+    let size = runtime.hub().group_size(&name);
+    json_response(
+        StatusCode::OK,
+        &json!({ "name": name, "here": here, "size": size }),
+    )
 }
 
 /// `GET /admin/api/groups`: this node's groups and their sizes here.

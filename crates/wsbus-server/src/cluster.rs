@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 use wsbus::{NodeId, RuntimeBuilder};
+use wsbus_redis::bus::RedisBus;
 use wsbus_redis::hub::ClusterHub;
 use wsbus_redis::link::{LinkState, RedisLink};
 
@@ -54,6 +55,11 @@ impl Cluster {
         builder
             .node(self.link.node())
             .hub_engine(move |local| ClusterHub::install(local, link))
+    }
+
+    /// Joins the node's bus to the other nodes' (before it serves clients).
+    pub fn join_bus(&self, bus: &wsbus::bus::Bus) {
+        RedisBus::install(bus, self.link.clone());
     }
 
     /// Keeps `wsbus_cluster_redis_up` (and so `/readyz`) in step with the

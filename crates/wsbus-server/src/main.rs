@@ -299,6 +299,9 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> ServerRe
         &runtime,
         channel_schemas,
     );
+    if let Some(cluster) = &cluster {
+        cluster.join_bus(&bus);
+    }
     let bus_socket_paths = [bus_path.clone(), format!("{bus_path}/")];
     let test_page = probe::TestPage::new(
         &runtime,

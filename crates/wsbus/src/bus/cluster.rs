@@ -3,11 +3,11 @@
 //!
 //! Its rustdoc ([`BusCluster`]) is the contract.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use wsbus_bayeux::{ChannelPattern, ClusterPublish, InterestChange};
 
-use super::{Bus, PublishError, now};
+use super::{Bus, Inner, PublishError, now};
 
 /// What joins a [`Bus`] to the buses of other nodes.
 ///
@@ -107,5 +107,30 @@ impl Bus {
     /// The installed cluster, if any.
     pub(super) fn cluster(&self) -> Option<&dyn BusCluster> {
         self.inner.cluster.get().map(|cluster| &**cluster)
+    }
+}
+
+/// A handle to a bus that does not keep it alive: for a cluster's receiving
+/// side, which the bus itself (through its [`BusCluster`]) keeps.
+#[derive(Clone)]
+pub struct WeakBus(Weak<Inner>);
+
+impl std::fmt::Debug for WeakBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WeakBus")
+    }
+}
+
+impl WeakBus {
+    /// The bus, unless every [`Bus`] of it has been dropped.
+    pub fn upgrade(&self) -> Option<Bus> {
+        self.0.upgrade().map(|inner| Bus { inner })
+    }
+}
+
+impl Bus {
+    /// A [`WeakBus`] of this bus.
+    pub fn downgrade(&self) -> WeakBus {
+        WeakBus(Arc::downgrade(&self.inner))
     }
 }

@@ -104,7 +104,7 @@ use wsbus_bayeux::{
 
 use crate::hub::Hub;
 use crate::runtime::Runtime;
-pub use cluster::BusCluster;
+pub use cluster::{BusCluster, WeakBus};
 use routes::Routes;
 use sends::SendQueue;
 pub use services::{ChannelSchemas, SERVICE_MAX_PENDING, ServiceCall, ServiceError};

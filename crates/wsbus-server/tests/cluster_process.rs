@@ -1,0 +1,431 @@
+//! Three `wsbus serve` nodes over one `redis-server` of the test's own
+//! (SPEC §7): the chat demo's group across nodes, group sizes seen from
+//! every node, the bus across nodes, and Redis faults.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wsbus::client::{self, ClientOptions, WebSocket};
+use wsbus::proto::{Event, Message};
+use wsbus_test_support::process::ServerProcess;
+use wsbus_test_support::redis::RedisServer;
+use wsbus_test_support::wire::{self, http_exchange};
+
+use common::serve;
+
+const ADMIN_TOKEN: &str = "cluster-admin-token";
+
+/// How long a cluster-wide effect may take to be seen: a Redis round trip
+/// and [`wsbus_redis::hub::SIZE_COALESCE`] take milliseconds; a loaded CI
+/// machine stretches that, never to this.
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// How long a node may take to find a Redis that came back: at most
+/// `BACKOFF_MAX` (2 s) between attempts, plus a loaded machine's delays.
+const RECONNECT: Duration = Duration::from_secs(30);
+
+fn node(redis: &RedisServer, id: u16) -> ServerProcess {
+    let url = redis.url();
+    let id = id.to_string();
+    serve(&[
+        ("WSBUS_CLUSTER__REDIS_URL", &url),
+        ("WSBUS_CLUSTER__NODE_ID", &id),
+        ("WSBUS_ADMIN__TOKEN", ADMIN_TOKEN),
+        ("WSBUS_LOG", "wsbus::cluster=debug,info"),
+    ])
+}
+
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let response = http_exchange(
+        addr,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"
+        ),
+        b"",
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"));
+    (
+        wire::status_code(&response),
+        wire::body(&response).to_owned(),
+    )
+}
+
+fn get_json(addr: &str, path: &str) -> Value {
+    let (status, body) = get(addr, path);
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+/// Polls `check` until it holds or `within` passes (then fails with `what`).
+fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn redis_state(addr: &str) -> Value {
+    get_json(addr, "/readyz")["cluster"]["redis"].clone()
+}
+
+fn wait_up(nodes: &[&ServerProcess]) {
+    for node in nodes {
+        eventually(RECONNECT, "the node's Redis link is up", || {
+            redis_state(&node.addr) == "up"
+        });
+    }
+}
+
+fn metric(addr: &str, name: &str) -> Option<f64> {
+    let (_, body) = get(addr, "/metrics");
+    body.lines()
+        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+async fn chat(addr: &str) -> WebSocket {
+    let options = ClientOptions {
+        protocols: vec!["text".into()],
+        ..ClientOptions::default()
+    };
+    let mut ws = client::connect(&format!("ws://{addr}/chat"), options)
+        .await
+        .expect("chat socket");
+    let welcome = text(&mut ws).await;
+    assert!(welcome.starts_with("Welcome to our chat"), "{welcome}");
+    ws
+}
+
+/// The next message, skipping keepalive pings.
+async fn message(ws: &mut WebSocket) -> Message {
+    loop {
+        let event = tokio::time::timeout(SETTLE, ws.recv())
+            .await
+            .expect("a message in time")
+            .expect("no I/O error")
+            .expect("a message before the end");
+        match event {
+            Event::Message(message) => return message,
+            Event::Ping(_) | Event::Pong(_) => {}
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+}
+
+async fn text(ws: &mut WebSocket) -> String {
+    match message(ws).await {
+        Message::Text(text) => text.as_str().to_owned(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+/// Each user sends until every other user heard it: then every node's
+/// group subscription is in place. What it leaves unread starts with "w".
+async fn warm_up(users: &mut [WebSocket]) {
+    for sender in 0..users.len() {
+        let mut heard = vec![false; users.len()];
+        heard[sender] = true;
+        for k in 0.. {
+            assert!(k < 100, "user {sender} was not heard by all: {heard:?}");
+            users[sender]
+                .send(Message::text(format!("w {sender} {k}")))
+                .await
+                .unwrap();
+            for (i, user) in users.iter_mut().enumerate() {
+                if heard[i] {
+                    continue;
+                }
+                let got = tokio::time::timeout(Duration::from_millis(300), async {
+                    loop {
+                        if text(user).await.starts_with(&format!("w {sender} ")) {
+                            return;
+                        }
+                    }
+                })
+                .await;
+                heard[i] = got.is_ok();
+            }
+            if heard.iter().all(|&h| h) {
+                break;
+            }
+        }
+    }
+}
+
+fn group_size(addr: &str) -> u64 {
+    get_json(addr, "/admin/api/groups/chat")["size"]
+        .as_u64()
+        .unwrap()
+}
+
+/// The chat demo with its users on three nodes: each message reaches every
+/// user once, on every node, and each node counts every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_group_spans_three_nodes() {
+    let redis = RedisServer::start();
+    let nodes = [node(&redis, 1), node(&redis, 2), node(&redis, 3)];
+    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let mut users = Vec::new();
+    for node in &nodes {
+        users.push(chat(&node.addr).await);
+    }
+    for node in &nodes {
+        let addr = node.addr.clone();
+        tokio::task::spawn_blocking(move || {
+            eventually(SETTLE, "every node counts 3 chat members", || {
+                group_size(&addr) == 3
+            })
+        })
+        .await
+        .unwrap();
+    }
+    // Each node's group subscription reaches Redis a moment after its
+    // member joined: warm up until every user heard every other.
+    warm_up(&mut users).await;
+    // Sends from each node, in turn; every user sees each sender's messages
+    // once, in order.
+    for round in 0..3 {
+        for (i, user) in users.iter_mut().enumerate() {
+            user.send(Message::text(format!("r{round} from {i}")))
+                .await
+                .unwrap();
+        }
+    }
+    for user in &mut users {
+        let mut got = Vec::new();
+        while got.len() < 9 {
+            let message = text(user).await;
+            if message.starts_with('r') {
+                got.push(message);
+            }
+        }
+        for i in 0..3 {
+            let from_i: Vec<String> = got
+                .iter()
+                .filter(|m| m.ends_with(&format!("from {i}")))
+                .cloned()
+                .collect();
+            let expected: Vec<String> = (0..3).map(|r| format!("r{r} from {i}")).collect();
+            assert_eq!(from_i, expected, "{got:?}");
+        }
+    }
+    // A user leaves node 2: every node counts two.
+    let leaving = users.remove(1);
+    drop(leaving);
+    for node in &nodes {
+        let addr = node.addr.clone();
+        tokio::task::spawn_blocking(move || {
+            eventually(SETTLE, "every node counts 2 chat members", || {
+                group_size(&addr) == 2
+            })
+        })
+        .await
+        .unwrap();
+    }
+}
+
+/// Bayeux over WebSocket: a subscriber on node 1, a wildcard subscriber on
+/// node 2, a publisher on node 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_messages_cross_nodes_with_wildcards() {
+    let redis = RedisServer::start();
+    let nodes = [node(&redis, 11), node(&redis, 12), node(&redis, 13)];
+    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let mut exact = bayeux_subscriber(&nodes[0].addr, "/chat/room").await;
+    let mut wild = bayeux_subscriber(&nodes[1].addr, "/chat/*").await;
+    // The subscriptions reach Redis after the replies: publish until the
+    // first message arrives, then count from a marker.
+    // The default policy lets subscribers publish.
+    let mut publisher = bayeux_subscriber(&nodes[2].addr, "/chat/room").await;
+    let mut n = 0;
+    loop {
+        n += 1;
+        publisher.publish("/chat/room", json!({"warmup": n})).await;
+        if publisher_seen(&mut exact, &mut wild, n).await {
+            break;
+        }
+        assert!(n < 30, "no subscriber heard the publisher");
+    }
+    // Within the default rate (100 per second per session, with a burst of
+    // a second's worth), warm-up included.
+    for i in 0..50 {
+        publisher.publish("/chat/room", json!({"i": i})).await;
+    }
+    for subscriber in [&mut exact, &mut wild] {
+        let mut got = Vec::new();
+        while got.len() < 50 {
+            for message in subscriber.next_batch().await {
+                if let Some(i) = message["data"]["i"].as_u64() {
+                    got.push(i);
+                }
+            }
+        }
+        assert_eq!(got, (0..50).collect::<Vec<u64>>(), "once each, in order");
+    }
+}
+
+/// Waits until both subscribers saw warm-up `n` (or any later): false if
+/// one did not within a short while.
+async fn publisher_seen(exact: &mut BayeuxWs, wild: &mut BayeuxWs, n: u64) -> bool {
+    for subscriber in [exact, wild] {
+        let seen = tokio::time::timeout(Duration::from_millis(300), async {
+            loop {
+                for message in subscriber.next_batch().await {
+                    if message["data"]["warmup"].as_u64() == Some(n) {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        if seen.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// A Bayeux client over WebSocket, handshaken and connected.
+struct BayeuxWs {
+    ws: WebSocket,
+    client_id: String,
+}
+
+async fn bayeux_client(addr: &str) -> BayeuxWs {
+    let mut ws = client::connect(&format!("ws://{addr}/amb"), ClientOptions::default())
+        .await
+        .expect("bus socket");
+    ws.send(Message::text(
+        json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["websocket"]}])
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    let reply = batch(&mut ws).await;
+    let client_id = reply[0]["clientId"].as_str().unwrap().to_owned();
+    let mut client = BayeuxWs { ws, client_id };
+    client
+        .send(json!([{"channel": "/meta/connect", "clientId": client.client_id, "connectionType": "websocket", "advice": {"timeout": 0}}]))
+        .await;
+    client.next_batch().await;
+    client
+}
+
+async fn bayeux_subscriber(addr: &str, pattern: &str) -> BayeuxWs {
+    let mut client = bayeux_client(addr).await;
+    client
+        .send(json!([{"channel": "/meta/subscribe", "clientId": client.client_id, "subscription": pattern}]))
+        .await;
+    let reply = client.next_batch().await;
+    assert!(
+        reply
+            .iter()
+            .any(|m| m["channel"] == "/meta/subscribe" && m["successful"] == true),
+        "{reply:?}"
+    );
+    // A held connect, so that deliveries flow.
+    client
+        .send(json!([{"channel": "/meta/connect", "clientId": client.client_id, "connectionType": "websocket"}]))
+        .await;
+    client
+}
+
+impl BayeuxWs {
+    async fn send(&mut self, batch: Value) {
+        self.ws.send(Message::text(batch.to_string())).await.unwrap();
+    }
+
+    async fn publish(&mut self, channel: &str, data: Value) {
+        let id = self.client_id.clone();
+        self.send(json!([{"channel": channel, "clientId": id, "data": data}]))
+            .await;
+    }
+
+    async fn next_batch(&mut self) -> Vec<Value> {
+        batch(&mut self.ws).await
+    }
+}
+
+async fn batch(ws: &mut WebSocket) -> Vec<Value> {
+    serde_json::from_slice(message(ws).await.payload()).unwrap()
+}
+
+/// Redis unreachable at start: the node starts and serves local clients,
+/// `/readyz` says ready with Redis down, the gauge is 0; when a Redis comes
+/// up on that address the node finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starts_without_redis_and_finds_it_later() {
+    let mut redis = RedisServer::start();
+    redis.kill9();
+    let node = node(&redis, 21);
+    let (status, body) = get(&node.addr, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(redis_state(&node.addr), "down");
+    assert_eq!(metric(&node.addr, "wsbus_cluster_enabled"), Some(1.0));
+    assert_eq!(metric(&node.addr, "wsbus_cluster_redis_up"), Some(0.0));
+    let mut user = chat(&node.addr).await;
+    user.send(Message::text("alone")).await.unwrap();
+    assert_eq!(text(&mut user).await, "alone");
+    redis.restart();
+    let addr = node.addr.clone();
+    tokio::task::spawn_blocking(move || {
+        eventually(RECONNECT, "the link comes up", || redis_state(&addr) == "up");
+        assert_eq!(metric(&addr, "wsbus_cluster_redis_up"), Some(1.0));
+    })
+    .await
+    .unwrap();
+    assert!(node.logged("Redis link up"), "{}", node.log_tail(20));
+}
+
+/// Redis killed and restarted empty, and the subscriber connection killed
+/// by `CLIENT KILL TYPE pubsub`: each time the nodes resubscribe, and the
+/// chat reaches across nodes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_survives_redis_restarts_and_killed_subscriptions() {
+    let mut redis = RedisServer::start();
+    let nodes = [node(&redis, 31), node(&redis, 32)];
+    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let mut a = chat(&nodes[0].addr).await;
+    let mut b = chat(&nodes[1].addr).await;
+    for fault in ["kill -9 and restart empty", "CLIENT KILL TYPE pubsub", "none"] {
+        match fault {
+            "kill -9 and restart empty" => {
+                redis.kill9();
+                redis.restart();
+            }
+            "CLIENT KILL TYPE pubsub" => {
+                redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+            }
+            _ => {}
+        }
+        // Until both links are back, a message may be queued on its way
+        // (and is delivered later): send until one crosses, then read up to
+        // a marker that crossed after it.
+        let marker = format!("marker after {fault}");
+        let deadline = Instant::now() + RECONNECT;
+        'crossed: loop {
+            assert!(Instant::now() < deadline, "no message crossed after {fault}");
+            a.send(Message::text(marker.clone())).await.unwrap();
+            let wait = tokio::time::timeout(Duration::from_millis(500), async {
+                loop {
+                    if text(&mut b).await == marker {
+                        return;
+                    }
+                }
+            })
+            .await;
+            if wait.is_ok() {
+                break 'crossed;
+            }
+        }
+        // The messages a sent meanwhile also reached a itself (same node).
+        while tokio::time::timeout(Duration::from_millis(100), a.recv())
+            .await
+            .is_ok()
+        {}
+    }
+}
