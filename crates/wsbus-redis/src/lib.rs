@@ -11,9 +11,14 @@
 //!   a log line, `/readyz`).
 //! * **`hub`**: [`ClusterHub`](hub::ClusterHub), the [`wsbus::hub::HubEngine`]
 //!   that reaches sockets and groups on other nodes.
+//! * **`session`**: [`RedisSessionStore`](session::RedisSessionStore), the
+//!   HTTP session store shared by every node (a Redis key per session, its
+//!   expiry a Redis TTL; a Redis that does not answer is an error, never
+//!   "no such session").
 //!
 //! Single node stays the default: nothing here runs unless a Redis URL is
 //! configured.
 
 pub mod hub;
 pub mod link;
+pub mod session;

@@ -62,7 +62,10 @@ impl User {
 pub struct SessionId(String);
 
 impl SessionId {
-    fn generate() -> Self {
+    /// A new id: 32 bytes from a cryptographically secure generator, so
+    /// that ids cannot be guessed. ([`Sessions::login`] makes them; stores
+    /// and their tests may too.)
+    pub fn generate() -> Self {
         let bytes: [u8; 32] = rand::rng().random();
         SessionId(URL_SAFE_NO_PAD.encode(bytes))
     }
