@@ -69,12 +69,21 @@ const RECONNECT_ATTEMPTS: usize = 6;
 pub const FAIL_FAST: Duration = Duration::from_secs(1);
 
 /// The session store of a cluster, in Redis (module docs). Cheap to clone:
-/// clones share one multiplexed connection.
+/// clones share one multiplexed connection and its [`Health`].
 #[derive(Clone)]
 pub struct RedisSessionStore {
     connection: ConnectionManager,
-    /// Until when calls fail at once ([`FAIL_FAST`]); shared by clones.
-    unreachable_until: Arc<Mutex<Option<Instant>>>,
+    health: Arc<Mutex<Health>>,
+}
+
+/// Whether Redis answered lately: the [`FAIL_FAST`] window, and the state
+/// whose changes are logged (once per outage, not once per request).
+#[derive(Debug, Default)]
+struct Health {
+    /// Until when calls fail at once.
+    fail_fast_until: Option<Instant>,
+    /// Whether the last call found Redis unreachable.
+    down: bool,
 }
 
 impl std::fmt::Debug for RedisSessionStore {
@@ -118,19 +127,36 @@ impl RedisSessionStore {
     pub fn with_connection(connection: ConnectionManager) -> Self {
         RedisSessionStore {
             connection,
-            unreachable_until: Arc::default(),
+            health: Arc::default(),
         }
     }
 
-    /// Whether a recent call found Redis unreachable (see [`FAIL_FAST`]).
-    fn known_unreachable(&self) -> bool {
-        let until = self.unreachable_until.lock().expect("unreachable lock");
-        until.is_some_and(|until| Instant::now() < until)
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().expect("health lock")
     }
 
-    fn mark_unreachable(&self) {
-        *self.unreachable_until.lock().expect("unreachable lock") =
-            Some(Instant::now() + FAIL_FAST);
+    /// Whether a recent call found Redis unreachable (see [`FAIL_FAST`]).
+    fn failing_fast(&self) -> bool {
+        self.health()
+            .fail_fast_until
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    fn answered(&self) {
+        let mut health = self.health();
+        if health.down {
+            *health = Health::default();
+            tracing::info!(target: "wsbus::session", "redis answers the session store again");
+        }
+    }
+
+    fn unreachable(&self, error: &StoreError) {
+        let mut health = self.health();
+        health.fail_fast_until = Some(Instant::now() + FAIL_FAST);
+        if !health.down {
+            health.down = true;
+            tracing::warn!(target: "wsbus::session", %error, "redis unreachable: no logins until it answers; bound sockets stay open");
+        }
     }
 
     /// Run `command` on a clone of the connection (clones share it), within
@@ -145,24 +171,33 @@ impl RedisSessionStore {
     {
         let store = self.clone();
         Box::pin(async move {
-            if store.known_unreachable() {
+            if store.failing_fast() {
                 return Err(StoreError::new("redis unreachable a moment ago"));
             }
             match tokio::time::timeout(COMMAND_TIMEOUT, command(store.connection.clone())).await {
-                Ok(Ok(answer)) => Ok(answer),
-                Ok(Err(error)) => {
-                    // A server's error answer (say, out of memory) is an
-                    // answer: only a connection that fails is unreachable.
-                    if error.is_io_error() || error.is_timeout() || error.is_unrecoverable_error() {
-                        store.mark_unreachable();
-                    }
+                Ok(Ok(answer)) => {
+                    store.answered();
+                    Ok(answer)
+                }
+                // A server's error answer (say, out of memory) is an answer:
+                // only a connection that fails is unreachable.
+                Ok(Err(error))
+                    if !(error.is_io_error()
+                        || error.is_timeout()
+                        || error.is_unrecoverable_error()) =>
+                {
                     Err(store_error(&error))
                 }
+                Ok(Err(error)) => {
+                    let error = store_error(&error);
+                    store.unreachable(&error);
+                    Err(error)
+                }
                 Err(_elapsed) => {
-                    store.mark_unreachable();
-                    Err(StoreError::new(format!(
-                        "redis did not answer within {COMMAND_TIMEOUT:?}"
-                    )))
+                    let error =
+                        StoreError::new(format!("redis did not answer within {COMMAND_TIMEOUT:?}"));
+                    store.unreachable(&error);
+                    Err(error)
                 }
             }
         })

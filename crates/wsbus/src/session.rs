@@ -349,7 +349,9 @@ impl Sessions {
                 return None;
             }
             Err(error) => {
-                tracing::warn!(target: "wsbus::session", %error, "session lookup failed: request served without login");
+                // Per request, hence debug: the store reports its outage
+                // (`wsbus-redis` logs each change of state).
+                tracing::debug!(target: "wsbus::session", %error, "session lookup failed: request served without login");
                 return None;
             }
         };
