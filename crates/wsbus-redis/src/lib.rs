@@ -16,6 +16,10 @@
 //! * [`bus`]: [`RedisBus`](bus::RedisBus), the Bayeux bus's
 //!   [`BusCluster`](wsbus::bus::BusCluster): publishes, wildcards and
 //!   presence messages across nodes.
+//! * [`session`]: [`RedisSessionStore`](session::RedisSessionStore), the
+//!   HTTP session store shared by every node (a Redis key per session, its
+//!   expiry a Redis TTL; a Redis that does not answer is an error, never
+//!   "no such session").
 //!
 //! Single node stays the default: nothing here runs unless a Redis URL is
 //! configured.
@@ -25,3 +29,4 @@ pub mod envelope;
 pub mod hub;
 pub mod link;
 mod resp;
+pub mod session;

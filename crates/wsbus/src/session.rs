@@ -62,7 +62,10 @@ impl User {
 pub struct SessionId(String);
 
 impl SessionId {
-    fn generate() -> Self {
+    /// A new id: 32 bytes from a cryptographically secure generator, so
+    /// that ids cannot be guessed. ([`Sessions::login`] makes them; stores
+    /// and their tests may too.)
+    pub fn generate() -> Self {
         let bytes: [u8; 32] = rand::rng().random();
         SessionId(URL_SAFE_NO_PAD.encode(bytes))
     }
@@ -346,7 +349,9 @@ impl Sessions {
                 return None;
             }
             Err(error) => {
-                tracing::warn!(target: "wsbus::session", %error, "session lookup failed: request served without login");
+                // Per request, hence debug: the store reports its outage
+                // (`wsbus-redis` logs each change of state).
+                tracing::debug!(target: "wsbus::session", %error, "session lookup failed: request served without login");
                 return None;
             }
         };
