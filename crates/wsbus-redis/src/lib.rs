@@ -19,7 +19,8 @@
 //! * [`session`]: [`RedisSessionStore`](session::RedisSessionStore), the
 //!   HTTP session store shared by every node (a Redis key per session, its
 //!   expiry a Redis TTL; a Redis that does not answer is an error, never
-//!   "no such session").
+//!   "no such session"), and [`logout`]: a session removed on one node
+//!   closes its sockets on every node.
 //!
 //! Single node stays the default: nothing here runs unless a Redis URL is
 //! configured.
@@ -28,5 +29,6 @@ pub mod bus;
 pub mod envelope;
 pub mod hub;
 pub mod link;
+pub mod logout;
 mod resp;
 pub mod session;

@@ -11,6 +11,10 @@ use wsbus::{NodeId, RuntimeBuilder};
 use wsbus_redis::bus::RedisBus;
 use wsbus_redis::hub::ClusterHub;
 use wsbus_redis::link::{LinkState, RedisLink};
+use wsbus_redis::logout::{ClusterSessionStore, follow_session_ends};
+use wsbus_redis::session::RedisSessionStore;
+
+use std::sync::Arc;
 
 use crate::config::{ConfigError, Secret};
 
@@ -34,6 +38,7 @@ pub struct ClusterSection {
 #[derive(Debug)]
 pub struct Cluster {
     link: RedisLink,
+    sessions: RedisSessionStore,
 }
 
 impl Cluster {
@@ -43,17 +48,23 @@ impl Cluster {
             return Ok(None);
         };
         let node = NodeId(section.node_id.unwrap_or_else(rand::random));
-        let link = RedisLink::start(url.expose(), node)
-            .map_err(|e| ConfigError::new("cluster.redis_url", e.to_string()))?;
+        let bad_url = |e: String| ConfigError::new("cluster.redis_url", e);
+        let link = RedisLink::start(url.expose(), node).map_err(|e| bad_url(e.to_string()))?;
+        // The URL was accepted above; the store's own error would quote it.
+        let sessions =
+            RedisSessionStore::open(url.expose()).map_err(|_| bad_url("not a Redis URL".into()))?;
         tracing::info!(target: "wsbus::cluster", node = node.0, "cluster mode: connecting to Redis");
-        Ok(Some(Cluster { link }))
+        Ok(Some(Cluster { link, sessions }))
     }
 
-    /// Routes the runtime's hub through the cluster.
+    /// Routes the runtime's hub through the cluster and keeps its HTTP
+    /// sessions in Redis.
     pub fn install(&self, builder: RuntimeBuilder) -> RuntimeBuilder {
         let link = self.link.clone();
+        let store = ClusterSessionStore::new(self.sessions.clone(), self.link.clone());
         builder
             .node(self.link.node())
+            .session_store(Arc::new(store))
             .hub_engine(move |local| ClusterHub::install(local, link))
     }
 
@@ -62,9 +73,11 @@ impl Cluster {
         RedisBus::install(bus, self.link.clone());
     }
 
-    /// Keeps `wsbus_cluster_redis_up` (and so `/readyz`) in step with the
+    /// Once the runtime is built: its sessions end when other nodes end
+    /// them, and `wsbus_cluster_redis_up` (and so `/readyz`) follows the
     /// link for as long as the process runs.
-    pub fn report(&self, runtime: wsbus::Runtime) {
+    pub fn attach(&self, runtime: wsbus::Runtime) {
+        follow_session_ends(&self.link, runtime.sessions());
         let mut state = self.link.state();
         tokio::spawn(async move {
             loop {

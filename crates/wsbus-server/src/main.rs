@@ -272,7 +272,7 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> ServerRe
     }
     let runtime = builder.build();
     if let Some(cluster) = &cluster {
-        cluster.report(runtime.clone());
+        cluster.attach(runtime.clone());
     }
     runtime
         .captures()

@@ -336,7 +336,10 @@ async fn bayeux_subscriber(addr: &str, pattern: &str) -> BayeuxWs {
 
 impl BayeuxWs {
     async fn send(&mut self, batch: Value) {
-        self.ws.send(Message::text(batch.to_string())).await.unwrap();
+        self.ws
+            .send(Message::text(batch.to_string()))
+            .await
+            .unwrap();
     }
 
     async fn publish(&mut self, channel: &str, data: Value) {
@@ -373,7 +376,9 @@ async fn a_node_starts_without_redis_and_finds_it_later() {
     redis.restart();
     let addr = node.addr.clone();
     tokio::task::spawn_blocking(move || {
-        eventually(RECONNECT, "the link comes up", || redis_state(&addr) == "up");
+        eventually(RECONNECT, "the link comes up", || {
+            redis_state(&addr) == "up"
+        });
         assert_eq!(metric(&addr, "wsbus_cluster_redis_up"), Some(1.0));
     })
     .await
@@ -391,7 +396,11 @@ async fn the_chat_survives_redis_restarts_and_killed_subscriptions() {
     wait_up(&nodes.iter().collect::<Vec<_>>());
     let mut a = chat(&nodes[0].addr).await;
     let mut b = chat(&nodes[1].addr).await;
-    for fault in ["kill -9 and restart empty", "CLIENT KILL TYPE pubsub", "none"] {
+    for fault in [
+        "kill -9 and restart empty",
+        "CLIENT KILL TYPE pubsub",
+        "none",
+    ] {
         match fault {
             "kill -9 and restart empty" => {
                 redis.kill9();
@@ -408,7 +417,10 @@ async fn the_chat_survives_redis_restarts_and_killed_subscriptions() {
         let marker = format!("marker after {fault}");
         let deadline = Instant::now() + RECONNECT;
         'crossed: loop {
-            assert!(Instant::now() < deadline, "no message crossed after {fault}");
+            assert!(
+                Instant::now() < deadline,
+                "no message crossed after {fault}"
+            );
             a.send(Message::text(marker.clone())).await.unwrap();
             let wait = tokio::time::timeout(Duration::from_millis(500), async {
                 loop {
@@ -428,4 +440,65 @@ async fn the_chat_survives_redis_restarts_and_killed_subscriptions() {
             .is_ok()
         {}
     }
+}
+
+fn post_form(addr: &str, path: &str, cookie: Option<&str>, body: &str) -> String {
+    let cookie = cookie.map_or(String::new(), |c| format!("Cookie: {c}\r\n"));
+    http_exchange(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://{addr}\r\n{cookie}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        ),
+        body.as_bytes(),
+        Duration::from_secs(10),
+    )
+    .unwrap()
+}
+
+/// HTTP sessions live in Redis: a login on node A is known on node B, and
+/// a logout on node A closes node B's socket bound to it with 1008.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_one_node_closes_the_sockets_on_another() {
+    let redis = RedisServer::start();
+    let nodes = [node(&redis, 41), node(&redis, 42)];
+    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let (a, b) = (nodes[0].addr.clone(), nodes[1].addr.clone());
+    let login = post_form(&a, "/login", None, "user=ada");
+    assert_eq!(wire::status_code(&login), 303, "{login}");
+    let cookie = login
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .and_then(|l| l.split_once(':')?.1.trim().split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let options = ClientOptions {
+        protocols: vec!["text".into()],
+        headers: vec![("Cookie".into(), cookie.clone())],
+        ..ClientOptions::default()
+    };
+    let mut on_b = client::connect(&format!("ws://{b}/chat"), options)
+        .await
+        .expect("chat socket on node B");
+    assert_eq!(
+        text(&mut on_b).await,
+        "Welcome to our chat ada",
+        "node B knows node A's session"
+    );
+    let logout = post_form(&a, "/logout", Some(&cookie), "");
+    assert_eq!(wire::status_code(&logout), 303, "{logout}");
+    let closed = loop {
+        let event = tokio::time::timeout(SETTLE, on_b.recv())
+            .await
+            .expect("closed in time")
+            .expect("no I/O error");
+        match event {
+            Some(Event::Close(frame)) => break frame,
+            Some(Event::Ping(_) | Event::Pong(_) | Event::Message(_)) => {}
+            other => panic!("expected a close, got {other:?}"),
+        }
+    };
+    let frame = closed.expect("a close frame with a code");
+    assert_eq!(frame.code, wsbus::proto::CloseCode::POLICY_VIOLATION);
+    assert_eq!(frame.reason, "HTTP session ended");
 }

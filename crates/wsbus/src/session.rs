@@ -70,6 +70,11 @@ impl SessionId {
         SessionId(URL_SAFE_NO_PAD.encode(bytes))
     }
 
+    /// An id as it travelled (a cookie's value, another node's message).
+    pub fn from_raw(id: impl Into<String>) -> Self {
+        SessionId(id.into())
+    }
+
     /// The id as it travels in the cookie. A bearer secret: never log it.
     pub fn as_str(&self) -> &str {
         &self.0
