@@ -16,7 +16,10 @@
 //!   forwarded to it.
 //! * **`group_size`**: this node's members exactly, plus other nodes' as they
 //!   last announced them. A node announces a group's size within
-//!   [`SIZE_COALESCE`] of a change (plus Redis's round trip), keeps its
+//!   [`SIZE_COALESCE`] of a change (plus Redis's round trip) — a new member
+//!   once Redis confirmed that its node receives the group's messages, so
+//!   a `send_to_group` made after another node counts a member reaches
+//!   it —, keeps its
 //!   sizes in a Redis hash that nodes read when they (re)connect, and a
 //!   node that stopped (no heartbeat for [`NODE_TIMEOUT`]) has its members
 //!   dropped from every group's size.
@@ -401,7 +404,27 @@ async fn announce(shared: std::sync::Weak<Shared>, dirty_ready: Arc<tokio::sync:
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let groups = std::mem::take(&mut *shared.dirty.lock().expect("dirty lock"));
+        let mut groups = std::mem::take(&mut *shared.dirty.lock().expect("dirty lock"));
+        // A member is counted on other nodes once its node receives the
+        // group's messages: a group whose subscription Redis has not
+        // confirmed yet is announced at a later round.
+        let unconfirmed: Vec<Box<str>> = groups
+            .iter()
+            .filter(|group| {
+                shared.local.group_size(group) > 0
+                    && !shared.link.is_subscribed(&group_channel(group))
+            })
+            .cloned()
+            .collect();
+        for group in &unconfirmed {
+            groups.remove(group);
+        }
+        // While the link is down nothing is confirmed: the reconnection
+        // announces every group (`resubscribed`), no need to poll until then.
+        if !unconfirmed.is_empty() && shared.link.is_up() {
+            shared.dirty.lock().expect("dirty lock").extend(unconfirmed);
+            dirty_ready.notify_one();
+        }
         if groups.is_empty() {
             continue;
         }

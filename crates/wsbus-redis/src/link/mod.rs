@@ -51,7 +51,7 @@
 //! A node does not receive its own messages (it has delivered them locally
 //! already), except its probes.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -183,6 +183,9 @@ struct Inner {
     commands: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     /// Channels the layers above want, besides the node's own.
     interest: Mutex<BTreeSet<String>>,
+    /// Channels of `interest` whose subscription Redis confirmed on the
+    /// current subscriber connection (emptied when it drops).
+    subscribed: Mutex<HashSet<String>>,
     /// Interest changes for the subscriber task, in the order made.
     interest_changes: mpsc::UnboundedSender<InterestChange>,
     pending: Mutex<Pending>,
@@ -235,6 +238,7 @@ impl RedisLink {
             auth,
             commands: tokio::sync::Mutex::new(None),
             interest: Mutex::default(),
+            subscribed: Mutex::default(),
             interest_changes,
             pending: Mutex::default(),
             pending_ready: Notify::new(),
@@ -297,6 +301,18 @@ impl RedisLink {
         }
     }
 
+    /// Whether Redis confirmed the subscription to `channel` on the current
+    /// subscriber connection: from then on, what any node publishes there
+    /// reaches this node (until the connection drops, when every channel is
+    /// unconfirmed until the resubscription is).
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        self.inner
+            .subscribed
+            .lock()
+            .expect("subscribed lock")
+            .contains(channel)
+    }
+
     /// End the interest in `channel`.
     pub fn unsubscribe(&self, channel: &str) {
         if self
@@ -306,6 +322,11 @@ impl RedisLink {
             .expect("interest lock")
             .remove(channel)
         {
+            self.inner
+                .subscribed
+                .lock()
+                .expect("subscribed lock")
+                .remove(channel);
             let _ = self
                 .inner
                 .interest_changes
@@ -380,6 +401,22 @@ impl RedisLink {
 }
 
 impl Inner {
+    /// Redis confirmed a subscription (kept only while still of interest:
+    /// a late confirmation of one ended since is not).
+    fn confirmed(&self, channel: String) {
+        if self
+            .interest
+            .lock()
+            .expect("interest lock")
+            .contains(&channel)
+        {
+            self.subscribed
+                .lock()
+                .expect("subscribed lock")
+                .insert(channel);
+        }
+    }
+
     fn set_state(&self, state: LinkState, why: &str) {
         let changed = self.state.send_if_modified(|current| {
             let changed = *current != state;

@@ -14,6 +14,8 @@ pub(super) async fn run(inner: Arc<Inner>, mut changes: mpsc::UnboundedReceiver<
             attempt = session(&inner, &mut changes, &mut last_seen, &mut was_up) => attempt,
             () = inner.shutdown.cancelled() => return,
         };
+        // Subscriptions live on a connection: none is left.
+        inner.subscribed.lock().expect("subscribed lock").clear();
         inner.set_state(LinkState::Down, attempt);
         if was_up {
             backoff = Backoff::new();
@@ -93,7 +95,10 @@ async fn session(
     while confirmed < channels.len() {
         match connection.next_until(deadline).await {
             Ok(reply) => match classify(reply) {
-                Push::Subscribed => confirmed += 1,
+                Push::Subscribed(channel) => {
+                    inner.confirmed(channel);
+                    confirmed += 1;
+                }
                 Push::Message(channel, payload) => inner.dispatch(last_seen, &channel, payload),
                 Push::Error => return "Redis refused SSUBSCRIBE",
                 Push::Other => {}
@@ -142,7 +147,8 @@ async fn connect(inner: &Inner) -> Result<Connection, Ended> {
 }
 
 enum Push {
-    Subscribed,
+    /// `SSUBSCRIBE` confirmed for this channel.
+    Subscribed(String),
     Message(String, Vec<u8>),
     /// A command's error (its text is not logged: after AUTH it may quote
     /// what was sent).
@@ -156,7 +162,12 @@ fn classify(reply: Reply) -> Push {
             let mut items = items.into_iter();
             let kind = items.next();
             match kind.as_ref().and_then(Reply::as_bytes) {
-                Some(b"ssubscribe") => Push::Subscribed,
+                Some(b"ssubscribe") => match items.next().and_then(Reply::into_bytes) {
+                    Some(channel) => {
+                        Push::Subscribed(String::from_utf8_lossy(&channel).into_owned())
+                    }
+                    None => Push::Other,
+                },
                 Some(b"smessage") | Some(b"message") => {
                     let channel = items.next().and_then(Reply::into_bytes);
                     let payload = items.next().and_then(Reply::into_bytes);
@@ -211,7 +222,8 @@ async fn serve(
                     inner.dispatch(last_seen, &channel, payload);
                 }
                 Push::Error => return "Redis refused a subscription change",
-                Push::Subscribed | Push::Other => {}
+                Push::Subscribed(channel) => inner.confirmed(channel),
+                Push::Other => {}
             }
         }
         let probe_deadline = outstanding.map(|(_, by)| by);
