@@ -13,6 +13,7 @@
 //! | `publish` | client and server publishes, fan-out to subscribers, per-client queues |
 //! | `presence` | joins and leaves on `/presence/…`, member lists |
 //! | `cluster` | several nodes: broadcasts and interest out, other nodes' messages in |
+//! | `remote_presence` | several nodes: the presence members other nodes announced |
 //! | `timers` | held connects' deadlines, session expiry, history's window |
 //! | `authorizer`, `event` | the [`Authorizer`] hook; the [`Event`]s the driver drains |
 
@@ -34,6 +35,7 @@ mod holds;
 mod lifecycle;
 mod presence;
 mod publish;
+mod remote_presence;
 mod request;
 mod subscribe;
 mod timers;
@@ -48,6 +50,7 @@ pub use presence::{
     Member, PRESENCE_PREFIX, PRESENCE_SNAPSHOT_LIMIT, PresenceAction, PresenceChange,
 };
 pub use publish::Published;
+pub use remote_presence::Origin;
 pub use request::{HeldConnect, Outcome, RequestContext};
 
 const META_HANDSHAKE: &str = "/meta/handshake";
@@ -190,6 +193,8 @@ pub struct Engine {
     counters: Counters,
     /// Whether [`Event::Broadcast`] and [`Event::Interest`] are emitted.
     cluster_events: bool,
+    /// Other nodes' presence members (cluster mode).
+    remote_presence: remote_presence::RemotePresence,
 }
 
 impl fmt::Debug for Engine {
@@ -229,6 +234,7 @@ impl Engine {
             events: VecDeque::new(),
             counters: Counters::default(),
             cluster_events: false,
+            remote_presence: Default::default(),
         }
     }
 

@@ -45,6 +45,12 @@ impl ClientId {
         ClientId(Arc::from(String::from_utf8(text).expect("ASCII")))
     }
 
+    /// An id as another node wrote it (its members' ids in a presence
+    /// message): not checked, only compared.
+    pub(crate) fn from_wire(text: &str) -> Self {
+        ClientId(Arc::from(text))
+    }
+
     /// The id as sent on the wire.
     pub fn as_str(&self) -> &str {
         &self.0

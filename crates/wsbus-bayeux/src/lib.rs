@@ -148,8 +148,9 @@ pub use channel::{ChannelError, ChannelName, ChannelPattern, Wildcard};
 pub use config::{BusConfig, ChannelPolicy, HistoryConfig, Limits, PublishPolicy, SubscribePolicy};
 pub use engine::{
     AllowAll, Authorizer, CloseReason, ClusterPublish, Engine, Event, HandshakeRequest,
-    HeldConnect, HoldId, InterestChange, Member, Outcome, PRESENCE_PREFIX, PRESENCE_SNAPSHOT_LIMIT,
-    PresenceAction, PresenceChange, Published, RequestContext, ServiceRequest, SessionInfo, Stats,
+    HeldConnect, HoldId, InterestChange, Member, Origin, Outcome, PRESENCE_PREFIX,
+    PRESENCE_SNAPSHOT_LIMIT, PresenceAction, PresenceChange, Published, RequestContext,
+    ServiceRequest, SessionInfo, Stats,
 };
 pub use error::BayeuxError;
 pub use grant::{Credential, Grant};

@@ -23,6 +23,7 @@ use wsbus::bus::{Bus, BusCluster};
 
 use crate::envelope::Envelope;
 use crate::link::{Receiver, RedisLink};
+use crate::presence::{Presence, origin_of};
 
 /// The envelope kind of bus messages.
 const KIND_BUS_PUBLISH: u8 = 16;
@@ -62,6 +63,7 @@ struct Wire {
 #[derive(Debug)]
 pub struct RedisBus {
     link: RedisLink,
+    presence: Presence,
 }
 
 impl RedisBus {
@@ -69,11 +71,16 @@ impl RedisBus {
     /// the bus serves clients (what was subscribed before is picked up too,
     /// but see [`Bus::cluster_interest`]).
     pub fn install(bus: &Bus, link: RedisLink) {
-        let cluster = Arc::new(RedisBus { link: link.clone() });
+        let presence = Presence::start(link.clone());
+        let cluster = Arc::new(RedisBus {
+            link: link.clone(),
+            presence: presence.clone(),
+        });
         link.register(
             &[KIND_BUS_PUBLISH],
             Arc::new(Inbound {
                 bus: bus.downgrade(),
+                presence,
             }),
         );
         if bus.set_cluster(cluster).is_err() {
@@ -87,6 +94,7 @@ impl RedisBus {
 
 impl BusCluster for RedisBus {
     fn publish(&self, message: ClusterPublish) {
+        self.presence.outbound(&message);
         let channels = channels_for(&message.channel);
         let wire = Wire {
             channel: message.channel.as_str().to_owned(),
@@ -112,6 +120,7 @@ impl BusCluster for RedisBus {
 /// Hands other nodes' messages to this node's bus.
 struct Inbound {
     bus: wsbus::bus::WeakBus,
+    presence: Presence,
 }
 
 impl Receiver for Inbound {
@@ -135,9 +144,17 @@ impl Receiver for Inbound {
             data: wire.data,
             offset: wire.offset,
         };
-        if let Err(error) = bus.receive_from_cluster(message) {
+        if let Err(error) = bus.receive_from_node(origin_of(envelope.origin.node), message) {
             tracing::warn!(target: "wsbus::cluster", channel, %error, "another node's bus message refused");
         }
+    }
+
+    fn resubscribed(self: Arc<Self>) {
+        self.presence.resync(self.bus.clone());
+    }
+
+    fn node_stopped(&self, node: wsbus::NodeId) {
+        self.presence.node_stopped(&self.bus, node);
     }
 }
 

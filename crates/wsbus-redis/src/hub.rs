@@ -21,8 +21,9 @@
 //!   a `send_to_group` made after another node counts a member reaches
 //!   it —, keeps its
 //!   sizes in a Redis hash that nodes read when they (re)connect, and a
-//!   node that stopped (no heartbeat for [`NODE_TIMEOUT`]) has its members
-//!   dropped from every group's size.
+//!   node that stopped (no heartbeat for
+//!   [`NODE_TIMEOUT`](crate::link::NODE_TIMEOUT)) has its members dropped
+//!   from every group's size.
 //!
 //! # Redis keys and channels
 //!
@@ -59,25 +60,12 @@ const KIND_GROUP_SIZES: u8 = 6;
 /// 1,000, and other nodes' `group_size` lags by about this much.
 pub const SIZE_COALESCE: Duration = Duration::from_millis(50);
 
-/// How often a node says it is alive.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
-
-/// A node not heard of for this long is taken for dead: its members leave
-/// every group's size. Over three heartbeats, so that one late heartbeat on
-/// a loaded machine does not drop a live node.
-pub const NODE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The channel of a group's messages.
 pub fn group_channel(group: &str) -> String {
     format!("wsbus:group:{group}")
 }
 
 const SIZES_CHANNEL: &str = "wsbus:groups";
-const NODES_KEY: &str = "wsbus:nodes";
-
-fn alive_key(node: NodeId) -> String {
-    format!("wsbus:alive:{}", node.0)
-}
 
 fn sizes_key(node: NodeId) -> String {
     format!("wsbus:groups:{}", node.0)
@@ -147,7 +135,6 @@ impl ClusterHub {
             Arc::downgrade(&shared),
             shared.dirty_ready.clone(),
         ));
-        tokio::spawn(heartbeat(Arc::downgrade(&shared)));
         Arc::new(ClusterHub { shared })
     }
 
@@ -273,16 +260,6 @@ impl Shared {
         });
     }
 
-    /// Every node that has members in some group, as last heard.
-    fn known_nodes(&self) -> BTreeSet<NodeId> {
-        self.remote
-            .lock()
-            .expect("remote lock")
-            .values()
-            .flat_map(|nodes| nodes.keys().copied())
-            .collect()
-    }
-
     fn receive(&self, envelope: Envelope) -> Result<(), &'static str> {
         let mut payload = envelope.payload;
         match envelope.kind {
@@ -349,6 +326,17 @@ impl Receiver for Shared {
         }
     }
 
+    fn node_stopped(&self, node: NodeId) {
+        self.forget_node(node);
+        // Its sizes hash goes too (every node may do this; it is idempotent).
+        let link = self.link.clone();
+        tokio::spawn(async move {
+            let _ = link
+                .query::<()>(redis::pipe().cmd("DEL").arg(sizes_key(node)).ignore())
+                .await;
+        });
+    }
+
     fn resubscribed(self: Arc<Self>) {
         self.announce_all();
         // Other nodes' sizes, as they keep them in Redis.
@@ -359,34 +347,16 @@ impl Receiver for Shared {
 impl Shared {
     /// Reads every live node's group sizes from Redis.
     async fn reload_sizes(&self) {
-        let own = self.local.node();
-        let members: Result<(Vec<u16>,), _> = self
-            .link
-            .query(redis::pipe().cmd("SMEMBERS").arg(NODES_KEY))
-            .await;
-        let Ok((nodes,)) = members else {
+        let Ok(nodes) = self.link.node_hashes(sizes_key).await else {
             return;
         };
-        for node in nodes.into_iter().map(NodeId).filter(|&n| n != own) {
-            let mut pipeline = redis::pipe();
-            pipeline
-                .cmd("EXISTS")
-                .arg(alive_key(node))
-                .cmd("HGETALL")
-                .arg(sizes_key(node));
-            let Ok((alive, sizes)) = self
-                .link
-                .query::<(bool, HashMap<String, u32>)>(&pipeline)
-                .await
-            else {
-                return;
-            };
+        for (node, sizes) in nodes {
             self.forget_node(node);
-            if alive {
-                self.apply_sizes(
-                    node,
-                    sizes.into_iter().map(|(g, n)| (g.into_boxed_str(), n)),
-                );
+            if let Some(sizes) = sizes {
+                let sizes = sizes
+                    .into_iter()
+                    .filter_map(|(group, n)| Some((group.into_boxed_str(), n.parse().ok()?)));
+                self.apply_sizes(node, sizes);
             }
         }
     }
@@ -456,53 +426,6 @@ async fn announce(shared: std::sync::Weak<Shared>, dirty_ready: Arc<tokio::sync:
         if shared.link.query::<()>(&pipeline).await.is_err() {
             // Written again in full after the link is back (`resubscribed`).
             tracing::debug!(target: "wsbus::cluster", "group sizes not stored in Redis; will be after reconnecting");
-        }
-    }
-}
-
-/// Says this node is alive, and drops the members of nodes that are not.
-async fn heartbeat(shared: std::sync::Weak<Shared>) {
-    let mut ticks = tokio::time::interval(HEARTBEAT_INTERVAL);
-    loop {
-        ticks.tick().await;
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        let node = shared.local.node();
-        let mut pipeline = redis::pipe();
-        pipeline
-            .cmd("SET")
-            .arg(alive_key(node))
-            .arg(shared.link.origin().incarnation)
-            .arg("PX")
-            .arg(NODE_TIMEOUT.as_millis() as u64)
-            .ignore()
-            .cmd("SADD")
-            .arg(NODES_KEY)
-            .arg(node.0)
-            .ignore();
-        let others: Vec<NodeId> = shared.known_nodes().into_iter().collect();
-        for other in &others {
-            pipeline.cmd("EXISTS").arg(alive_key(*other));
-        }
-        let Ok(alive) = shared.link.query::<Vec<bool>>(&pipeline).await else {
-            continue;
-        };
-        for (other, alive) in others.into_iter().zip(alive) {
-            if !alive {
-                tracing::info!(target: "wsbus::cluster", node = other.0, "node stopped (no heartbeat): its members leave every group");
-                shared.forget_node(other);
-                let mut cleanup = redis::pipe();
-                cleanup
-                    .cmd("DEL")
-                    .arg(sizes_key(other))
-                    .ignore()
-                    .cmd("SREM")
-                    .arg(NODES_KEY)
-                    .arg(other.0)
-                    .ignore();
-                let _ = shared.link.query::<()>(&cleanup).await;
-            }
         }
     }
 }

@@ -15,7 +15,8 @@
 //!   other nodes.
 //! * [`bus`]: [`RedisBus`](bus::RedisBus), the Bayeux bus's
 //!   [`BusCluster`](wsbus::bus::BusCluster): publishes, wildcards and
-//!   presence messages across nodes.
+//!   presence across nodes (`presence`: every node lists every node's
+//!   members; a stopped node's members leave).
 //! * [`session`]: [`RedisSessionStore`](session::RedisSessionStore), the
 //!   HTTP session store shared by every node (a Redis key per session, its
 //!   expiry a Redis TTL; a Redis that does not answer is an error, never
@@ -30,5 +31,6 @@ pub mod envelope;
 pub mod hub;
 pub mod link;
 pub mod logout;
+mod presence;
 mod resp;
 pub mod session;

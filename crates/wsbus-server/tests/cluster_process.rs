@@ -305,6 +305,14 @@ impl BayeuxWs {
             .unwrap();
     }
 
+    /// A connect answered at once: the session's expiry starts again (the
+    /// reply is not waited for).
+    async fn keepalive(&mut self) {
+        let id = self.client_id.clone();
+        self.send(json!([{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket", "advice": {"timeout": 0}}]))
+            .await;
+    }
+
     async fn publish(&mut self, channel: &str, data: Value) {
         let id = self.client_id.clone();
         self.send(json!([{"channel": channel, "clientId": id, "data": data}]))
@@ -464,4 +472,112 @@ async fn a_logout_on_one_node_closes_the_sockets_on_another() {
     let frame = closed.expect("a close frame with a code");
     assert_eq!(frame.code, wsbus::proto::CloseCode::POLICY_VIOLATION);
     assert_eq!(frame.reason, "HTTP session ended");
+}
+
+/// The client ids a presence subscribe reply lists for its channel.
+async fn presence_snapshot(client: &mut BayeuxWs, channel: &str) -> Vec<String> {
+    let id = client.client_id.clone();
+    let presence = format!("/presence{channel}");
+    client.keepalive().await;
+    client
+        .send(json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": presence}]))
+        .await;
+    let reply = loop {
+        let batch = client.next_batch().await;
+        if let Some(reply) = batch
+            .into_iter()
+            .find(|m| m["channel"] == "/meta/subscribe")
+        {
+            break reply;
+        }
+    };
+    client
+        .send(json!([{"channel": "/meta/unsubscribe", "clientId": id, "subscription": presence}]))
+        .await;
+    let mut members: Vec<String> = reply["ext"]["presence"]["members"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no member list: {reply}"))
+        .iter()
+        .map(|m| m["clientId"].as_str().unwrap().to_owned())
+        .collect();
+    members.sort();
+    members
+}
+
+/// Presence seen from every node: members on two nodes are listed by a
+/// third, and by a node that joins later; when a member's node dies, the
+/// others see it leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_spans_nodes_and_a_dead_nodes_members_leave() {
+    let redis = RedisServer::start();
+    let mut nodes = vec![node(&redis, 51), node(&redis, 52), node(&redis, 53)];
+    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let first = bayeux_subscriber(&nodes[0].addr, "/room/a").await;
+    let second = bayeux_subscriber(&nodes[1].addr, "/room/a").await;
+    let mut expected = vec![first.client_id.clone(), second.client_id.clone()];
+    expected.sort();
+    let mut watcher = bayeux_client(&nodes[2].addr).await;
+    let deadline = Instant::now() + SETTLE;
+    while presence_snapshot(&mut watcher, "/room/a").await != expected {
+        assert!(
+            Instant::now() < deadline,
+            "node 3 never listed both members"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A node that joins later reads the members from Redis.
+    nodes.push(node(&redis, 54));
+    wait_up(&[&nodes[3]]);
+    let mut late = bayeux_client(&nodes[3].addr).await;
+    let deadline = Instant::now() + SETTLE;
+    while presence_snapshot(&mut late, "/room/a").await != expected {
+        assert!(
+            Instant::now() < deadline,
+            "the late node never listed both members: {}",
+            nodes[3].log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The first member's node dies: a watcher elsewhere sees it leave, after
+    // the heartbeat timeout.
+    let mut leave_watcher = bayeux_subscriber(&nodes[2].addr, "/presence/room/a").await;
+    let dead = nodes.remove(0);
+    drop(dead); // killed
+    // Sessions expire without a connect for `maxInterval` (10 s): keep the
+    // live ones alive meanwhile.
+    let wait = wsbus_redis::link::NODE_TIMEOUT + wsbus_redis::link::HEARTBEAT_INTERVAL + SETTLE;
+    let mut second = second;
+    let left = tokio::time::timeout(wait, async {
+        let mut kept_alive = Instant::now() - Duration::from_secs(3);
+        loop {
+            // Every 2 s: well inside `maxInterval`, far under the rate limit.
+            if kept_alive.elapsed() >= Duration::from_secs(2) {
+                second.keepalive().await;
+                late.keepalive().await;
+                leave_watcher.keepalive().await;
+                kept_alive = Instant::now();
+            }
+            let Ok(batch) =
+                tokio::time::timeout(Duration::from_secs(1), leave_watcher.next_batch()).await
+            else {
+                continue;
+            };
+            if batch.iter().any(|message| {
+                message["data"]["action"] == "leave"
+                    && message["data"]["clientId"] == first.client_id.as_str()
+            }) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(left.is_ok(), "no leave for the dead node's member");
+    let deadline = Instant::now() + SETTLE;
+    while presence_snapshot(&mut late, "/room/a").await != [second.client_id.clone()] {
+        assert!(
+            Instant::now() < deadline,
+            "the dead node's member is still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -64,8 +64,16 @@ pub struct Member {
 
 impl Engine {
     /// The clients subscribed to exactly `channel` (wildcard subscribers are
-    /// observers, not members).
+    /// observers, not members), here and, in a cluster, on the other nodes
+    /// as they announced them (see `remote_presence`).
     pub fn presence(&self, channel: &ChannelName) -> Vec<Member> {
+        let mut members = self.local_presence(channel);
+        members.extend(self.remote_presence.members(channel));
+        members
+    }
+
+    /// The members of `channel` on this node.
+    pub(super) fn local_presence(&self, channel: &ChannelName) -> Vec<Member> {
         let pattern = ChannelPattern::from(channel.clone());
         self.subscriptions
             .subscribers(&pattern)

@@ -246,3 +246,92 @@ fn interest_follows_first_and_last_subscribers() {
     assert_eq!(changes, [lost("/chat/**"), lost("/presence/chat/room")]);
     assert_eq!(bus.engine.interest(), []);
 }
+
+fn presence_message(
+    action: &str,
+    channel: &str,
+    client: &str,
+    user: Option<&str>,
+) -> ClusterPublish {
+    remote(
+        &format!("/presence{channel}"),
+        json!({"action": action, "channel": channel, "clientId": client, "user": user}),
+    )
+}
+
+fn member_ids(bus: &Bus, channel: &str) -> Vec<String> {
+    let mut ids: Vec<String> = bus
+        .engine
+        .presence(&name(channel))
+        .into_iter()
+        .map(|m| m.client_id.as_str().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Other nodes' members count here: in `presence`, in a watcher's subscribe
+/// reply; a stopped node's members leave, and local watchers are told.
+#[test]
+fn other_nodes_members_are_listed_until_their_node_stops() {
+    let mut bus = clustered();
+    let local = bus.session(&ws());
+    bus.subscribe(&ws(), &local, "/room");
+    for (origin, client) in [(7, "r7"), (8, "r8")] {
+        let join = presence_message("join", "/room", client, Some("u"));
+        assert!(bus.engine.note_remote_presence(origin, &join));
+        bus.engine.receive(bus.now, join).unwrap();
+    }
+    // Not a presence message: nothing noted.
+    assert!(
+        !bus.engine
+            .note_remote_presence(7, &remote("/room", json!("hi")))
+    );
+    let mut expected = vec![local.as_str().to_owned(), "r7".into(), "r8".into()];
+    expected.sort();
+    assert_eq!(member_ids(&bus, "/room"), expected);
+
+    let watcher = bus.session(&ws());
+    let reply = bus.subscribe_message(
+        &ws(),
+        json!({"channel": "/meta/subscribe", "clientId": watcher.as_str(), "subscription": "/presence/room"}),
+    );
+    assert_eq!(
+        reply["ext"]["presence"]["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3,
+        "{reply}"
+    );
+    bus.deliveries(&watcher);
+
+    // A leave from its node, then node 8 stops.
+    let leave = presence_message("leave", "/room", "r7", Some("u"));
+    bus.engine.note_remote_presence(7, &leave);
+    bus.events();
+    assert_eq!(bus.engine.forget_origin(bus.now, 8), 1);
+    let told = data_of(&bus.deliveries(&watcher));
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0]["action"], "leave");
+    assert_eq!(told[0]["clientId"], "r8");
+    assert_eq!(member_ids(&bus, "/room"), [local.as_str()]);
+    // Nothing of this crosses again.
+    assert!(broadcasts(bus.events()).is_empty());
+
+    // A node's members as a store holds them replace what was known.
+    bus.engine
+        .set_remote_members(9, [(name("/room"), "r9".to_owned(), None)]);
+    bus.engine
+        .set_remote_members(9, [(name("/other"), "r9b".to_owned(), None)]);
+    assert_eq!(member_ids(&bus, "/room"), [local.as_str()]);
+    assert_eq!(member_ids(&bus, "/other"), ["r9b"]);
+    assert_eq!(
+        bus.engine
+            .local_members()
+            .into_iter()
+            .map(|(c, id, _)| (c.as_str().to_owned(), id.as_str().to_owned()))
+            .collect::<Vec<_>>(),
+        [("/room".to_owned(), local.as_str().to_owned())]
+    );
+}

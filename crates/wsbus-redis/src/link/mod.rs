@@ -50,6 +50,14 @@
 //!
 //! A node does not receive its own messages (it has delivered them locally
 //! already), except its probes.
+//!
+//! # Nodes
+//!
+//! Every node sets `wsbus:alive:<n>` every [`HEARTBEAT_INTERVAL`], expiring
+//! after [`NODE_TIMEOUT`], and adds itself to `wsbus:nodes`. A node watches
+//! the heartbeats of the nodes it has heard from; when one expires, its
+//! receivers hear of it ([`Receiver::node_stopped`]) and drop what that node
+//! had: its group members, its presence members.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,6 +141,10 @@ pub trait Receiver: Send + Sync + 'static {
     /// was published meanwhile did not arrive (fill it from history, send
     /// your state again).
     fn resubscribed(self: Arc<Self>) {}
+
+    /// Node `node`, heard from before, stopped: its heartbeat expired
+    /// ([`NODE_TIMEOUT`]). Forget what it had (members, sizes).
+    fn node_stopped(&self, _node: NodeId) {}
 }
 
 /// Why the link could not be made.
@@ -183,6 +195,8 @@ struct Inner {
     commands: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     /// Channels the layers above want, besides the node's own.
     interest: Mutex<BTreeSet<String>>,
+    /// Other nodes this one heard from (their heartbeats are watched).
+    seen: Mutex<BTreeSet<NodeId>>,
     /// Channels of `interest` whose subscription Redis confirmed on the
     /// current subscriber connection (emptied when it drops).
     subscribed: Mutex<HashSet<String>>,
@@ -239,6 +253,7 @@ impl RedisLink {
             commands: tokio::sync::Mutex::new(None),
             interest: Mutex::default(),
             subscribed: Mutex::default(),
+            seen: Mutex::default(),
             interest_changes,
             pending: Mutex::default(),
             pending_ready: Notify::new(),
@@ -251,6 +266,7 @@ impl RedisLink {
         });
         tokio::spawn(subscriber::run(inner.clone(), changes));
         tokio::spawn(publisher::run(inner.clone()));
+        tokio::spawn(nodes::run(inner.clone()));
         Ok(RedisLink { inner })
     }
 
@@ -311,6 +327,15 @@ impl RedisLink {
             .lock()
             .expect("subscribed lock")
             .contains(channel)
+    }
+
+    /// Watch node `node`'s heartbeat (as for every node heard from): when it
+    /// stops, receivers hear of it. For state learnt of a node from Redis
+    /// rather than from its messages.
+    pub fn watch(&self, node: NodeId) {
+        if node != self.inner.origin.node {
+            self.inner.seen.lock().expect("seen lock").insert(node);
+        }
     }
 
     /// End the interest in `channel`.
@@ -482,7 +507,14 @@ impl Inner {
         if envelope.origin == self.origin {
             return;
         }
-        let last = last_seen.entry(envelope.origin).or_insert(0);
+        let last = last_seen.entry(envelope.origin).or_insert_with(|| {
+            // A node (or a new life of one) first heard of: watch it.
+            self.seen
+                .lock()
+                .expect("seen lock")
+                .insert(envelope.origin.node);
+            0
+        });
         if envelope.sequence <= *last {
             return;
         }
@@ -508,7 +540,15 @@ impl Inner {
         }
     }
 
-    fn resubscribed(&self) {
+    fn node_stopped(&self, node: NodeId) {
+        self.seen.lock().expect("seen lock").remove(&node);
+        for receiver in self.distinct_receivers() {
+            receiver.node_stopped(node);
+        }
+    }
+
+    /// Every registered receiver once, however many kinds it takes.
+    fn distinct_receivers(&self) -> Vec<Arc<dyn Receiver>> {
         let mut receivers: Vec<Arc<dyn Receiver>> = self
             .receivers
             .read()
@@ -516,10 +556,13 @@ impl Inner {
             .values()
             .cloned()
             .collect();
-        // One call per receiver, however many kinds it takes.
         receivers.sort_by_key(|r| Arc::as_ptr(r).cast::<()>());
         receivers.dedup_by_key(|r| Arc::as_ptr(r).cast::<()>());
-        for receiver in receivers {
+        receivers
+    }
+
+    fn resubscribed(&self) {
+        for receiver in self.distinct_receivers() {
             receiver.resubscribed();
         }
     }
@@ -543,5 +586,8 @@ impl Backoff {
     }
 }
 
+mod nodes;
 mod publisher;
 mod subscriber;
+
+pub use nodes::{HEARTBEAT_INTERVAL, NODE_TIMEOUT};

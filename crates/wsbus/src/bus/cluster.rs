@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Weak};
 
-use wsbus_bayeux::{ChannelPattern, ClusterPublish, InterestChange};
+use wsbus_bayeux::{ChannelName, ChannelPattern, ClusterPublish, InterestChange, Origin};
 
 use super::{Bus, Inner, PublishError, now};
 
@@ -102,6 +102,62 @@ impl Bus {
     pub fn receive_from_cluster(&self, message: ClusterPublish) -> Result<usize, PublishError> {
         self.drive(|engine| engine.receive(now(), message))
             .map_err(|e| PublishError::Refused(e.to_string()))
+    }
+
+    /// [`receive_from_cluster`](Self::receive_from_cluster) for a message
+    /// from node `origin` (a number the cluster gives its nodes): a join or
+    /// leave on a `/presence` channel also counts in this node's member
+    /// lists ([`Bus::presence`], subscribe replies) until the member leaves
+    /// or [`forget_node`](Self::forget_node) is called for its node.
+    pub fn receive_from_node(
+        &self,
+        origin: Origin,
+        message: ClusterPublish,
+    ) -> Result<usize, PublishError> {
+        self.drive(|engine| {
+            engine.note_remote_presence(origin, &message);
+            engine.receive(now(), message)
+        })
+        .map_err(|e| PublishError::Refused(e.to_string()))
+    }
+
+    /// Node `origin` stopped: its presence members leave (this node's
+    /// watchers of their channels get a leave each). How many left.
+    pub fn forget_node(&self, origin: Origin) -> usize {
+        self.drive(|engine| engine.forget_origin(now(), origin))
+    }
+
+    /// Replaces what this node knows of node `origin`'s presence members
+    /// (channel, client id, user), as the cluster's store holds them.
+    pub fn set_remote_members(
+        &self,
+        origin: Origin,
+        members: impl IntoIterator<Item = (ChannelName, String, Option<String>)>,
+    ) {
+        self.inner
+            .engine
+            .lock()
+            .expect("bus lock")
+            .set_remote_members(origin, members);
+    }
+
+    /// This node's presence members: (channel, client id, user), for the
+    /// cluster's store.
+    pub fn local_members(&self) -> Vec<(ChannelName, String, Option<String>)> {
+        self.inner
+            .engine
+            .lock()
+            .expect("bus lock")
+            .local_members()
+            .into_iter()
+            .map(|(channel, client, user)| {
+                (
+                    channel,
+                    client.as_str().to_owned(),
+                    user.map(|u| u.to_string()),
+                )
+            })
+            .collect()
     }
 
     /// The installed cluster, if any.
