@@ -74,10 +74,19 @@ impl Cluster {
     }
 
     /// Once the runtime is built: its sessions end when other nodes end
-    /// them, and `wsbus_cluster_redis_up` (and so `/readyz`) follows the
-    /// link for as long as the process runs.
+    /// them, `wsbus_cluster_redis_up` (and so `/readyz`) follows the link
+    /// for as long as the process runs, and the `wsbus_cluster_*` counters
+    /// read the link's.
     pub fn attach(&self, runtime: wsbus::Runtime) {
         follow_session_ends(&self.link, runtime.sessions());
+        let link = self.link.clone();
+        runtime
+            .metrics()
+            .set_cluster_stats(move || wsbus::metrics::ClusterStats {
+                malformed: link.malformed_messages(),
+                publishes_dropped: link.dropped_publishes(),
+                pending_bytes: link.pending_bytes() as u64,
+            });
         let mut state = self.link.state();
         tokio::spawn(async move {
             loop {

@@ -25,10 +25,16 @@
 //! | `wsbus_bus_held_connects`, `wsbus_bus_queued_messages`, `wsbus_bus_history_messages`, `wsbus_bus_history_bytes` | gauge | | the bus's state |
 //! | `wsbus_cluster_enabled` | gauge | | 1 in cluster mode, else 0 |
 //! | `wsbus_cluster_redis_up` | gauge | | 1 while the Redis link is up; always present, 0 outside cluster mode |
+//! | `wsbus_cluster_malformed_total` | counter | | messages on wsbus Redis channels that were not wsbus envelopes, or of no known kind (ignored) |
+//! | `wsbus_cluster_publishes_dropped_total` | counter | | publishes for other nodes dropped because too many were waiting for Redis |
+//! | `wsbus_cluster_pending_bytes` | gauge | | bytes of publishes waiting for Redis (grows during an outage) |
 //!
 //! `wsbus_cluster_redis_up` is always exposed so that dashboards and alerts
 //! find the name; alert on `wsbus_cluster_enabled == 1 and
-//! wsbus_cluster_redis_up == 0`, not on the second alone.
+//! wsbus_cluster_redis_up == 0`, not on the second alone. The other
+//! `wsbus_cluster_*` families are likewise always present (0 outside
+//! cluster mode); cluster mode feeds them through
+//! [`Metrics::set_cluster_stats`].
 //!
 //! # Cost on the hot path
 //!
@@ -135,6 +141,22 @@ type Labelled<V> = Family<Label<V>, Counter>;
 /// A bus's counters as of a scrape, or `None` once the bus is gone.
 pub(crate) type BusStats = Box<dyn Fn() -> Option<wsbus_bayeux::Stats> + Send + Sync>;
 
+/// The cluster link's counters as of a scrape (see
+/// [`Metrics::set_cluster_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClusterStats {
+    /// Messages found on wsbus Redis channels that were not wsbus envelopes,
+    /// or of no known kind (ignored).
+    pub malformed: u64,
+    /// Publishes dropped because too many were already waiting for Redis.
+    pub publishes_dropped: u64,
+    /// Bytes of publishes waiting for Redis now.
+    pub pending_bytes: u64,
+}
+
+/// Reads the cluster link's counters at scrape time.
+type ClusterStatsFn = Box<dyn Fn() -> ClusterStats + Send + Sync>;
+
 /// The runtime's counters, gauges and histogram; [`encode`](Self::encode)
 /// renders them for `/metrics`. Reached through
 /// [`Runtime::metrics`](crate::Runtime::metrics).
@@ -169,6 +191,8 @@ struct Shared {
     long_polls: AtomicU64,
     /// [`CLUSTER_OFF`], [`CLUSTER_DOWN`] or [`CLUSTER_UP`].
     cluster: AtomicU8,
+    /// The cluster link's counters, in cluster mode.
+    cluster_stats: Mutex<Option<ClusterStatsFn>>,
     buses: Mutex<Vec<BusStats>>,
 }
 
@@ -259,6 +283,7 @@ impl Metrics {
                 write_queue_drops: AtomicU64::new(0),
                 long_polls: AtomicU64::new(0),
                 cluster: AtomicU8::new(CLUSTER_OFF),
+                cluster_stats: Mutex::default(),
                 buses: Mutex::default(),
             }),
         };
@@ -492,6 +517,18 @@ impl Metrics {
         }
     }
 
+    /// Feeds the `wsbus_cluster_*` counters from `stats`, read at every
+    /// scrape (cluster mode installs the Redis link's; it replaces any
+    /// earlier one).
+    pub fn set_cluster_stats(&self, stats: impl Fn() -> ClusterStats + Send + Sync + 'static) {
+        *self.shared.cluster_stats.lock().expect("metrics lock") = Some(Box::new(stats));
+    }
+
+    /// The cluster link's counters now: zeros outside cluster mode.
+    pub fn cluster_stats(&self) -> ClusterStats {
+        self.shared.cluster_stats()
+    }
+
     /// Adds a bus's counters to the bus families (summed over buses);
     /// `stats` answers `None` once its bus is gone, and is forgotten then.
     pub(crate) fn add_bus(&self, stats: BusStats) {
@@ -517,6 +554,14 @@ impl Shared {
             sum.bytes_out += shard.bytes_out.load(Ordering::Relaxed);
         }
         sum
+    }
+
+    fn cluster_stats(&self) -> ClusterStats {
+        self.cluster_stats
+            .lock()
+            .expect("metrics lock")
+            .as_ref()
+            .map_or_else(ClusterStats::default, |stats| stats())
     }
 
     /// The sum of the live buses' stats (dropping those that are gone).
@@ -652,6 +697,26 @@ impl Collector for Derived {
             "1 while the link to Redis is up; 0 when it is down, and outside cluster mode (see wsbus_cluster_enabled).",
             None,
             u64::from(cluster == CLUSTER_UP),
+        )?;
+        let stats = shared.cluster_stats();
+        counter(
+            e,
+            "wsbus_cluster_malformed",
+            "Messages on wsbus Redis channels that were not wsbus envelopes, or of no known kind (ignored).",
+            stats.malformed,
+        )?;
+        counter(
+            e,
+            "wsbus_cluster_publishes_dropped",
+            "Publishes for other nodes dropped because too many were already waiting for Redis.",
+            stats.publishes_dropped,
+        )?;
+        gauge(
+            e,
+            "wsbus_cluster_pending",
+            "Bytes of publishes waiting for Redis (they grow while Redis is unreachable).",
+            Some(&Unit::Bytes),
+            stats.pending_bytes,
         )
     }
 }
@@ -878,6 +943,38 @@ mod tests {
         assert_eq!(up(&metrics), (1.0, 1.0));
         metrics.set_cluster_redis_up(Some(false));
         assert_eq!(up(&metrics), (1.0, 0.0));
+    }
+
+    /// The link's counters: zeros until cluster mode installs its source,
+    /// then what it reads at each scrape.
+    #[test]
+    fn cluster_link_counters() {
+        let (_hub, metrics) = metrics();
+        let read = |m: &Metrics| {
+            let s = samples(&m.encode(Format::Prometheus));
+            [
+                s["wsbus_cluster_malformed_total"],
+                s["wsbus_cluster_publishes_dropped_total"],
+                s["wsbus_cluster_pending_bytes"],
+            ]
+        };
+        assert_eq!(read(&metrics), [0.0, 0.0, 0.0]);
+        metrics.set_cluster_stats(|| ClusterStats {
+            malformed: 3,
+            publishes_dropped: 2,
+            pending_bytes: 1024,
+        });
+        assert_eq!(read(&metrics), [3.0, 2.0, 1024.0]);
+        assert_eq!(metrics.cluster_stats().malformed, 3);
+        let text = metrics.encode(Format::Prometheus);
+        assert!(
+            text.contains("# TYPE wsbus_cluster_malformed_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE wsbus_cluster_pending_bytes gauge\n"),
+            "{text}"
+        );
     }
 
     /// Long-polling requests count while their guard lives; bus stats are

@@ -12,7 +12,12 @@
 //!   one task, in pipelines (`SPUBLISH`, sharded pub/sub). While Redis is
 //!   unreachable they stay queued, up to [`PENDING_PUBLISH_MAX_BYTES`], and
 //!   go out in order once it is back; past the bound new publishes are
-//!   dropped and counted ([`RedisLink::dropped_publishes`]).
+//!   dropped and counted ([`RedisLink::dropped_publishes`]). Once Redis is
+//!   back they wait, up to [`RESUBSCRIBE_WAIT_MAX`], until each of their
+//!   channels has as many subscribers (nodes) as at its latest publish
+//!   before the outage: the other nodes lost their subscriptions too, and
+//!   a message published before they resubscribed would reach none of
+//!   them.
 //! * **The subscriber** is a connection of our own (RESP2, `resp.rs`). It
 //!   holds `SSUBSCRIBE`s for the node's own channel and for every channel
 //!   the layers above declared interest in ([`RedisLink::subscribe`]). When
@@ -113,6 +118,25 @@ pub const RESUBSCRIBE_BATCH: usize = 512;
 /// rather than the process growing without bound.
 pub const PENDING_PUBLISH_MAX_BYTES: usize = 64 * 1024 * 1024;
 
+/// After an outage, how long queued publishes wait for their channels'
+/// subscribers to come back (see the module docs): nodes resubscribe within
+/// [`BACKOFF_MAX`] and a [`COMMAND_TIMEOUT`] of Redis's return, and a loaded
+/// machine stretches that; a node that has not resubscribed by then may be
+/// gone for good (the hub's `NODE_TIMEOUT` is as long), and the others' messages
+/// should not wait for it longer.
+pub const RESUBSCRIBE_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// How often subscriber counts are asked again while publishes wait for
+/// them: a few cheap commands per second, and a delay of at most this once
+/// the subscribers are back.
+const RESUBSCRIBE_POLL: Duration = Duration::from_millis(50);
+
+/// Channels whose subscriber counts the publisher remembers for the wait
+/// after an outage: enough for every group and bus channel a node commonly
+/// publishes on, at about 100 bytes each; publishes on channels past it do
+/// not wait.
+const REMEMBERED_CHANNELS_MAX: usize = 4096;
+
 /// Envelopes written per pipeline: large enough to amortise a round trip,
 /// small enough that one failed pipeline retries little.
 const PUBLISH_BATCH: usize = 256;
@@ -139,7 +163,8 @@ pub trait Receiver: Send + Sync + 'static {
 
     /// The subscriber is back after being down, and subscribed again: what
     /// was published meanwhile did not arrive (fill it from history, send
-    /// your state again).
+    /// your state again). Also called when the receiver registers with a
+    /// link that is up already. Called on a tokio runtime.
     fn resubscribed(self: Arc<Self>) {}
 
     /// Node `node`, heard from before, stopped: its heartbeat expired
@@ -291,12 +316,23 @@ impl RedisLink {
     }
 
     /// Hands messages of envelope kinds `kinds` to `receiver` (kinds belong
-    /// to one receiver each; kind 0 is the link's own).
+    /// to one receiver each; kind 0 is the link's own). If the link is up
+    /// already, the receiver missed its coming up: it is told at once
+    /// ([`Receiver::resubscribed`]), so that it reads the state other nodes
+    /// keep in Redis.
     pub fn register(&self, kinds: &[u8], receiver: Arc<dyn Receiver>) {
         let mut receivers = self.inner.receivers.write().expect("receivers lock");
         for &kind in kinds {
             assert_ne!(kind, KIND_PROBE, "kind 0 is the link's probe");
             receivers.insert(kind, receiver.clone());
+        }
+        // Read under the lock: the subscriber task sets the state before it
+        // reads the receivers to tell them, so one of the two tells this
+        // one (possibly both: telling twice is harmless).
+        let up = self.is_up();
+        drop(receivers);
+        if up {
+            receiver.resubscribed();
         }
     }
 

@@ -3,9 +3,13 @@
 use super::*;
 
 /// Writes queued publishes in order, a pipeline at a time; a failed pipeline
-/// is written again after a backoff (receivers drop what arrived twice).
+/// is written again after a backoff (receivers drop what arrived twice),
+/// once the channels' subscribers are back ([`wait_for_subscribers`]).
 pub(super) async fn run(inner: Arc<Inner>) {
     let mut backoff = Backoff::new();
+    let mut subscribers = Subscribers::default();
+    // Whether the last write failed: Redis went away, or stalled.
+    let mut outage = false;
     loop {
         let batch: Vec<(Arc<[String]>, Bytes)> = {
             let pending = inner.pending.lock().expect("pending lock");
@@ -17,23 +21,38 @@ pub(super) async fn run(inner: Arc<Inner>) {
                 () = inner.shutdown.cancelled() => return,
             }
         }
+        if outage {
+            let waited = tokio::select! {
+                waited = wait_for_subscribers(&inner, &batch, &subscribers) => waited,
+                () = inner.shutdown.cancelled() => return,
+            };
+            if let Err(error) = waited {
+                tracing::debug!(target: "wsbus::cluster", %error, "Redis still unreachable; publishes stay queued");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff.next()) => {}
+                    () = inner.shutdown.cancelled() => return,
+                }
+                continue;
+            }
+        }
         let mut pipeline = redis::pipe();
         for (channels, envelope) in &batch {
             for channel in channels.iter() {
-                pipeline
-                    .cmd("SPUBLISH")
-                    .arg(channel)
-                    .arg(&envelope[..])
-                    .ignore();
+                pipeline.cmd("SPUBLISH").arg(channel).arg(&envelope[..]);
             }
         }
         let written = tokio::select! {
-            result = inner.query::<()>(&pipeline) => result,
+            result = inner.query::<Vec<u64>>(&pipeline) => result,
             () = inner.shutdown.cancelled() => return,
         };
         match written {
-            Ok(()) => {
+            Ok(receivers) => {
                 backoff = Backoff::new();
+                outage = false;
+                let channels = batch.iter().flat_map(|(channels, _)| channels.iter());
+                for (channel, receivers) in channels.zip(receivers) {
+                    subscribers.saw(channel, receivers);
+                }
                 let mut pending = inner.pending.lock().expect("pending lock");
                 for _ in 0..batch.len() {
                     if let Some((_, envelope)) = pending.queue.pop_front() {
@@ -42,6 +61,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
                 }
             }
             Err(error) => {
+                outage = true;
                 tracing::debug!(target: "wsbus::cluster", %error, queued = batch.len(), "publish to Redis failed; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(backoff.next()) => {}
@@ -49,5 +69,67 @@ pub(super) async fn run(inner: Arc<Inner>) {
                 }
             }
         }
+    }
+}
+
+/// How many subscribers (nodes) each channel had at its latest publish, for
+/// the channels that had any, up to [`REMEMBERED_CHANNELS_MAX`] of them.
+#[derive(Default)]
+struct Subscribers(HashMap<String, u64>);
+
+impl Subscribers {
+    fn saw(&mut self, channel: &str, receivers: u64) {
+        if receivers == 0 {
+            self.0.remove(channel);
+        } else if let Some(known) = self.0.get_mut(channel) {
+            *known = receivers;
+        } else if self.0.len() < REMEMBERED_CHANNELS_MAX {
+            self.0.insert(channel.to_owned(), receivers);
+        }
+    }
+}
+
+/// After an outage, waits until every channel of `batch` has again as many
+/// subscribers as at its latest publish before it (`PUBSUB SHARDNUMSUB`),
+/// or [`RESUBSCRIBE_WAIT_MAX`] passed since Redis answered: the nodes that
+/// were listening lost their subscriptions too, and a message published
+/// before they are back would reach none of them (pub/sub keeps nothing).
+/// An error: Redis is not answering yet.
+async fn wait_for_subscribers(
+    inner: &Inner,
+    batch: &[(Arc<[String]>, Bytes)],
+    subscribers: &Subscribers,
+) -> Result<(), RedisError> {
+    let mut wanted: Vec<(&str, u64)> = batch
+        .iter()
+        .flat_map(|(channels, _)| channels.iter())
+        .filter_map(|channel| Some((channel.as_str(), *subscribers.0.get(channel)?)))
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let mut pipeline = redis::pipe();
+    let command = pipeline.cmd("PUBSUB").arg("SHARDNUMSUB");
+    for (channel, _) in &wanted {
+        command.arg(*channel);
+    }
+    let mut deadline = None;
+    loop {
+        let (now,): (HashMap<String, u64>,) = inner.query(&pipeline).await?;
+        let missing = wanted
+            .iter()
+            .filter(|(channel, before)| now.get(*channel).copied().unwrap_or(0) < *before)
+            .count();
+        if missing == 0 {
+            return Ok(());
+        }
+        let deadline = *deadline.get_or_insert_with(|| Instant::now() + RESUBSCRIBE_WAIT_MAX);
+        if Instant::now() >= deadline {
+            tracing::warn!(target: "wsbus::cluster", channels = missing, "after the outage, some channels' subscribers did not come back: publishing to those that did");
+            return Ok(());
+        }
+        tokio::time::sleep(RESUBSCRIBE_POLL).await;
     }
 }
