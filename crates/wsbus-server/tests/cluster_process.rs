@@ -581,3 +581,56 @@ async fn presence_spans_nodes_and_a_dead_nodes_members_leave() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Idle expiry through Redis: a session logged in on node A, whose Redis
+/// key expires while a socket on node B is bound to it, closes that socket
+/// with 1008 at node B's next sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_expiring_in_redis_closes_the_sockets_on_every_node() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let short = |id: &str| {
+        serve(&[
+            ("WSBUS_CLUSTER__REDIS_URL", url.as_str()),
+            ("WSBUS_CLUSTER__NODE_ID", id),
+            ("WSBUS_ADMIN__TOKEN", ADMIN_TOKEN),
+            ("WSBUS_SESSION__IDLE_TIMEOUT", "2s"),
+        ])
+    };
+    let nodes = [short("61"), short("62")];
+    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let (a, b) = (nodes[0].addr.clone(), nodes[1].addr.clone());
+    let login = post_form(&a, "/login", None, "user=ida");
+    let cookie = login
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .and_then(|l| l.split_once(':')?.1.trim().split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let options = ClientOptions {
+        protocols: vec!["text".into()],
+        headers: vec![("Cookie".into(), cookie)],
+        ..ClientOptions::default()
+    };
+    let mut on_b = client::connect(&format!("ws://{b}/chat"), options)
+        .await
+        .expect("chat socket on node B");
+    assert_eq!(text(&mut on_b).await, "Welcome to our chat ida");
+    // The key expires after 2 s; node B sweeps every 10 s (the floor of
+    // the sweep interval).
+    let within = Duration::from_secs(2 + 10) + SETTLE;
+    let closed = tokio::time::timeout(within, async {
+        loop {
+            match on_b.recv().await.expect("no I/O error") {
+                Some(Event::Close(frame)) => return frame,
+                Some(_) => {}
+                None => panic!("ended without a close frame"),
+            }
+        }
+    })
+    .await
+    .expect("closed after the session expired");
+    let frame = closed.expect("a close code");
+    assert_eq!(frame.code, wsbus::proto::CloseCode::POLICY_VIOLATION);
+    assert_eq!(frame.reason, "HTTP session ended");
+}
