@@ -35,6 +35,7 @@ mod lifecycle;
 mod presence;
 mod publish;
 mod request;
+mod shared;
 mod subscribe;
 mod timers;
 
@@ -49,6 +50,7 @@ pub use presence::{
 };
 pub use publish::Published;
 pub use request::{HeldConnect, Outcome, RequestContext};
+pub use shared::{FetchedHistory, HistoryRequest, MAX_PARKED_SUBSCRIBES, SharedHistory};
 
 const META_HANDSHAKE: &str = "/meta/handshake";
 const META_CONNECT: &str = "/meta/connect";
@@ -190,6 +192,12 @@ pub struct Engine {
     counters: Counters,
     /// Whether [`Event::Broadcast`] and [`Event::Interest`] are emitted.
     cluster_events: bool,
+    /// Whether offsets of channels with history come from a shared
+    /// history, and whether it is reachable.
+    shared_history: SharedHistory,
+    /// Subscribes waiting for the shared history to answer
+    /// [`Event::HistoryWanted`].
+    parked: shared::Parked,
 }
 
 impl fmt::Debug for Engine {
@@ -229,6 +237,8 @@ impl Engine {
             events: VecDeque::new(),
             counters: Counters::default(),
             cluster_events: false,
+            shared_history: SharedHistory::Off,
+            parked: shared::Parked::default(),
         }
     }
 

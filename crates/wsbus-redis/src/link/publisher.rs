@@ -7,7 +7,7 @@ use super::*;
 pub(super) async fn run(inner: Arc<Inner>) {
     let mut backoff = Backoff::new();
     loop {
-        let batch: Vec<(Arc<[String]>, Bytes)> = {
+        let batch: Vec<Outgoing> = {
             let pending = inner.pending.lock().expect("pending lock");
             pending.queue.iter().take(PUBLISH_BATCH).cloned().collect()
         };
@@ -18,13 +18,20 @@ pub(super) async fn run(inner: Arc<Inner>) {
             }
         }
         let mut pipeline = redis::pipe();
-        for (channels, envelope) in &batch {
-            for channel in channels.iter() {
-                pipeline
-                    .cmd("SPUBLISH")
-                    .arg(channel)
-                    .arg(&envelope[..])
-                    .ignore();
+        for outgoing in &batch {
+            match outgoing {
+                Outgoing::Publish(channels, envelope) => {
+                    for channel in channels.iter() {
+                        pipeline
+                            .cmd("SPUBLISH")
+                            .arg(channel)
+                            .arg(&envelope[..])
+                            .ignore();
+                    }
+                }
+                Outgoing::Command(command, _) => {
+                    pipeline.add_command(command.clone()).ignore();
+                }
             }
         }
         let written = tokio::select! {
@@ -36,8 +43,8 @@ pub(super) async fn run(inner: Arc<Inner>) {
                 backoff = Backoff::new();
                 let mut pending = inner.pending.lock().expect("pending lock");
                 for _ in 0..batch.len() {
-                    if let Some((_, envelope)) = pending.queue.pop_front() {
-                        pending.bytes -= envelope.len();
+                    if let Some(outgoing) = pending.queue.pop_front() {
+                        pending.bytes -= outgoing.size();
                     }
                 }
             }
