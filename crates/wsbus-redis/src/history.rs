@@ -15,8 +15,9 @@
 //!   append idempotent when the link writes a pipeline again).
 //! * `wsbus:history:{<channel>}`, a stream: entry id `<offset>-0`, field `m`
 //!   the message as published (JSON with `offset` and `epoch`), trimmed to
-//!   about the bus's `history.per_channel` (`MAXLEN ~`) and expiring after
-//!   the history window without a publish.
+//!   about the bus's `history.per_channel` or [`STREAM_MIN_LEN`], whichever
+//!   is more (`MAXLEN ~`), and expiring after the history window without a
+//!   publish.
 //!
 //! One Lua script ([`APPEND`]) does it all, atomically: the epoch if
 //! missing, `offset = HINCRBY`, `XADD`, and `SPUBLISH` of the message (in
@@ -93,9 +94,16 @@ pub const MAX_WAITING_PER_CHANNEL: usize = 10_000;
 /// without a fill): bounds a node that saw a great many channels.
 pub const MAX_TRACKED_CHANNELS: usize = 100_000;
 
-/// Entries read per `XRANGE`: more than any history the bus keeps per
-/// channel by default (100), while bounding one reply.
-const FILL_COUNT: usize = 10_000;
+/// Messages a channel's stream keeps at least (about: `MAXLEN ~`), whatever
+/// the bus's `history.per_channel` (what each node keeps): the stream is
+/// what fills a node's gap after an outage, so it must hold an outage's
+/// worth of a busy channel (10 s at 1,000 messages a second) until the
+/// history window expires it.
+pub const STREAM_MIN_LEN: usize = 10_000;
+
+/// Entries read per `XRANGE`: a stream's length, so that one read fills a
+/// gap; bounds one reply.
+const FILL_COUNT: usize = STREAM_MIN_LEN;
 
 /// The script that appends a message to a channel's history and publishes
 /// it (module docs). KEYS: stream, meta. ARGV: envelope header, the JSON
@@ -188,7 +196,7 @@ pub(crate) fn append_command(
         .arg(&envelope[..HEADER_LEN])
         .arg(&json[1..])
         .arg(new_epoch())
-        .arg(config.per_channel.max(1))
+        .arg(config.per_channel.max(STREAM_MIN_LEN))
         .arg(config.window.as_millis().max(1) as u64)
         .arg(META_TTL.as_millis() as u64)
         .arg(origin_key(origin))
