@@ -320,8 +320,8 @@ impl History {
     }
 
     /// Adds what was fetched from the shared history for a replay:
-    /// `messages`, consecutive offsets up to the epoch's newest, of which
-    /// everything after `after` is there if `complete`. They join the ring
+    /// `messages`, consecutive offsets up to the epoch's newest (`last`),
+    /// of which everything after `after` is there if `complete`. They join the ring
     /// where they touch it (older than what the ring has); a ring of
     /// another epoch, or one they do not touch, is replaced by them. The
     /// caller has already delivered (through
@@ -333,10 +333,19 @@ impl History {
         channel: &ChannelName,
         epoch: &Arc<str>,
         after: u64,
+        last: u64,
         complete: bool,
         messages: Vec<(u64, Outbound)>,
     ) {
         let Some(&(first, _)) = messages.first() else {
+            // Nothing after `after`: if this node knew nothing of this
+            // epoch, it now knows where it stands.
+            if self
+                .shared_position(channel)
+                .is_none_or(|p| p.epoch != *epoch)
+            {
+                self.reset_ring(channel, epoch.clone(), last);
+            }
             return;
         };
         let known_from = if complete { after } else { first - 1 };

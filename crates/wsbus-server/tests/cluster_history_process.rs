@@ -30,6 +30,10 @@ const RECONNECT: Duration = Duration::from_secs(30);
 /// The outage the issue names.
 const OUTAGE: Duration = Duration::from_secs(10);
 
+/// How often a follower waiting in silence looks at what it has heard
+/// (and a warm-up publishes again).
+const POLL: Duration = Duration::from_millis(100);
+
 /// Between two publishes: 50 per second, under every default rate.
 const PUBLISH_EVERY: Duration = Duration::from_millis(20);
 
@@ -73,9 +77,14 @@ fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
 }
 
 fn wait_up(nodes: &[&ServerProcess]) {
-    for node in nodes {
+    let addrs: Vec<String> = nodes.iter().map(|node| node.addr.clone()).collect();
+    wait_addrs_up(&addrs);
+}
+
+fn wait_addrs_up(addrs: &[String]) {
+    for addr in addrs {
         eventually(RECONNECT, "the node's Redis link is up", || {
-            redis_state(&node.addr) == "up"
+            redis_state(addr) == "up"
         });
     }
 }
@@ -235,7 +244,10 @@ impl Follower {
                 "not within {within:?}; seen so far: {:?}",
                 self.seen
             );
-            match tokio::time::timeout(deadline - now, read_batch(&mut self.ws)).await {
+            // A short wait (`recv` is cancel safe): `done` may publish
+            // until it hears something.
+            let wait = (deadline - now).min(POLL);
+            match tokio::time::timeout(wait, read_batch(&mut self.ws)).await {
                 Err(_) => continue,
                 Ok(Some(batch)) => self.take(batch).await,
                 Ok(None) => self.reconnect().await,
@@ -491,7 +503,13 @@ async fn a_redis_that_comes_back_empty_starts_a_new_epoch_and_says_so() {
     );
     assert_eq!(follower.reconnects, 0);
 
-    // A client whose position is in the lost epoch, on either node.
+    // A client whose position is in the lost epoch, on either node (once
+    // both see Redis again: a node that cannot reach it cannot tell, and
+    // answers `complete: false` from what it has).
+    let both = [a.clone(), b.clone()];
+    tokio::task::spawn_blocking(move || wait_addrs_up(&both))
+        .await
+        .unwrap();
     for addr in [&a, &b] {
         let mut stranger =
             Follower::start(&[addr], "/h/feed", Some((old_epoch.clone(), old_offset))).await;
@@ -528,5 +546,9 @@ async fn every_message_once_across_the_death_of_the_subscribers_node() {
     let _ = nodes[1].wait_until(Instant::now() + SETTLE);
     finish(&mut follower, publisher).await;
     assert_eq!(follower.reconnects, 1, "moved to node C once");
-    assert_eq!(follower.seen.replays[0]["complete"], true);
+    assert_eq!(
+        follower.seen.replays[0]["complete"], true,
+        "{:?}",
+        follower.seen.replays
+    );
 }

@@ -219,7 +219,7 @@ impl Engine {
                 })
                 .collect();
             self.history
-                .merge_fetched(now, channel, epoch, after, complete, kept);
+                .merge_fetched(now, channel, epoch, after, *last, complete, kept);
         }
         let parked = self.parked.waiting.get_mut(&id).expect("looked up above");
         if parked.fetched.insert(channel.clone(), fetched).is_none() {

@@ -191,6 +191,25 @@ fn a_replay_older_than_this_node_knows_waits_for_the_shared_history() {
         .map(|m| m["ext"]["offset"].as_u64().unwrap())
         .collect();
     assert_eq!(offsets, [3, 4, 5, 6, 7, 8]);
+    // Nothing after the position: complete all the same.
+    let quiet = bus.session(&ws());
+    bus.call(&ws(), replay_message(&quiet, "/quiet", 4, Some("q")));
+    let requests = history_requests(&mut bus);
+    bus.engine.history_fetched(
+        bus.now,
+        requests[0].id,
+        &name("/quiet"),
+        FetchedHistory::Found {
+            epoch: Arc::from("q"),
+            last: 4,
+            messages: Vec::new(),
+        },
+    );
+    assert_eq!(
+        bus.deliveries(&quiet)[0]["ext"]["replay"],
+        json!({"after": 4, "count": 0, "complete": true, "epoch": "q"})
+    );
+
     // Now subscribed: the next message arrives once.
     bus.engine
         .receive(bus.now, back("/chat/room", json!(9), 9, "e1"))
