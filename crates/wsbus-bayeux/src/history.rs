@@ -60,6 +60,17 @@ impl Ring {
     }
 }
 
+/// What was fetched from a channel's shared history for a replay:
+/// `messages`, consecutive offsets up to the epoch's newest (`last`), of
+/// which everything after `after` is there if `complete`.
+pub(crate) struct Fetched {
+    pub(crate) epoch: Arc<str>,
+    pub(crate) after: u64,
+    pub(crate) last: u64,
+    pub(crate) complete: bool,
+    pub(crate) messages: Vec<(u64, Outbound)>,
+}
+
 /// Where a channel's shared history stands on this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct SharedPosition {
@@ -319,24 +330,21 @@ impl History {
         );
     }
 
-    /// Adds what was fetched from the shared history for a replay:
-    /// `messages`, consecutive offsets up to the epoch's newest (`last`),
-    /// of which everything after `after` is there if `complete`. They join the ring
+    /// Adds what was fetched from the shared history for a replay. They join the ring
     /// where they touch it (older than what the ring has); a ring of
     /// another epoch, or one they do not touch, is replaced by them. The
     /// caller has already delivered (through
     /// [`record_shared`](Self::record_shared)) any of them newer than the
     /// ring: they are kept here for replay only.
-    pub(crate) fn merge_fetched(
-        &mut self,
-        now: Instant,
-        channel: &ChannelName,
-        epoch: &Arc<str>,
-        after: u64,
-        last: u64,
-        complete: bool,
-        messages: Vec<(u64, Outbound)>,
-    ) {
+    pub(crate) fn merge_fetched(&mut self, now: Instant, channel: &ChannelName, fetched: Fetched) {
+        let Fetched {
+            epoch,
+            after,
+            last,
+            complete,
+            messages,
+        } = fetched;
+        let epoch = &epoch;
         let Some(&(first, _)) = messages.first() else {
             // Nothing after `after`: if this node knew nothing of this
             // epoch, it now knows where it stands.

@@ -53,6 +53,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::channel::ChannelName;
+use crate::history::Fetched;
 use crate::message::{Message, Outbound};
 
 use super::cluster::broadcast_message;
@@ -218,8 +219,14 @@ impl Engine {
                     (*offset, Outbound::new(&message))
                 })
                 .collect();
-            self.history
-                .merge_fetched(now, channel, epoch, after, *last, complete, kept);
+            let fetched = Fetched {
+                epoch: epoch.clone(),
+                after,
+                last: *last,
+                complete,
+                messages: kept,
+            };
+            self.history.merge_fetched(now, channel, fetched);
         }
         let parked = self.parked.waiting.get_mut(&id).expect("looked up above");
         if parked.fetched.insert(channel.clone(), fetched).is_none() {
