@@ -37,6 +37,7 @@ mod presence;
 mod publish;
 mod remote_presence;
 mod request;
+mod shared;
 mod subscribe;
 mod timers;
 
@@ -52,6 +53,7 @@ pub use presence::{
 pub use publish::Published;
 pub use remote_presence::Origin;
 pub use request::{HeldConnect, Outcome, RequestContext};
+pub use shared::{FetchedHistory, HistoryRequest, MAX_PARKED_SUBSCRIBES, SharedHistory};
 
 const META_HANDSHAKE: &str = "/meta/handshake";
 const META_CONNECT: &str = "/meta/connect";
@@ -195,6 +197,12 @@ pub struct Engine {
     cluster_events: bool,
     /// Other nodes' presence members (cluster mode).
     remote_presence: remote_presence::RemotePresence,
+    /// Whether offsets of channels with history come from a shared
+    /// history, and whether it is reachable.
+    shared_history: SharedHistory,
+    /// Subscribes waiting for the shared history to answer
+    /// [`Event::HistoryWanted`].
+    parked: shared::Parked,
 }
 
 impl fmt::Debug for Engine {
@@ -235,6 +243,8 @@ impl Engine {
             counters: Counters::default(),
             cluster_events: false,
             remote_presence: Default::default(),
+            shared_history: SharedHistory::Off,
+            parked: shared::Parked::default(),
         }
     }
 

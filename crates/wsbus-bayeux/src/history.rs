@@ -9,8 +9,21 @@
 //! Each channel keeps a ring of its newest messages. A global log (offset,
 //! channel, time) in offset order finds the oldest message of the whole bus
 //! in O(1), for the window and for the global count and byte limits.
+//!
+//! # Shared history (several nodes)
+//!
+//! In a cluster the offsets of channels with history come from a history
+//! shared by all nodes (a Redis stream per channel, `wsbus-redis`'s
+//! `history`): per channel, consecutive from 1 within an *epoch* (a random
+//! name the shared history took when it began; a Redis that came back empty
+//! starts a new one). This node's rings then keep what it received, with
+//! those offsets ([`record_shared`](History::record_shared)), and what it
+//! fetched for a replay ([`merge_fetched`](History::merge_fetched)). A
+//! ring holds consecutive offsets: everything in `(dropped_through, last]`.
+//! The log stays in arrival order, which is each channel's offset order.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::channel::{ChannelName, ChannelPattern};
@@ -29,8 +42,41 @@ struct Entry {
 #[derive(Default)]
 struct Ring {
     entries: VecDeque<Entry>,
-    /// The highest offset of this channel that was dropped (0: none).
+    /// The highest offset of this channel that was dropped (0: none). With
+    /// shared history: what this node does not have (it may never have
+    /// received it).
     dropped_through: u64,
+    /// The shared history's epoch these offsets belong to (`None` on a
+    /// single node).
+    epoch: Option<Arc<str>>,
+}
+
+impl Ring {
+    /// The newest offset known here: kept, or dropped.
+    fn last(&self) -> u64 {
+        self.entries
+            .back()
+            .map_or(self.dropped_through, |entry| entry.offset)
+    }
+}
+
+/// What was fetched from a channel's shared history for a replay:
+/// `messages`, consecutive offsets up to the epoch's newest (`last`), of
+/// which everything after `after` is there if `complete`.
+pub(crate) struct Fetched {
+    pub(crate) epoch: Arc<str>,
+    pub(crate) after: u64,
+    pub(crate) last: u64,
+    pub(crate) complete: bool,
+    pub(crate) messages: Vec<(u64, Outbound)>,
+}
+
+/// Where a channel's shared history stands on this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SharedPosition {
+    pub(crate) epoch: Arc<str>,
+    /// Offsets up to this one may be missing here.
+    pub(crate) dropped_through: u64,
 }
 
 struct LogEntry {
@@ -108,7 +154,17 @@ impl History {
             channel: channel.clone(),
             at: now,
         });
-        while self.log.len() > self.config.max_messages || self.bytes > self.config.max_bytes {
+        self.enforce_limits();
+    }
+
+    /// Drops the oldest messages while over the global count or bytes.
+    fn enforce_limits(&mut self) {
+        // A message fetched for a replay may be older than its log entry's
+        // place says, so the log can run out before the bytes are under the
+        // bound: what remains is bounded per channel.
+        while !self.log.is_empty()
+            && (self.log.len() > self.config.max_messages || self.bytes > self.config.max_bytes)
+        {
             self.drop_oldest();
         }
     }
@@ -196,6 +252,158 @@ impl History {
             messages: found.into_iter().map(|(_, message)| message).collect(),
             complete,
         }
+    }
+
+    /// Keeps `message`, received at `now` with `offset` of the shared
+    /// history's `epoch`. Whether it is new here: a message at or below the
+    /// channel's last offset (of the same epoch) is a duplicate and is
+    /// neither kept nor to be delivered. A new epoch replaces what the
+    /// channel kept (those offsets mean nothing any more); a gap (an offset
+    /// beyond the next) restarts the ring at `offset`, so that a replay
+    /// never claims what it does not have.
+    pub(crate) fn record_shared(
+        &mut self,
+        now: Instant,
+        channel: &ChannelName,
+        epoch: &Arc<str>,
+        offset: u64,
+        message: Outbound,
+    ) -> bool {
+        let restart = match self.rings.get(channel) {
+            Some(ring) if ring.epoch.as_ref() == Some(epoch) => {
+                if offset <= ring.last() {
+                    return false;
+                }
+                offset > ring.last() + 1
+            }
+            _ => true,
+        };
+        if restart {
+            self.reset_ring(channel, epoch.clone(), offset - 1);
+        }
+        if !self.config.enabled() {
+            if let Some(ring) = self.rings.get_mut(channel) {
+                ring.dropped_through = offset;
+            }
+            return true;
+        }
+        self.bytes += message.len() + ENTRY_OVERHEAD;
+        let ring = self.rings.get_mut(channel).expect("made above");
+        ring.entries.push_back(Entry { offset, message });
+        if ring.entries.len() > self.config.per_channel {
+            let dropped = ring.entries.pop_front().expect("longer than the limit");
+            ring.dropped_through = dropped.offset;
+            self.bytes -= dropped.message.len() + ENTRY_OVERHEAD;
+        }
+        self.log.push_back(LogEntry {
+            offset,
+            channel: channel.clone(),
+            at: now,
+        });
+        self.enforce_limits();
+        true
+    }
+
+    /// Empties `channel`'s ring for `epoch`, with everything up to
+    /// `dropped_through` unknown here.
+    fn reset_ring(&mut self, channel: &ChannelName, epoch: Arc<str>, dropped_through: u64) {
+        if let Some(old) = self.rings.remove(channel) {
+            let freed: usize = old
+                .entries
+                .iter()
+                .map(|entry| entry.message.len() + ENTRY_OVERHEAD)
+                .sum();
+            self.bytes -= freed;
+            if !old.entries.is_empty() {
+                // Rare (a new epoch, a gap): the log's entries of the old
+                // ring must not drop the new ring's equal offsets.
+                self.log.retain(|entry| &entry.channel != channel);
+            }
+        }
+        self.rings.insert(
+            channel.clone(),
+            Ring {
+                entries: VecDeque::new(),
+                dropped_through,
+                epoch: Some(epoch),
+            },
+        );
+    }
+
+    /// Adds what was fetched from the shared history for a replay. They join the ring
+    /// where they touch it (older than what the ring has); a ring of
+    /// another epoch, or one they do not touch, is replaced by them. The
+    /// caller has already delivered (through
+    /// [`record_shared`](Self::record_shared)) any of them newer than the
+    /// ring: they are kept here for replay only.
+    pub(crate) fn merge_fetched(&mut self, now: Instant, channel: &ChannelName, fetched: Fetched) {
+        let Fetched {
+            epoch,
+            after,
+            last,
+            complete,
+            messages,
+        } = fetched;
+        let epoch = &epoch;
+        let Some(&(first, _)) = messages.first() else {
+            // Nothing after `after`: if this node knew nothing of this
+            // epoch, it now knows where it stands.
+            if self
+                .shared_position(channel)
+                .is_none_or(|p| p.epoch != *epoch)
+            {
+                self.reset_ring(channel, epoch.clone(), last);
+            }
+            return;
+        };
+        let known_from = if complete { after } else { first - 1 };
+        let (joins, ring_first) = match self.rings.get(channel) {
+            Some(ring) if ring.epoch.as_ref() == Some(epoch) => {
+                let ring_first = ring.dropped_through + 1;
+                (first <= ring_first && ring.last() + 1 >= first, ring_first)
+            }
+            _ => (false, u64::MAX),
+        };
+        if !joins {
+            self.reset_ring(channel, epoch.clone(), known_from);
+        }
+        if !self.config.enabled() {
+            return;
+        }
+        let ring = self.rings.get_mut(channel).expect("present or made above");
+        let older: Vec<Entry> = messages
+            .into_iter()
+            .filter(|(offset, _)| !joins || *offset < ring_first)
+            .map(|(offset, message)| Entry { offset, message })
+            .collect();
+        if !older.is_empty() || !joins {
+            ring.dropped_through = ring.dropped_through.min(known_from);
+        }
+        for entry in older.into_iter().rev() {
+            self.bytes += entry.message.len() + ENTRY_OVERHEAD;
+            self.log.push_back(LogEntry {
+                offset: entry.offset,
+                channel: channel.clone(),
+                at: now,
+            });
+            ring.entries.push_front(entry);
+        }
+        while ring.entries.len() > self.config.per_channel {
+            let dropped = ring.entries.pop_front().expect("longer than the limit");
+            ring.dropped_through = dropped.offset;
+            self.bytes -= dropped.message.len() + ENTRY_OVERHEAD;
+        }
+        self.enforce_limits();
+    }
+
+    /// Where `channel`'s shared history stands here, if this node has seen
+    /// any of it.
+    pub(crate) fn shared_position(&self, channel: &ChannelName) -> Option<SharedPosition> {
+        let ring = self.rings.get(channel)?;
+        Some(SharedPosition {
+            epoch: ring.epoch.clone()?,
+            dropped_through: ring.dropped_through,
+        })
     }
 
     /// Messages kept, over all channels.

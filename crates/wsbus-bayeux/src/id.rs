@@ -51,6 +51,18 @@ impl ClientId {
         ClientId(Arc::from(text))
     }
 
+    /// An id as [`as_str`](Self::as_str) wrote it (e.g. carried to another
+    /// node and back); `None` for text no id is written as.
+    pub fn parse(text: &str) -> Option<Self> {
+        // 36^25 > 2^128: an id has at most 25 digits.
+        let valid = !text.is_empty()
+            && text.len() <= 25
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
+        valid.then(|| ClientId(Arc::from(text)))
+    }
+
     /// The id as sent on the wire.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -119,9 +119,19 @@
 //! subscriber here and its last one leaving are [`Event::Interest`]s
 //! ([`Engine::interest`] is the whole set). Another node's message goes to
 //! [`Engine::receive`]: delivered to the subscribers here as a local
-//! broadcast would be, with no publish policy (its origin checked it), not
-//! kept in this node's history (shared history is the next step), and
+//! broadcast would be, with no publish policy (its origin checked it), and
 //! never forwarded again.
+//!
+//! History across nodes: with [`Engine::set_shared_history`], offsets of
+//! channels with history come from a history shared by all nodes (per
+//! channel, with an epoch), publishes there are delivered when they come
+//! back from it, and a replay this node cannot serve waits for it
+//! ([`Event::HistoryWanted`], [`Engine::history_fetched`]). What a client
+//! sees across nodes, during an outage and after the shared history was
+//! lost is in the `shared` module of the engine (and `wsbus-redis`'s
+//! `history`); in short: `ext.offset` and `ext.epoch` on deliveries,
+//! `ext: {replay, epoch}` on subscribe, `ext.replay.reset: true` when the
+//! position's epoch is gone.
 //!
 //! ## Bounded memory
 //!
@@ -147,10 +157,10 @@ mod session;
 pub use channel::{ChannelError, ChannelName, ChannelPattern, Wildcard};
 pub use config::{BusConfig, ChannelPolicy, HistoryConfig, Limits, PublishPolicy, SubscribePolicy};
 pub use engine::{
-    AllowAll, Authorizer, CloseReason, ClusterPublish, Engine, Event, HandshakeRequest,
-    HeldConnect, HoldId, InterestChange, Member, Origin, Outcome, PRESENCE_PREFIX,
-    PRESENCE_SNAPSHOT_LIMIT, PresenceAction, PresenceChange, Published, RequestContext,
-    ServiceRequest, SessionInfo, Stats,
+    AllowAll, Authorizer, CloseReason, ClusterPublish, Engine, Event, FetchedHistory,
+    HandshakeRequest, HeldConnect, HistoryRequest, HoldId, InterestChange, MAX_PARKED_SUBSCRIBES,
+    Member, Origin, Outcome, PRESENCE_PREFIX, PRESENCE_SNAPSHOT_LIMIT, PresenceAction,
+    PresenceChange, Published, RequestContext, ServiceRequest, SessionInfo, SharedHistory, Stats,
 };
 pub use error::BayeuxError;
 pub use grant::{Credential, Grant};

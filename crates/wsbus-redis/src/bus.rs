@@ -13,6 +13,14 @@
 //! a local publish.
 //!
 //! What crosses and what stays is [`wsbus::bus::BusCluster`]'s to say.
+//!
+//! A publish on a channel with history ([`ClusterPublish::shared`]) goes
+//! instead through the shared history ([`crate::history`]): a script
+//! appends it to the channel's stream and publishes it, with its offset and
+//! epoch, on the same Redis channels, as envelope kind
+//! [`KIND_BUS_HISTORY`], which every node receives, the publishing one
+//! included. The bus's shared history follows the link's state: up while
+//! the link is up (see `wsbus_bayeux`, "shared").
 
 use std::sync::Arc;
 
@@ -21,12 +29,19 @@ use serde_json::Value;
 use wsbus::bayeux::{ChannelName, ClusterPublish, InterestChange};
 use wsbus::bus::{Bus, BusCluster};
 
+use wsbus::bayeux::{HistoryConfig, HistoryRequest, SharedHistory as SharedState};
+
 use crate::envelope::Envelope;
-use crate::link::{Receiver, RedisLink};
+use crate::history::{SharedHistory, Wire as HistoryWire, append_command};
+use crate::link::{LinkState, Receiver, RedisLink};
 use crate::presence::{Presence, origin_of};
 
 /// The envelope kind of bus messages.
 const KIND_BUS_PUBLISH: u8 = 16;
+
+/// The envelope kind of bus messages with a shared history offset (the
+/// bus's range is 16–31).
+pub const KIND_BUS_HISTORY: u8 = 17;
 
 /// The Redis channel of a Bayeux channel pattern.
 pub fn pattern_channel(pattern: &str) -> String {
@@ -60,10 +75,19 @@ struct Wire {
 }
 
 /// The [`BusCluster`] over Redis. Install with [`RedisBus::install`].
-#[derive(Debug)]
 pub struct RedisBus {
     link: RedisLink,
+    history: Arc<SharedHistory>,
+    config: HistoryConfig,
     presence: Presence,
+}
+
+impl std::fmt::Debug for RedisBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBus")
+            .field("link", &self.link)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RedisBus {
@@ -71,31 +95,69 @@ impl RedisBus {
     /// the bus serves clients (what was subscribed before is picked up too,
     /// but see [`Bus::cluster_interest`]).
     pub fn install(bus: &Bus, link: RedisLink) {
+        let history = SharedHistory::new(link.clone(), bus.downgrade());
         let presence = Presence::start(link.clone());
         let cluster = Arc::new(RedisBus {
             link: link.clone(),
+            history: history.clone(),
+            config: bus.history_config(),
             presence: presence.clone(),
         });
-        link.register(
-            &[KIND_BUS_PUBLISH],
-            Arc::new(Inbound {
-                bus: bus.downgrade(),
-                presence,
-            }),
-        );
+        let inbound = Arc::new(Inbound {
+            bus: bus.downgrade(),
+            history,
+            presence,
+        });
+        link.register(&[KIND_BUS_PUBLISH], inbound.clone());
+        link.register_with_own(&[KIND_BUS_HISTORY], inbound);
         if bus.set_cluster(cluster).is_err() {
             panic!("a bus joins one cluster");
         }
+        follow_link(bus, &link);
         for pattern in bus.cluster_interest() {
             link.subscribe(&pattern_channel(pattern.as_str()));
         }
     }
 }
 
+/// Keeps the bus's shared history up while the link is, for as long as
+/// the bus lives.
+fn follow_link(bus: &Bus, link: &RedisLink) {
+    let mut state = link.state();
+    let weak = bus.downgrade();
+    let set = move |state: LinkState| {
+        let Some(bus) = weak.upgrade() else {
+            return false;
+        };
+        bus.set_shared_history(match state {
+            LinkState::Up => SharedState::Up,
+            LinkState::Down => SharedState::Down,
+        });
+        true
+    };
+    set(*state.borrow_and_update());
+    tokio::spawn(async move {
+        while state.changed().await.is_ok() {
+            if !set(*state.borrow_and_update()) {
+                return;
+            }
+        }
+    });
+}
+
 impl BusCluster for RedisBus {
     fn publish(&self, message: ClusterPublish) {
         self.presence.outbound(&message);
         let channels = channels_for(&message.channel);
+        if message.shared {
+            let origin = self.link.origin();
+            let config = self.config;
+            self.link
+                .publish_command(KIND_BUS_HISTORY, b"", move |envelope| {
+                    append_command(&envelope, &message, &channels, origin, &config)
+                });
+            return;
+        }
         let wire = Wire {
             channel: message.channel.as_str().to_owned(),
             data: message.data,
@@ -115,16 +177,30 @@ impl BusCluster for RedisBus {
             }
         }
     }
+
+    fn fetch_history(&self, request: HistoryRequest) {
+        self.history.fetch(request);
+    }
 }
 
 /// Hands other nodes' messages to this node's bus.
 struct Inbound {
     bus: wsbus::bus::WeakBus,
+    history: Arc<SharedHistory>,
     presence: Presence,
 }
 
 impl Receiver for Inbound {
     fn message(&self, channel: &str, envelope: Envelope) {
+        if envelope.kind == KIND_BUS_HISTORY {
+            match serde_json::from_slice::<HistoryWire>(&envelope.payload) {
+                Ok(wire) => self.history.arrived(wire),
+                Err(error) => {
+                    tracing::warn!(target: "wsbus::cluster", channel, %error, "ignored a history message that is not ours")
+                }
+            }
+            return;
+        }
         let Some(bus) = self.bus.upgrade() else {
             return;
         };
@@ -139,17 +215,15 @@ impl Receiver for Inbound {
             tracing::warn!(target: "wsbus::cluster", channel, "ignored a bus message on an invalid channel");
             return;
         };
-        let message = ClusterPublish {
-            channel: name,
-            data: wire.data,
-            offset: wire.offset,
-        };
+        let mut message = ClusterPublish::plain(name, wire.data);
+        message.offset = wire.offset;
         if let Err(error) = bus.receive_from_node(origin_of(envelope.origin.node), message) {
             tracing::warn!(target: "wsbus::cluster", channel, %error, "another node's bus message refused");
         }
     }
 
     fn resubscribed(self: Arc<Self>) {
+        self.history.resubscribed();
         self.presence.resync(self.bus.clone());
     }
 

@@ -28,6 +28,7 @@
 
 pub mod bus;
 pub mod envelope;
+pub mod history;
 pub mod hub;
 pub mod link;
 pub mod logout;

@@ -11,6 +11,7 @@
 //! policy, history, and being forwarded).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::Value;
@@ -20,7 +21,7 @@ use crate::error::BayeuxError;
 use crate::id::ClientId;
 use crate::message::{Message, Outbound};
 
-use super::{Engine, Event};
+use super::{Engine, Event, SharedHistory};
 
 /// A message accepted for broadcast on one node, as the subscribers on the
 /// other nodes must see it: a client's publish that passed its policy and
@@ -28,21 +29,57 @@ use super::{Engine, Event};
 /// Never a `/meta` or `/service` message, nor an [`Engine::deliver`] to one
 /// client.
 ///
-/// A subscriber receives `{"channel", "data"}` (plus `ext.offset` where
-/// history is kept): neither the publisher's `clientId` nor its message
-/// `id` reach subscribers on any node, so they are not carried either.
+/// A subscriber receives `{"channel", "data"}` (plus `ext.offset` and, with
+/// shared history, `ext.epoch` where history is kept): neither the
+/// publisher's `clientId` nor its message `id` reach subscribers on any
+/// node. The publisher's id travels only so that its own node, delivering
+/// the message when it comes back from the shared history, can leave the
+/// publisher out as the channel's policy says.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClusterPublish {
     /// The channel published on (a broadcast or `/presence` channel).
     pub channel: ChannelName,
     /// The message's `data`, as published (`null` included).
     pub data: Value,
-    /// The message's offset in a history shared by all nodes, delivered as
-    /// `ext.offset`. Always `None` for now: each node's history is its own
-    /// (its offsets mean nothing on another node), so a message from
-    /// another node carries no offset and is not kept for replay there. The
-    /// field is the place for the shared history that comes next.
+    /// The message's offset in the history shared by all nodes, delivered
+    /// as `ext.offset`: set on messages [`Engine::receive`]s from a shared
+    /// history, `None` otherwise (an [`Event::Broadcast`] never has one:
+    /// the shared history gives it). Without shared history (see
+    /// [`Engine::set_shared_history`]) each node's offsets are its own and
+    /// never cross.
     pub offset: Option<u64>,
+    /// The shared history's epoch `offset` belongs to, delivered as
+    /// `ext.epoch` (see [`SharedHistory`]).
+    pub epoch: Option<Arc<str>>,
+    /// On an [`Event::Broadcast`]: the channel keeps history and shared
+    /// history is on, so the cluster must append the message to the shared
+    /// history (which gives it its offset) and bring it back to every node,
+    /// this one included, through [`Engine::receive`].
+    pub shared: bool,
+    /// The origin node has delivered it to its own subscribers already
+    /// (shared history was down when it was published): on
+    /// [`Engine::receive`], keep it in history but deliver it to nobody. The
+    /// cluster sets it only when the message comes back to its origin.
+    pub delivered: bool,
+    /// The publishing session, on its own node (see above); `None` for a
+    /// server-side publish.
+    pub publisher: Option<ClientId>,
+}
+
+impl ClusterPublish {
+    /// A message as another node's plain broadcast brings it: no history,
+    /// no publisher.
+    pub fn plain(channel: ChannelName, data: Value) -> Self {
+        ClusterPublish {
+            channel,
+            data,
+            offset: None,
+            epoch: None,
+            shared: false,
+            delivered: false,
+            publisher: None,
+        }
+    }
 }
 
 /// A change in the set of patterns this node has subscribers for: what the
@@ -85,10 +122,15 @@ impl Engine {
     /// here, exact and wildcard, once each, as a local broadcast would
     /// (wildcard subscribers are still checked against the channel's
     /// subscribe rule). No publish policy applies (the origin node checked
-    /// it), the message is not kept in history (see
-    /// [`ClusterPublish::offset`]), and no [`Event::Broadcast`] is emitted:
-    /// a message crosses from its origin to each node once, never onwards.
-    /// How many sessions it was queued for.
+    /// it), and no [`Event::Broadcast`] is emitted: a message crosses from
+    /// its origin to each node once, never onwards. How many sessions it
+    /// was queued for.
+    ///
+    /// With shared history on, a message with an offset and epoch on a
+    /// channel that keeps history is kept here for replay with them; one
+    /// at or below the channel's newest offset seen here (same epoch) is a
+    /// duplicate and is dropped. Without, nothing is kept (this node's
+    /// offsets are its own).
     ///
     /// Refused, as [`publish`](Self::publish) refuses them, on `/meta` and
     /// `/service` channels.
@@ -97,6 +139,10 @@ impl Engine {
             channel,
             data,
             offset,
+            epoch,
+            shared: _,
+            delivered,
+            publisher,
         } = message;
         if channel.is_meta() {
             return Err(BayeuxError::META_PUBLISH);
@@ -104,9 +150,21 @@ impl Engine {
         if channel.is_service() {
             return Err(BayeuxError::SERVICE_BROADCAST);
         }
-        let outbound = Outbound::new(&broadcast_message(&channel, data, offset));
+        let outbound = Outbound::new(&broadcast_message(&channel, data, offset, epoch.as_deref()));
         let policy = self.policy_for(&channel);
-        let recipients = self.fan_out(now, &channel, &outbound, None, policy);
+        if let (Some(offset), Some(epoch)) = (offset, &epoch)
+            && policy.history
+            && self.shared_history != SharedHistory::Off
+            && !self
+                .history
+                .record_shared(now, &channel, epoch, offset, outbound.clone())
+        {
+            return Ok(0);
+        }
+        if delivered {
+            return Ok(0);
+        }
+        let recipients = self.fan_out(now, &channel, &outbound, publisher.as_ref(), policy);
         self.counters.deliveries += recipients as u64;
         self.counters.received += 1;
         self.process_removals(now);
@@ -119,11 +177,15 @@ pub(super) fn broadcast_message(
     channel: &ChannelName,
     data: Value,
     offset: Option<u64>,
+    epoch: Option<&str>,
 ) -> Message {
     let mut message = Message::on(channel.as_str());
     message.data = Some(data);
     if let Some(offset) = offset {
         message.set_ext_field("offset", offset.into());
+    }
+    if let Some(epoch) = epoch {
+        message.set_ext_field("epoch", epoch.into());
     }
     message
 }

@@ -8,7 +8,7 @@ use crate::channel::ChannelName;
 use crate::id::ClientId;
 use crate::session::Transport;
 
-use super::{ClusterPublish, InterestChange, PresenceChange};
+use super::{ClusterPublish, HistoryRequest, InterestChange, PresenceChange};
 
 /// Why a session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,4 +83,10 @@ pub enum Event {
     /// with [`Engine::set_cluster_events`](crate::Engine::set_cluster_events)
     /// on.
     Interest(InterestChange),
+    /// A subscribe asks to replay more of a channel's shared history than
+    /// this node has: fetch it and answer with
+    /// [`Engine::history_fetched`](crate::Engine::history_fetched). Only
+    /// with [`Engine::set_shared_history`](crate::Engine::set_shared_history)
+    /// up.
+    HistoryWanted(HistoryRequest),
 }

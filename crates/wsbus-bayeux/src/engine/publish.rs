@@ -18,14 +18,16 @@ use super::holds::Holds;
 use super::presence::{is_presence_channel, presence_subject};
 use super::{
     CloseReason, ClusterPublish, Engine, Event, Outcome, RequestContext, ServiceRequest,
-    SessionInfo,
+    SessionInfo, SharedHistory,
 };
 
 /// The result of a broadcast.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Published {
     /// The message's offset (see the crate docs, "No loss"); `None` on a
-    /// channel whose policy keeps no history.
+    /// channel whose policy keeps no history, and with shared history (the
+    /// shared history gives the offset later, see
+    /// [`Engine::set_shared_history`]).
     pub offset: Option<u64>,
     /// How many sessions it was queued for.
     pub recipients: usize,
@@ -161,10 +163,13 @@ impl Engine {
         publisher: Option<&ClientId>,
         policy: ChannelPolicy,
     ) -> Published {
+        if policy.history && self.shared_history != SharedHistory::Off {
+            return self.broadcast_shared(now, channel, data, publisher, policy);
+        }
         // Only messages meant for history get an offset: a client replays
         // from offsets it has seen.
         let offset = policy.history.then(|| self.history.allocate_offset());
-        let mut message = broadcast_message(channel, data, offset);
+        let mut message = broadcast_message(channel, data, offset, None);
         let outbound = Outbound::new(&message);
         if let Some(offset) = offset {
             self.history.record(now, channel, offset, outbound.clone());
@@ -173,15 +178,51 @@ impl Engine {
             // The data moves on (it is in `outbound` already). This node's
             // offset stays here: it means nothing to another node's history.
             let data = message.data.take().expect("a broadcast has data");
-            self.events.push_back(Event::Broadcast(ClusterPublish {
-                channel: channel.clone(),
-                data,
-                offset: None,
-            }));
+            self.events
+                .push_back(Event::Broadcast(ClusterPublish::plain(
+                    channel.clone(),
+                    data,
+                )));
         }
         let recipients = self.fan_out(now, channel, &outbound, publisher, policy);
         self.counters.deliveries += recipients as u64;
         Published { offset, recipients }
+    }
+
+    /// A broadcast on a channel with history, with shared history on (see
+    /// [`SharedHistory`]): handed to the cluster for the shared history,
+    /// which gives it its offset and brings it back to every node. While
+    /// the shared history is up this node delivers it only then (with its
+    /// offset, like every other node); while it is down, at once, without
+    /// an offset, and marked so that it is not delivered here again.
+    fn broadcast_shared(
+        &mut self,
+        now: Instant,
+        channel: &ChannelName,
+        data: Value,
+        publisher: Option<&ClientId>,
+        policy: ChannelPolicy,
+    ) -> Published {
+        let delivered = self.shared_history == SharedHistory::Down;
+        let mut recipients = 0;
+        if delivered {
+            let outbound = Outbound::new(&broadcast_message(channel, data.clone(), None, None));
+            recipients = self.fan_out(now, channel, &outbound, publisher, policy);
+            self.counters.deliveries += recipients as u64;
+        }
+        self.events.push_back(Event::Broadcast(ClusterPublish {
+            channel: channel.clone(),
+            data,
+            offset: None,
+            epoch: None,
+            shared: true,
+            delivered,
+            publisher: publisher.cloned(),
+        }));
+        Published {
+            offset: None,
+            recipients,
+        }
     }
 
     /// Queues `outbound`, a message on `channel`, for every subscriber here

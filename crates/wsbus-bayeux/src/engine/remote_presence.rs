@@ -148,14 +148,7 @@ impl Engine {
                 "clientId": client.as_str(),
                 "user": user.as_deref(),
             });
-            let _ = self.receive(
-                now,
-                ClusterPublish {
-                    channel: presence_channel,
-                    data,
-                    offset: None,
-                },
-            );
+            let _ = self.receive(now, ClusterPublish::plain(presence_channel, data));
         }
         gone.len()
     }

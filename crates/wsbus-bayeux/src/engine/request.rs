@@ -203,7 +203,7 @@ impl Engine {
         match channel.as_str() {
             META_HANDSHAKE => self.handshake(now, context, message, out),
             META_CONNECT => self.connect(now, context, message, out),
-            META_SUBSCRIBE => self.subscribe(now, context, message, out),
+            META_SUBSCRIBE => self.subscribe(now, context, message, out, None),
             META_UNSUBSCRIBE => self.unsubscribe(now, context, message, out),
             META_DISCONNECT => self.client_disconnect(now, context, message, out),
             _ => self.client_publish(now, context, &channel, message, out),

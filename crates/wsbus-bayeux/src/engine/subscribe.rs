@@ -1,27 +1,36 @@
 //! `/meta/subscribe` (with replay from history) and `/meta/unsubscribe`.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::channel::{ChannelPattern, PatternMap};
+use crate::channel::{ChannelName, ChannelPattern, PatternMap};
 use crate::config::{BusConfig, ChannelPolicy};
 use crate::error::BayeuxError;
+use crate::history::{History, Replay};
+use crate::message::Outbound;
 use crate::message::{Message, error_reply};
 
 use super::cluster::Tracked;
 use super::presence::{presence_subject, presence_tracked};
 use super::{
-    Engine, META_SUBSCRIBE, META_UNSUBSCRIBE, Outcome, PresenceAction, RequestContext, SessionInfo,
+    Engine, FetchedHistory, META_SUBSCRIBE, META_UNSUBSCRIBE, Outcome, PresenceAction,
+    RequestContext, SessionInfo, SharedHistory,
 };
 
 impl Engine {
+    /// `fetched`: what the shared history answered, when a parked
+    /// subscribe is carried out (see `shared`); its reply then goes into
+    /// the session's queue, before the replayed messages.
     pub(super) fn subscribe(
         &mut self,
         now: Instant,
         context: &RequestContext,
         message: Message,
         out: &mut Outcome,
+        fetched: Option<&HashMap<ChannelName, FetchedHistory>>,
     ) {
         let fail = |out: &mut Outcome, error: &BayeuxError| {
             let mut reply = error_reply(Some(META_SUBSCRIBE), message.id.clone(), error);
@@ -69,6 +78,38 @@ impl Engine {
             return fail(out, &BayeuxError::TOO_MANY_SUBSCRIPTIONS);
         }
 
+        let replay_after = message.ext_field("replay").and_then(Value::as_u64);
+        let client_epoch = message
+            .ext_field("epoch")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if let Some(after) = replay_after
+            && fetched.is_none()
+            && self.shared_history == SharedHistory::Up
+            && !self.parked.is_full()
+        {
+            let wanted: Vec<ChannelName> = patterns
+                .iter()
+                .filter_map(ChannelPattern::as_name)
+                .filter(|channel| {
+                    keeps_history(&self.policies, &self.config, &channel.clone().into())
+                        && self
+                            .history
+                            .shared_position(channel)
+                            .is_none_or(|position| {
+                                position.dropped_through > after
+                                    || client_epoch
+                                        .as_deref()
+                                        .is_some_and(|epoch| epoch != &*position.epoch)
+                            })
+                })
+                .collect();
+            if !wanted.is_empty() {
+                return self.park_subscribe(context, message, after, wanted);
+            }
+        }
+        let session = self.sessions.get_mut(&id).expect("looked up above");
+
         let mut joined = Vec::new();
         let mut index = Tracked {
             subscriptions: &mut self.subscriptions,
@@ -91,24 +132,66 @@ impl Engine {
 
         // Replay: `ext.replay: <offset>` asks for the kept messages after
         // that offset on every channel the subscription matches.
-        if let Some(after) = message.ext_field("replay").and_then(Value::as_u64) {
+        if let Some(after) = replay_after {
             let mut count = 0;
             let mut complete = true;
+            let mut reset = None;
+            let mut replayed = Vec::new();
             for pattern in &patterns {
-                let room = session.queue.room(self.config.limits.max_queued_messages);
-                let replay = self.history.replay(pattern, after, room);
-                complete &= replay.complete && keeps_history(&self.policies, &self.config, pattern);
+                let room = session
+                    .queue
+                    .room(self.config.limits.max_queued_messages)
+                    .saturating_sub(replayed.len() + usize::from(fetched.is_some()));
+                let keeps = keeps_history(&self.policies, &self.config, pattern);
+                let replay = if self.shared_history == SharedHistory::Off {
+                    self.history.replay(pattern, after, room)
+                } else {
+                    match shared_replay(
+                        &self.history,
+                        pattern,
+                        after,
+                        client_epoch.as_deref(),
+                        fetched,
+                        room,
+                    ) {
+                        Ok(replay) => replay,
+                        Err(current) => {
+                            reset = Some(current);
+                            continue;
+                        }
+                    }
+                };
+                complete &= replay.complete && keeps;
                 count += replay.messages.len();
-                for replayed in replay.messages {
-                    session.queue.push(replayed);
-                }
+                replayed.extend(replay.messages);
             }
             self.counters.replayed += count as u64;
-            reply.set_ext_field(
-                "replay",
-                json!({"after": after, "count": count, "complete": complete}),
-            );
-            if count > 0 && (!session.delivers_with_connect() || self.holds.is_held(&id)) {
+            let mut answer =
+                json!({"after": after, "count": count, "complete": complete && reset.is_none()});
+            if self.shared_history != SharedHistory::Off {
+                let epoch = match &reset {
+                    Some(current) => current.clone(),
+                    None => patterns
+                        .iter()
+                        .filter_map(ChannelPattern::as_name)
+                        .find_map(|channel| self.history.shared_position(&channel))
+                        .map(|position| position.epoch),
+                };
+                answer["epoch"] = epoch.as_deref().map_or(Value::Null, Value::from);
+                if reset.is_some() {
+                    answer["reset"] = Value::Bool(true);
+                }
+            }
+            reply.set_ext_field("replay", answer);
+            if fetched.is_some() {
+                // A parked subscribe: its reply goes before its replay.
+                session.queue.push(Outbound::new(&reply));
+            }
+            let queued = !replayed.is_empty() || fetched.is_some();
+            for message in replayed {
+                session.queue.push(message);
+            }
+            if queued && (!session.delivers_with_connect() || self.holds.is_held(&id)) {
                 self.wake(&id);
             }
         }
@@ -117,7 +200,9 @@ impl Engine {
         if let Some(channel) = patterns.iter().find_map(presence_subject) {
             reply.set_ext_field("presence", self.presence_snapshot(&channel));
         }
-        out.push(&reply);
+        if fetched.is_none() || replay_after.is_none() {
+            out.push(&reply);
+        }
 
         let user = self.sessions[&id].user.clone();
         for channel in joined {
@@ -172,6 +257,63 @@ impl Engine {
         for channel in left {
             self.announce_presence(now, &channel, &id, user.clone(), PresenceAction::Leave);
         }
+    }
+}
+
+/// A replay of `pattern` after `after` with shared history: from this
+/// node's history, which holds what the shared history answered
+/// (`fetched`, for a parked subscribe). `Err` with the current epoch
+/// (`None`: there is none) when the client's position belongs to an epoch
+/// that is gone.
+fn shared_replay(
+    history: &History,
+    pattern: &ChannelPattern,
+    after: u64,
+    client_epoch: Option<&str>,
+    fetched: Option<&HashMap<ChannelName, FetchedHistory>>,
+    room: usize,
+) -> Result<Replay, Option<Arc<str>>> {
+    let incomplete = Replay {
+        messages: Vec::new(),
+        complete: false,
+    };
+    // Offsets are per channel: one offset names no position in several.
+    let Some(channel) = pattern.as_name() else {
+        return Ok(incomplete);
+    };
+    match fetched.and_then(|fetched| fetched.get(&channel)) {
+        Some(FetchedHistory::Missing) => {
+            // No history at all: a client that had a position lost it.
+            return if after > 0 || client_epoch.is_some() {
+                Err(None)
+            } else {
+                Ok(Replay {
+                    messages: Vec::new(),
+                    complete: true,
+                })
+            };
+        }
+        Some(FetchedHistory::Found { epoch, .. })
+            if client_epoch.is_some_and(|client| client != &**epoch) =>
+        {
+            return Err(Some(epoch.clone()));
+        }
+        _ => {}
+    }
+    match history.shared_position(&channel) {
+        Some(position) if client_epoch.is_some_and(|client| client != &*position.epoch) => {
+            // Only the shared history can say an epoch is gone; this
+            // node's may be behind it (Redis unreachable).
+            if fetched.is_some_and(|fetched| {
+                !matches!(fetched.get(&channel), None | Some(FetchedHistory::Failed))
+            }) {
+                Err(Some(position.epoch))
+            } else {
+                Ok(incomplete)
+            }
+        }
+        Some(_) => Ok(history.replay(pattern, after, room)),
+        None => Ok(incomplete),
     }
 }
 

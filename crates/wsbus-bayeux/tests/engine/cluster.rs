@@ -35,11 +35,7 @@ fn interest_changes(events: Vec<Event>) -> Vec<InterestChange> {
 }
 
 fn remote(channel: &str, data: Value) -> ClusterPublish {
-    ClusterPublish {
-        channel: name(channel),
-        data,
-        offset: None,
-    }
+    ClusterPublish::plain(name(channel), data)
 }
 
 fn gained(p: &str) -> InterestChange {

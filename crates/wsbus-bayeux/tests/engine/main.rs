@@ -10,6 +10,7 @@ mod no_loss;
 mod presence;
 mod pubsub;
 mod server_side;
+mod shared_history;
 mod special_channels;
 mod support;
 mod tokens;

@@ -54,7 +54,8 @@
 //! have reached Redis the first time: the same rule drops the second copy.
 //!
 //! A node does not receive its own messages (it has delivered them locally
-//! already), except its probes.
+//! already), except its probes and the kinds registered with
+//! [`RedisLink::register_with_own`].
 //!
 //! # Nodes
 //!
@@ -232,6 +233,8 @@ struct Inner {
     sequence: AtomicU64,
     state: watch::Sender<LinkState>,
     receivers: RwLock<HashMap<u8, Arc<dyn Receiver>>>,
+    /// Kinds whose receivers get this node's own messages too.
+    own_kinds: RwLock<BTreeSet<u8>>,
     malformed: AtomicU64,
     dropped_publishes: AtomicU64,
     shutdown: CancellationToken,
@@ -245,8 +248,27 @@ enum InterestChange {
 /// Publishes not yet written, oldest first.
 #[derive(Default)]
 struct Pending {
-    queue: VecDeque<(Arc<[String]>, Bytes)>,
+    queue: VecDeque<Outgoing>,
     bytes: usize,
+}
+
+/// One queued publish.
+#[derive(Clone)]
+enum Outgoing {
+    /// An envelope, `SPUBLISH`ed on each channel.
+    Publish(Arc<[String]>, Bytes),
+    /// A command that publishes an envelope itself (a script), and the
+    /// bytes it is charged.
+    Command(redis::Cmd, usize),
+}
+
+impl Outgoing {
+    fn size(&self) -> usize {
+        match self {
+            Outgoing::Publish(_, envelope) => envelope.len(),
+            Outgoing::Command(_, size) => *size,
+        }
+    }
 }
 
 impl RedisLink {
@@ -285,6 +307,7 @@ impl RedisLink {
             sequence: AtomicU64::new(0),
             state: watch::Sender::new(LinkState::Down),
             receivers: RwLock::default(),
+            own_kinds: RwLock::default(),
             malformed: AtomicU64::new(0),
             dropped_publishes: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
@@ -334,6 +357,18 @@ impl RedisLink {
         if up {
             receiver.resubscribed();
         }
+    }
+
+    /// Like [`register`](Self::register), and `receiver` gets this node's
+    /// own messages of `kinds` too (a layer whose messages come back from
+    /// Redis changed, e.g. with a shared history offset).
+    pub fn register_with_own(&self, kinds: &[u8], receiver: Arc<dyn Receiver>) {
+        self.register(kinds, receiver);
+        self.inner
+            .own_kinds
+            .write()
+            .expect("own kinds lock")
+            .extend(kinds);
     }
 
     /// Subscribe to Redis channel `channel` (sharded), now and after every
@@ -400,6 +435,33 @@ impl RedisLink {
     /// waits; returns false if it was dropped because
     /// [`PENDING_PUBLISH_MAX_BYTES`] are already waiting for Redis.
     pub fn publish(&self, channels: Arc<[String]>, kind: u8, payload: &[u8]) -> bool {
+        self.enqueue(kind, payload, |envelope| {
+            Outgoing::Publish(channels, envelope)
+        })
+    }
+
+    /// Like [`publish`](Self::publish), but the envelope (header and
+    /// `payload`, stamped with the next sequence number) is handed to
+    /// `command`, whose command Redis runs in the envelope's place, in
+    /// order with every other publish of this node (e.g. a script that
+    /// stores the message and publishes it). Written again after a failure
+    /// that may have reached Redis: the command must be idempotent per
+    /// origin and sequence.
+    pub fn publish_command(
+        &self,
+        kind: u8,
+        payload: &[u8],
+        command: impl FnOnce(Bytes) -> redis::Cmd,
+    ) -> bool {
+        self.enqueue(kind, payload, |envelope| {
+            // Charged twice the envelope: the command carries it in pieces
+            // and with its arguments.
+            let size = 2 * envelope.len();
+            Outgoing::Command(command(envelope), size)
+        })
+    }
+
+    fn enqueue(&self, kind: u8, payload: &[u8], make: impl FnOnce(Bytes) -> Outgoing) -> bool {
         let mut pending = self.inner.pending.lock().expect("pending lock");
         let size = crate::envelope::HEADER_LEN + payload.len();
         if pending.bytes + size > PENDING_PUBLISH_MAX_BYTES {
@@ -413,8 +475,9 @@ impl RedisLink {
         // Stamped under the queue's lock: sequence order is queue order.
         let sequence = self.inner.sequence.fetch_add(1, Ordering::Relaxed) + 1;
         let envelope = Envelope::encode(self.inner.origin, sequence, kind, payload);
-        pending.bytes += size;
-        pending.queue.push_back((channels, envelope));
+        let outgoing = make(envelope);
+        pending.bytes += outgoing.size();
+        pending.queue.push_back(outgoing);
         drop(pending);
         self.inner.pending_ready.notify_one();
         true
@@ -540,7 +603,13 @@ impl Inner {
                 return;
             }
         };
-        if envelope.origin == self.origin {
+        if envelope.origin == self.origin
+            && !self
+                .own_kinds
+                .read()
+                .expect("own kinds lock")
+                .contains(&envelope.kind)
+        {
             return;
         }
         let last = last_seen.entry(envelope.origin).or_insert_with(|| {

@@ -11,7 +11,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
     // Whether the last write failed: Redis went away, or stalled.
     let mut outage = false;
     loop {
-        let batch: Vec<(Arc<[String]>, Bytes)> = {
+        let batch: Vec<Outgoing> = {
             let pending = inner.pending.lock().expect("pending lock");
             pending.queue.iter().take(PUBLISH_BATCH).cloned().collect()
         };
@@ -36,9 +36,18 @@ pub(super) async fn run(inner: Arc<Inner>) {
             }
         }
         let mut pipeline = redis::pipe();
-        for (channels, envelope) in &batch {
-            for channel in channels.iter() {
-                pipeline.cmd("SPUBLISH").arg(channel).arg(&envelope[..]);
+        for outgoing in &batch {
+            match outgoing {
+                Outgoing::Publish(channels, envelope) => {
+                    // Not ignored: each SPUBLISH's count of receivers is
+                    // remembered for the next outage (`Subscribers`).
+                    for channel in channels.iter() {
+                        pipeline.cmd("SPUBLISH").arg(channel).arg(&envelope[..]);
+                    }
+                }
+                Outgoing::Command(command, _) => {
+                    pipeline.add_command(command.clone()).ignore();
+                }
             }
         }
         let written = tokio::select! {
@@ -49,14 +58,13 @@ pub(super) async fn run(inner: Arc<Inner>) {
             Ok(receivers) => {
                 backoff = Backoff::new();
                 outage = false;
-                let channels = batch.iter().flat_map(|(channels, _)| channels.iter());
-                for (channel, receivers) in channels.zip(receivers) {
+                for (channel, receivers) in published_channels(&batch).zip(receivers) {
                     subscribers.saw(channel, receivers);
                 }
                 let mut pending = inner.pending.lock().expect("pending lock");
                 for _ in 0..batch.len() {
-                    if let Some((_, envelope)) = pending.queue.pop_front() {
-                        pending.bytes -= envelope.len();
+                    if let Some(outgoing) = pending.queue.pop_front() {
+                        pending.bytes -= outgoing.size();
                     }
                 }
             }
@@ -70,6 +78,15 @@ pub(super) async fn run(inner: Arc<Inner>) {
             }
         }
     }
+}
+
+/// The channels of a batch's `SPUBLISH`es, in pipeline order (a script
+/// publishes by itself: its channels are not counted).
+fn published_channels(batch: &[Outgoing]) -> impl Iterator<Item = &String> {
+    batch.iter().flat_map(|outgoing| match outgoing {
+        Outgoing::Publish(channels, _) => channels.iter(),
+        Outgoing::Command(..) => [].iter(),
+    })
 }
 
 /// How many subscribers (nodes) each channel had at its latest publish, for
@@ -97,12 +114,10 @@ impl Subscribers {
 /// An error: Redis is not answering yet.
 async fn wait_for_subscribers(
     inner: &Inner,
-    batch: &[(Arc<[String]>, Bytes)],
+    batch: &[Outgoing],
     subscribers: &Subscribers,
 ) -> Result<(), RedisError> {
-    let mut wanted: Vec<(&str, u64)> = batch
-        .iter()
-        .flat_map(|(channels, _)| channels.iter())
+    let mut wanted: Vec<(&str, u64)> = published_channels(batch)
         .filter_map(|channel| Some((channel.as_str(), *subscribers.0.get(channel)?)))
         .collect();
     wanted.sort_unstable();

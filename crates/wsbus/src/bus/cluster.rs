@@ -5,7 +5,10 @@
 
 use std::sync::{Arc, Weak};
 
-use wsbus_bayeux::{ChannelName, ChannelPattern, ClusterPublish, InterestChange, Origin};
+use wsbus_bayeux::{
+    ChannelName, ChannelPattern, ClusterPublish, FetchedHistory, HistoryConfig, HistoryRequest,
+    InterestChange, Origin, SharedHistory,
+};
 
 use super::{Bus, Inner, PublishError, now};
 
@@ -25,8 +28,11 @@ use super::{Bus, Inner, PublishError, now};
 /// `/presence/<channel>`). Stays on its node: `/meta/**` (the protocol),
 /// `/service/**` (the node's own handlers; a handler that wants the other
 /// nodes to know publishes), [`Bus::deliver`] (to one client, which is
-/// here), and history (each node keeps its own for now; a message from
-/// another node is not kept here, and carries no offset).
+/// here). History is each node's own unless the cluster shares it
+/// ([`Bus::set_shared_history`]): then a publish on a channel with history
+/// is [`ClusterPublish::shared`], goes to the shared history and comes back
+/// to every node, its origin included (see `wsbus_bayeux`, "Several
+/// nodes").
 ///
 /// # Ordering
 ///
@@ -59,6 +65,15 @@ pub trait BusCluster: Send + Sync + std::fmt::Debug + 'static {
     /// operations (gain = insert, loss = remove), these add up to
     /// [`Bus::cluster_interest`].
     fn interest(&self, change: InterestChange);
+
+    /// A subscribe waits for the shared history of a channel: read it and
+    /// answer with [`Bus::history_fetched`] (always, [`FetchedHistory::Failed`]
+    /// if Redis cannot be read). Only asked of a cluster that turned
+    /// [`Bus::set_shared_history`] on, which must implement it (the default
+    /// ignores the request).
+    fn fetch_history(&self, request: HistoryRequest) {
+        let _ = request;
+    }
 }
 
 impl Bus {
@@ -91,10 +106,9 @@ impl Bus {
     /// Delivers a message published on another node to this node's
     /// subscribers, exact and wildcard (each once), over WebSocket and
     /// long-polling alike, as a local publish would. No publish policy or
-    /// schema is checked (its origin node did), it is not kept in this
-    /// node's history (shared history comes with Redis streams; until
-    /// then a client replays only what its own node published), and it is
-    /// never forwarded again (no [`BusCluster::publish`]). How many clients
+    /// schema is checked (its origin node did), it is kept in this node's
+    /// history only with shared history on (with its shared offset), and it
+    /// is never forwarded again (no [`BusCluster::publish`]). How many clients
     /// it was queued for.
     ///
     /// Fails with [`PublishError::Refused`] on a `/meta` or `/service`
@@ -104,6 +118,63 @@ impl Bus {
             .map_err(|e| PublishError::Refused(e.to_string()))
     }
 
+    /// Takes the offsets of channels with history from a history shared by
+    /// the cluster (`Up` or `Down`, as it can be reached), or from this node
+    /// (`Off`, the default). Set by the cluster, which then answers
+    /// [`BusCluster::fetch_history`].
+    pub fn set_shared_history(&self, state: SharedHistory) {
+        self.inner
+            .engine
+            .lock()
+            .expect("bus lock")
+            .set_shared_history(state);
+    }
+
+    /// The shared history's answer to [`BusCluster::fetch_history`]: the
+    /// waiting subscribe is carried out once all its channels are answered.
+    pub fn history_fetched(&self, id: u64, channel: &ChannelName, fetched: FetchedHistory) {
+        self.drive(|engine| engine.history_fetched(now(), id, channel, fetched));
+    }
+
+    /// The bus's history limits (what a shared history keeps per channel,
+    /// and for how long).
+    pub fn history_config(&self) -> HistoryConfig {
+        self.inner.engine.lock().expect("bus lock").config().history
+    }
+
+    /// The installed cluster, if any.
+    pub(super) fn cluster(&self) -> Option<&dyn BusCluster> {
+        self.inner.cluster.get().map(|cluster| &**cluster)
+    }
+}
+
+/// A handle to a bus that does not keep it alive: for a cluster's receiving
+/// side, which the bus itself (through its [`BusCluster`]) keeps.
+#[derive(Clone)]
+pub struct WeakBus(Weak<Inner>);
+
+impl std::fmt::Debug for WeakBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WeakBus")
+    }
+}
+
+impl WeakBus {
+    /// The bus, unless every [`Bus`] of it has been dropped.
+    pub fn upgrade(&self) -> Option<Bus> {
+        self.0.upgrade().map(|inner| Bus { inner })
+    }
+}
+
+impl Bus {
+    /// A [`WeakBus`] of this bus.
+    pub fn downgrade(&self) -> WeakBus {
+        WeakBus(Arc::downgrade(&self.inner))
+    }
+}
+
+/// Presence across nodes: other nodes' members in this node's lists.
+impl Bus {
     /// [`receive_from_cluster`](Self::receive_from_cluster) for a message
     /// from node `origin` (a number the cluster gives its nodes): a join or
     /// leave on a `/presence` channel also counts in this node's member
@@ -158,35 +229,5 @@ impl Bus {
                 )
             })
             .collect()
-    }
-
-    /// The installed cluster, if any.
-    pub(super) fn cluster(&self) -> Option<&dyn BusCluster> {
-        self.inner.cluster.get().map(|cluster| &**cluster)
-    }
-}
-
-/// A handle to a bus that does not keep it alive: for a cluster's receiving
-/// side, which the bus itself (through its [`BusCluster`]) keeps.
-#[derive(Clone)]
-pub struct WeakBus(Weak<Inner>);
-
-impl std::fmt::Debug for WeakBus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WeakBus")
-    }
-}
-
-impl WeakBus {
-    /// The bus, unless every [`Bus`] of it has been dropped.
-    pub fn upgrade(&self) -> Option<Bus> {
-        self.0.upgrade().map(|inner| Bus { inner })
-    }
-}
-
-impl Bus {
-    /// A [`WeakBus`] of this bus.
-    pub fn downgrade(&self) -> WeakBus {
-        WeakBus(Arc::downgrade(&self.inner))
     }
 }

@@ -111,7 +111,9 @@ pub use services::{ChannelSchemas, SERVICE_MAX_PENDING, ServiceCall, ServiceErro
 use services::{ServiceGate, ServiceTable};
 use timer::Timer;
 pub use websocket::BusSocket;
-pub use wsbus_bayeux::{ClusterPublish, InterestChange};
+pub use wsbus_bayeux::{
+    ClusterPublish, FetchedHistory, HistoryRequest, InterestChange, SharedHistory,
+};
 
 /// Why a server-side publish or delivery failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -449,6 +451,7 @@ impl Bus {
                 Event::SessionOpened { .. } | Event::Presence(_) => {}
                 Event::Broadcast(message) => self.inner.sends.push_publish(message),
                 Event::Interest(change) => self.inner.sends.push_interest(change),
+                Event::HistoryWanted(request) => self.inner.sends.push_history(request),
             }
         }
         drop(routes);

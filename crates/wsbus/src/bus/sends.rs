@@ -35,7 +35,7 @@
 
 use std::sync::Mutex;
 
-use wsbus_bayeux::{ClusterPublish, InterestChange};
+use wsbus_bayeux::{ClusterPublish, HistoryRequest, InterestChange};
 use wsbus_proto::Message;
 
 use super::BusCluster;
@@ -51,6 +51,8 @@ enum Send {
     Publish(Box<ClusterPublish>),
     /// A change in the patterns this node needs to hear.
     Interest(Box<InterestChange>),
+    /// A replay waiting for the shared history.
+    History(Box<HistoryRequest>),
 }
 
 // What the boxing of the cluster's entries buys, kept.
@@ -90,6 +92,11 @@ impl SendQueue {
         self.lock().queued.push(Send::Interest(Box::new(change)));
     }
 
+    /// Queues `request` for the cluster. Called under the engine lock.
+    pub(super) fn push_history(&self, request: HistoryRequest) {
+        self.lock().queued.push(Send::History(Box::new(request)));
+    }
+
     /// Hands everything queued to `hub` and `cluster`, oldest first, unless
     /// another thread is doing so (it then sends these too, before it
     /// stops). Call with no bus lock held. Cluster entries are only queued
@@ -121,7 +128,8 @@ impl SendQueue {
                     }
                     (Send::Publish(message), Some(cluster)) => cluster.publish(*message),
                     (Send::Interest(change), Some(cluster)) => cluster.interest(*change),
-                    (Send::Publish(_) | Send::Interest(_), None) => {}
+                    (Send::History(request), Some(cluster)) => cluster.fetch_history(*request),
+                    (Send::Publish(_) | Send::Interest(_) | Send::History(_), None) => {}
                 }
             }
             state = self.lock();
