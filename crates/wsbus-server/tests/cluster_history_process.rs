@@ -179,12 +179,26 @@ struct Follower {
     client_id: String,
     seen: Seen,
     reconnects: usize,
+    /// With CometD's `ack` extension: the last batch acknowledged (`None`
+    /// without the extension).
+    ack: Option<u64>,
 }
 
 impl Follower {
     /// Subscribes at `nodes[0]` (replaying after `replay`, if given).
     async fn start(nodes: &[&str], channel: &str, replay: Option<(String, u64)>) -> Follower {
-        let (ws, client_id) = Self::open(nodes[0], channel, replay.as_ref()).await;
+        Self::start_with(nodes, channel, replay, false).await
+    }
+
+    /// [`start`](Self::start), with the `ack` extension if `ack`.
+    async fn start_with(
+        nodes: &[&str],
+        channel: &str,
+        replay: Option<(String, u64)>,
+        ack: bool,
+    ) -> Follower {
+        let ack = ack.then_some(0);
+        let (ws, client_id) = Self::open(nodes[0], channel, replay.as_ref(), ack).await;
         Follower {
             nodes: nodes.iter().map(|addr| (*addr).to_owned()).collect(),
             at: 0,
@@ -193,6 +207,7 @@ impl Follower {
             client_id,
             seen: Seen::default(),
             reconnects: 0,
+            ack,
         }
     }
 
@@ -200,15 +215,16 @@ impl Follower {
         addr: &str,
         channel: &str,
         replay: Option<&(String, u64)>,
+        ack: Option<u64>,
     ) -> (WebSocket, String) {
         let mut ws = client::connect(&format!("ws://{addr}/amb"), ClientOptions::default())
             .await
             .expect("bus socket");
-        send(
-            &mut ws,
-            json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["websocket"]}]),
-        )
-        .await;
+        let mut handshake = json!({"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["websocket"]});
+        if ack.is_some() {
+            handshake["ext"] = json!({"ack": true});
+        }
+        send(&mut ws, json!([handshake])).await;
         let reply = read_batch(&mut ws).await.expect("a handshake reply");
         let client_id = reply[0]["clientId"].as_str().unwrap().to_owned();
         let mut subscribe =
@@ -216,15 +232,18 @@ impl Follower {
         if let Some((epoch, offset)) = replay {
             subscribe["ext"] = json!({"replay": offset, "epoch": epoch});
         }
-        send(
-            &mut ws,
-            json!([
-                {"channel": "/meta/connect", "clientId": client_id, "connectionType": "websocket", "advice": {"timeout": 0}},
-                subscribe,
-                {"channel": "/meta/connect", "clientId": client_id, "connectionType": "websocket"},
-            ]),
-        )
-        .await;
+        let held = connect(&client_id, ack);
+        let mut at_once = held.clone();
+        at_once["advice"] = json!({"timeout": 0});
+        if ack.is_some() {
+            // One connect at a time, as CometD does with the extension: a
+            // second connect acknowledging batch 0 would ask for the
+            // batches of the first again. The held one follows its reply
+            // (`take`).
+            send(&mut ws, json!([at_once, subscribe])).await;
+        } else {
+            send(&mut ws, json!([at_once, subscribe, held])).await;
+        }
         (ws, client_id)
     }
 
@@ -274,13 +293,14 @@ impl Follower {
                     self.seen.replays.push(replay.clone());
                 }
             } else if channel == "/meta/connect" && message["successful"] == true {
-                // Keep a connect held, as a CometD client does.
-                let id = self.client_id.clone();
-                send(
-                    &mut self.ws,
-                    json!([{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket"}]),
-                )
-                .await;
+                // Acknowledge the batch, and keep a connect held, as a
+                // CometD client does.
+                if let (Some(acked), Some(batch)) = (&mut self.ack, message["ext"]["ack"].as_u64())
+                {
+                    *acked = batch;
+                }
+                let next = connect(&self.client_id, self.ack);
+                send(&mut self.ws, json!([next])).await;
             }
         }
     }
@@ -289,11 +309,28 @@ impl Follower {
         self.reconnects += 1;
         self.at = (self.at + 1) % self.nodes.len();
         let position = self.position();
-        let (ws, client_id) =
-            Self::open(&self.nodes[self.at], &self.channel, position.as_ref()).await;
+        // A new session at another node: its batches count from 0 again.
+        self.ack = self.ack.map(|_| 0);
+        let (ws, client_id) = Self::open(
+            &self.nodes[self.at],
+            &self.channel,
+            position.as_ref(),
+            self.ack,
+        )
+        .await;
         self.ws = ws;
         self.client_id = client_id;
     }
+}
+
+/// A held `/meta/connect`, acknowledging batch `ack` with the extension.
+fn connect(client_id: &str, ack: Option<u64>) -> Value {
+    let mut connect =
+        json!({"channel": "/meta/connect", "clientId": client_id, "connectionType": "websocket"});
+    if let Some(ack) = ack {
+        connect["ext"] = json!({"ack": ack});
+    }
+    connect
 }
 
 async fn send(ws: &mut WebSocket, batch: Value) {
@@ -332,7 +369,9 @@ async fn finish(follower: &mut Follower, publisher: Publisher) {
     assert_eq!(
         follower.seen.numbers,
         (0..n).collect::<Vec<u64>>(),
-        "every message once, in order"
+        "every message once, in order; positions {:?}; replays {:?}",
+        follower.seen.positions,
+        follower.seen.replays
     );
     consecutive(&follower.seen.positions);
 }
@@ -353,7 +392,16 @@ fn consecutive(positions: &[(String, u64)]) {
 /// once the follower's subscription is in Redis: a probe is heard), and
 /// has heard `heard` of its messages.
 async fn follow_publisher(publisher: &str, nodes: &[&str], heard: usize) -> (Follower, Publisher) {
-    let mut follower = Follower::start(nodes, "/h/feed", None).await;
+    follow_publisher_with(publisher, nodes, heard, false).await
+}
+
+async fn follow_publisher_with(
+    publisher: &str,
+    nodes: &[&str],
+    heard: usize,
+    ack: bool,
+) -> (Follower, Publisher) {
+    let mut follower = Follower::start_with(nodes, "/h/feed", None, ack).await;
     let mut probes = 0;
     follower
         .read_until(SETTLE, |seen| {
@@ -528,6 +576,17 @@ async fn a_redis_that_comes_back_empty_starts_a_new_epoch_and_says_so() {
 /// last position, and receives every message exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_once_across_the_death_of_the_subscribers_node() {
+    across_the_death_of_the_subscribers_node(false).await;
+}
+
+/// The same with CometD's `ack` extension: its batches acknowledged on the
+/// dead node, it resumes at node C from its position all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_once_across_node_death_with_the_ack_extension() {
+    across_the_death_of_the_subscribers_node(true).await;
+}
+
+async fn across_the_death_of_the_subscribers_node(ack: bool) {
     let redis = RedisServer::start();
     let mut nodes = [node(&redis, 71), node(&redis, 72), node(&redis, 73)];
     wait_up(&nodes.iter().collect::<Vec<_>>());
@@ -536,7 +595,7 @@ async fn every_message_once_across_the_death_of_the_subscribers_node() {
         nodes[1].addr.clone(),
         nodes[2].addr.clone(),
     );
-    let (mut follower, publisher) = follow_publisher(&a, &[&b, &c], 50).await;
+    let (mut follower, publisher) = follow_publisher_with(&a, &[&b, &c], 50, ack).await;
     let pid = nodes[1].pid().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-9", &pid])
@@ -546,6 +605,13 @@ async fn every_message_once_across_the_death_of_the_subscribers_node() {
     let _ = nodes[1].wait_until(Instant::now() + SETTLE);
     finish(&mut follower, publisher).await;
     assert_eq!(follower.reconnects, 1, "moved to node C once");
+    if ack {
+        assert!(
+            follower.ack.is_some_and(|batch| batch > 0),
+            "batches acknowledged at node C: {:?}",
+            follower.ack
+        );
+    }
     assert_eq!(
         follower.seen.replays[0]["complete"], true,
         "{:?}",
