@@ -20,6 +20,10 @@ impl<F: FnMut() -> [u8; 16] + Send> RandomSource for F {
     }
 }
 
+/// Between an owner node and the random part of a client id: not a base-36
+/// digit, and kept as is by JSON, URLs and cookies.
+const OWNER_SEPARATOR: char = '_';
+
 /// A session's `clientId`: 128 random bits written in base 36 (digits and
 /// lowercase letters, at most 25 characters), the alphabet CometD uses.
 ///
@@ -43,6 +47,29 @@ impl ClientId {
         text.reverse();
         // Only ASCII digits and letters were pushed.
         ClientId(Arc::from(String::from_utf8(text).expect("ASCII")))
+    }
+
+    /// The id of a session owned by node `node` of a cluster: the node in
+    /// decimal, `_`, then the 128 random bits as in
+    /// [`from_random`](Self::from_random) (`"3_k2j…"`). The prefix lets any
+    /// node tell which node holds the session (to forward its requests
+    /// there); the random part alone is the credential, as long as on one
+    /// node.
+    pub fn from_random_on(node: u16, bytes: [u8; 16]) -> Self {
+        let random = Self::from_random(bytes);
+        ClientId(Arc::from(format!("{node}{OWNER_SEPARATOR}{random}")))
+    }
+
+    /// The node named by an id made by [`from_random_on`](Self::from_random_on),
+    /// or `None` for an id without an owner (made by
+    /// [`from_random`](Self::from_random), or not by this crate: base 36
+    /// never contains the separator, so the two never mix up).
+    pub fn owner_of(id: &str) -> Option<u16> {
+        let (node, random) = id.split_once(OWNER_SEPARATOR)?;
+        if random.is_empty() || !node.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        node.parse().ok()
     }
 
     /// The id as sent on the wire.
@@ -175,5 +202,22 @@ mod tests {
                 .bytes()
                 .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
         );
+    }
+
+    #[test]
+    fn an_owned_id_names_its_node_and_keeps_all_its_random_bits() {
+        let id = ClientId::from_random_on(65535, [0xff; 16]);
+        let random = ClientId::from_random([0xff; 16]);
+        assert_eq!(id.as_str(), format!("65535_{random}"));
+        assert_eq!(ClientId::owner_of(id.as_str()), Some(65535));
+        assert_eq!(
+            ClientId::owner_of(ClientId::from_random_on(0, [1; 16]).as_str()),
+            Some(0)
+        );
+        // Ids without an owner, and what a client may make up.
+        assert_eq!(ClientId::owner_of(random.as_str()), None);
+        for made_up in ["_x", "3_", "-3_x", "+3_x", "65536_x", "a_x", ""] {
+            assert_eq!(ClientId::owner_of(made_up), None, "{made_up}");
+        }
     }
 }
