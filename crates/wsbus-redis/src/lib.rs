@@ -16,6 +16,9 @@
 //! * [`bus`]: [`RedisBus`](bus::RedisBus), the Bayeux bus's
 //!   [`BusCluster`](wsbus::bus::BusCluster): publishes, wildcards and
 //!   presence messages across nodes.
+//! * [`forward`]: [`RedisForward`](forward::RedisForward), long-polling
+//!   without sticky sessions: a request for a bus client owned by another
+//!   node is run by that node, and answered through this one.
 //! * [`session`]: [`RedisSessionStore`](session::RedisSessionStore), the
 //!   HTTP session store shared by every node (a Redis key per session, its
 //!   expiry a Redis TTL; a Redis that does not answer is an error, never
@@ -27,6 +30,7 @@
 
 pub mod bus;
 pub mod envelope;
+pub mod forward;
 pub mod hub;
 pub mod link;
 pub mod logout;
