@@ -49,8 +49,8 @@ use crate::hub::NodeId;
 /// What a forwarded request may take beyond the bus's hold timeout
 /// (`BusConfig::timeout`) before its requester gives up on the owner: the
 /// two hops through the cluster and a loaded owner's scheduling, with room
-/// to spare; still below the ten seconds CometD's and Faye's clients add to
-/// the hold timeout before they give up on a request themselves.
+/// to spare; still below the ten seconds CometD's client adds to the hold
+/// timeout (`maxNetworkDelay`) before it gives up on a request itself.
 pub const FORWARD_MARGIN: Duration = Duration::from_secs(5);
 
 /// A bus request for a client owned by another node, as sent to that node.
