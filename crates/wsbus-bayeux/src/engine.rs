@@ -173,6 +173,9 @@ struct Counters {
 pub struct Engine {
     config: BusConfig,
     ids: Box<dyn RandomSource>,
+    /// The node whose id prefixes new client ids, in a cluster
+    /// ([`set_client_id_owner`](Self::set_client_id_owner)).
+    id_owner: Option<u16>,
     authorizer: Box<dyn Authorizer>,
     sessions: IdMap<ClientId, Session>,
     subscriptions: Subscriptions,
@@ -232,6 +235,7 @@ impl Engine {
             holds: Holds::new(config.max_interval),
             config,
             ids: Box::new(ids),
+            id_owner: None,
             authorizer: Box::new(AllowAll),
             sessions: IdMap::default(),
             subscriptions: Subscriptions::default(),
@@ -246,6 +250,13 @@ impl Engine {
             shared_history: SharedHistory::Off,
             parked: shared::Parked::default(),
         }
+    }
+
+    /// From now on, client ids name node `node` as their owner
+    /// ([`ClientId::from_random_on`]): in a cluster, any node can then send
+    /// a client's requests to the node that holds its session.
+    pub fn set_client_id_owner(&mut self, node: u16) {
+        self.id_owner = Some(node);
     }
 
     /// Replaces the [`Authorizer`] (default [`AllowAll`]).

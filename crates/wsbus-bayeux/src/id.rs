@@ -20,6 +20,10 @@ impl<F: FnMut() -> [u8; 16] + Send> RandomSource for F {
     }
 }
 
+/// Between an owner node and the random part of a client id: not a base-36
+/// digit, and kept as is by JSON, URLs and cookies.
+const OWNER_SEPARATOR: char = '_';
+
 /// A session's `clientId`: 128 random bits written in base 36 (digits and
 /// lowercase letters, at most 25 characters), the alphabet CometD uses.
 ///
@@ -54,13 +58,44 @@ impl ClientId {
     /// An id as [`as_str`](Self::as_str) wrote it (e.g. carried to another
     /// node and back); `None` for text no id is written as.
     pub fn parse(text: &str) -> Option<Self> {
-        // 36^25 > 2^128: an id has at most 25 digits.
-        let valid = !text.is_empty()
-            && text.len() <= 25
-            && text
+        // An owner's prefix (`from_random_on`), then the random part.
+        let random = match text.split_once(OWNER_SEPARATOR) {
+            Some((node, random)) => {
+                node.parse::<u16>().ok()?;
+                random
+            }
+            None => text,
+        };
+        // 36^25 > 2^128: the random part has at most 25 digits.
+        let valid = !random.is_empty()
+            && random.len() <= 25
+            && random
                 .bytes()
                 .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
         valid.then(|| ClientId(Arc::from(text)))
+    }
+
+    /// The id of a session owned by node `node` of a cluster: the node in
+    /// decimal, `_`, then the 128 random bits as in
+    /// [`from_random`](Self::from_random) (`"3_k2j…"`). The prefix lets any
+    /// node tell which node holds the session (to forward its requests
+    /// there); the random part alone is the credential, as long as on one
+    /// node.
+    pub fn from_random_on(node: u16, bytes: [u8; 16]) -> Self {
+        let random = Self::from_random(bytes);
+        ClientId(Arc::from(format!("{node}{OWNER_SEPARATOR}{random}")))
+    }
+
+    /// The node named by an id made by [`from_random_on`](Self::from_random_on),
+    /// or `None` for an id without an owner (made by
+    /// [`from_random`](Self::from_random), or not by this crate: base 36
+    /// never contains the separator, so the two never mix up).
+    pub fn owner_of(id: &str) -> Option<u16> {
+        let (node, random) = id.split_once(OWNER_SEPARATOR)?;
+        if random.is_empty() || !node.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        node.parse().ok()
     }
 
     /// The id as sent on the wire.
@@ -193,5 +228,46 @@ mod tests {
                 .bytes()
                 .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
         );
+    }
+
+    #[test]
+    fn an_owned_id_names_its_node_and_keeps_all_its_random_bits() {
+        let id = ClientId::from_random_on(65535, [0xff; 16]);
+        let random = ClientId::from_random([0xff; 16]);
+        assert_eq!(id.as_str(), format!("65535_{random}"));
+        assert_eq!(ClientId::owner_of(id.as_str()), Some(65535));
+        assert_eq!(
+            ClientId::owner_of(ClientId::from_random_on(0, [1; 16]).as_str()),
+            Some(0)
+        );
+        // Ids without an owner, and what a client may make up.
+        assert_eq!(ClientId::owner_of(random.as_str()), None);
+        for made_up in ["_x", "3_", "-3_x", "+3_x", "65536_x", "a_x", ""] {
+            assert_eq!(ClientId::owner_of(made_up), None, "{made_up}");
+        }
+    }
+
+    /// What `as_str` wrote parses back, owned by a node or not; made-up
+    /// text does not.
+    #[test]
+    fn ids_parse_back() {
+        for id in [
+            ClientId::from_random([0xab; 16]),
+            ClientId::from_random_on(7, [0xab; 16]),
+        ] {
+            assert_eq!(ClientId::parse(id.as_str()), Some(id.clone()));
+        }
+        for made_up in [
+            "",
+            "_x",
+            "3_",
+            "x_abc",
+            "70000_abc",
+            "ABC",
+            "a-b",
+            &"z".repeat(26),
+        ] {
+            assert_eq!(ClientId::parse(made_up), None, "{made_up}");
+        }
     }
 }

@@ -17,6 +17,9 @@
 //!   [`BusCluster`](wsbus::bus::BusCluster): publishes, wildcards and
 //!   presence across nodes (`presence`: every node lists every node's
 //!   members; a stopped node's members leave).
+//! * [`forward`]: [`RedisForward`](forward::RedisForward), long-polling
+//!   without sticky sessions: a request for a bus client owned by another
+//!   node is run by that node, and answered through this one.
 //! * [`session`]: [`RedisSessionStore`](session::RedisSessionStore), the
 //!   HTTP session store shared by every node (a Redis key per session, its
 //!   expiry a Redis TTL; a Redis that does not answer is an error, never
@@ -28,6 +31,7 @@
 
 pub mod bus;
 pub mod envelope;
+pub mod forward;
 pub mod history;
 pub mod hub;
 pub mod link;

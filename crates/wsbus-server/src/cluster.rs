@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 use wsbus::{NodeId, RuntimeBuilder};
 use wsbus_redis::bus::RedisBus;
+use wsbus_redis::forward::RedisForward;
 use wsbus_redis::hub::ClusterHub;
 use wsbus_redis::link::{LinkState, RedisLink};
 use wsbus_redis::logout::{ClusterSessionStore, follow_session_ends};
@@ -68,9 +69,12 @@ impl Cluster {
             .hub_engine(move |local| ClusterHub::install(local, link))
     }
 
-    /// Joins the node's bus to the other nodes' (before it serves clients).
+    /// Joins the node's bus to the other nodes' (before it serves
+    /// clients): messages cross, and any node serves any request of a bus
+    /// client (forwarded to the node that owns it).
     pub fn join_bus(&self, bus: &wsbus::bus::Bus) {
         RedisBus::install(bus, self.link.clone());
+        RedisForward::install(bus, self.link.clone());
     }
 
     /// Once the runtime is built: its sessions end when other nodes end

@@ -121,7 +121,13 @@ impl Engine {
 
     fn new_client_id(&mut self) -> Option<ClientId> {
         (0..CLIENT_ID_ATTEMPTS)
-            .map(|_| ClientId::from_random(self.ids.random_bytes()))
+            .map(|_| {
+                let bytes = self.ids.random_bytes();
+                match self.id_owner {
+                    Some(node) => ClientId::from_random_on(node, bytes),
+                    None => ClientId::from_random(bytes),
+                }
+            })
             .find(|id| !self.sessions.contains_key(id))
     }
 

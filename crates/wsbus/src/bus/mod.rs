@@ -105,6 +105,7 @@ use wsbus_bayeux::{
 use crate::hub::Hub;
 use crate::runtime::Runtime;
 pub use cluster::{BusCluster, WeakBus};
+pub use long_poll::{FORWARD_MARGIN, ForwardedAnswer, ForwardedPoll, LongPollForward};
 use routes::Routes;
 use sends::SendQueue;
 pub use services::{ChannelSchemas, SERVICE_MAX_PENDING, ServiceCall, ServiceError};
@@ -153,6 +154,12 @@ struct Inner {
     sends: SendQueue,
     /// The other nodes, once [`Bus::set_cluster`] joined them.
     cluster: OnceLock<Arc<dyn BusCluster>>,
+    /// This node and the way to the owners of other nodes' clients, once
+    /// [`Bus::set_long_poll_forward`] set them.
+    forward: OnceLock<(crate::hub::NodeId, Arc<dyn LongPollForward>)>,
+    /// `BusConfig::timeout`: how long a connect may be held, which a
+    /// forwarded request may take.
+    hold_timeout: std::time::Duration,
     hub: Hub,
     /// Shared with the timer task, which holds the rest of the bus only
     /// while it works.
@@ -239,6 +246,7 @@ impl Bus {
         let websocket_enabled = config.websocket_enabled;
         let max_batch_bytes = config.limits.batch.max_bytes;
         let batch_limits = config.limits.batch;
+        let hold_timeout = config.timeout;
         let mut engine = Engine::new(config, || rand::rng().random::<[u8; 16]>());
         let services = ServiceTable::default();
         let schemas = Arc::new(schemas);
@@ -254,6 +262,8 @@ impl Bus {
                 services,
                 sends: SendQueue::default(),
                 cluster: OnceLock::new(),
+                forward: OnceLock::new(),
+                hold_timeout,
                 hub,
                 timer: Arc::default(),
                 websocket_enabled,

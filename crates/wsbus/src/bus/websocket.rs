@@ -99,6 +99,20 @@ impl Bus {
             context = context.with_user(user);
         }
         let batch = parse_batch(body, &self.inner.batch_limits);
+        if let Ok(batch) = &batch
+            && let Some((owner, forward)) = self.foreign_owner(batch)
+        {
+            // A client owned by another node (long_poll.rs, "Without
+            // sticky sessions"): its owner answers, the answer goes out on
+            // this socket when it comes.
+            let answer = self.forward_to_owner(owner, forward, batch, body, user, ext_token(batch));
+            let hub = self.inner.hub.clone();
+            tokio::spawn(async move {
+                let reply = answer.await;
+                hub.send(socket, Message::Text(wsbus_proto::Utf8Bytes::from(reply)));
+            });
+            return None;
+        }
         if let (Ok(batch), Some(runtime)) = (&batch, &self.inner.runtime)
             && let Some(auth) = &runtime.security().auth
         {
