@@ -345,7 +345,13 @@ async fn publish(
         if let Some(interval) = interval {
             let wait = next_send.saturating_duration_since(Instant::now());
             if !wait.is_zero() {
-                tokio::time::sleep(wait.min(interval)).await;
+                // Read the relayed copies while waiting: unread, they would
+                // fill the socket's buffers and Socket.IO's pings would go
+                // unanswered.
+                tokio::select! {
+                    () = tokio::time::sleep(wait.min(interval)) => {}
+                    read = socket.fill() => read?,
+                }
             }
         }
         // Drop what the server relayed back to the publisher (answering
