@@ -191,8 +191,7 @@ pub(crate) async fn run(args: FanoutArgs) -> BenchResult {
         }
     }
     let mut publisher = publisher_target.connect().await?;
-    args.framing.open(&mut publisher.conn)?;
-    publisher.flush().await?;
+    args.framing.open(&mut publisher).await?;
     if args.await_membership {
         await_membership(&mut publisher, &shared).await?;
     } else {
@@ -439,11 +438,7 @@ async fn subscriber(
         shared.members.fetch_add(1, Ordering::AcqRel);
     }
     let result: std::io::Result<()> = async {
-        shared
-            .framing
-            .open(&mut socket.conn)
-            .map_err(std::io::Error::other)?;
-        socket.flush().await?;
+        shared.framing.open(&mut socket).await?;
         loop {
             socket.fill().await?;
             let now = shared.elapsed_nanos();

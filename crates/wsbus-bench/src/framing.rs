@@ -9,7 +9,9 @@
 //! `pingTimeout`.
 
 use clap::ValueEnum;
-use wsbus_proto::{Connection, Message};
+use wsbus_proto::{Connection, Event, Message};
+
+use super::socket::BenchSocket;
 
 /// The Socket.IO event the generator emits and listens to; the peer server
 /// (bench/cluster/server.mjs) relays it to its room.
@@ -29,14 +31,37 @@ pub enum Framing {
 }
 
 impl Framing {
-    /// Queue what a new connection sends first: Socket.IO's namespace
-    /// connect (the server puts the socket in its room only then).
-    pub(crate) fn open(self, conn: &mut Connection) -> std::io::Result<()> {
-        match self {
-            Framing::Plain => Ok(()),
-            Framing::SocketIo => conn
-                .send(Message::text("40"))
-                .map_err(std::io::Error::other),
+    /// What a new connection does first: for Socket.IO, join the default
+    /// namespace and wait for the server's answer (it closes a connection
+    /// that sends an event before its namespace is joined; it puts the
+    /// socket in its room on joining). Whatever arrives with the answer is
+    /// dropped: a subscriber counts nothing before its first marker.
+    pub(crate) async fn open(self, socket: &mut BenchSocket) -> std::io::Result<()> {
+        if self == Framing::Plain {
+            return Ok(());
+        }
+        socket
+            .conn
+            .send(Message::text("40"))
+            .map_err(std::io::Error::other)?;
+        socket.flush().await?;
+        loop {
+            let mut joined = false;
+            let open = socket.process(|event, conn| {
+                if let Event::Message(message) = event {
+                    joined |= message.payload().starts_with(b"40");
+                    self.unwrap(&message, conn);
+                }
+            });
+            if joined {
+                return socket.flush().await;
+            }
+            if !open {
+                return Err(std::io::Error::other(
+                    "the server closed the connection before Socket.IO's connect was answered",
+                ));
+            }
+            socket.fill().await?;
         }
     }
 
