@@ -46,10 +46,14 @@ const COMPLETION_SLOTS: usize = 1 << 16;
 /// Smallest payload: the header `seq:nanos:` needs room.
 const MIN_SIZE: usize = 32;
 
-/// `--await-membership`: how often the publisher sends a marker while
-/// waiting for every subscriber to get one (each is a fan-out of its own, so
-/// not faster than a slow server relays them).
-const MARKER_INTERVAL: Duration = Duration::from_millis(100);
+/// `--await-membership`: the wait after the first marker before the next;
+/// it doubles after each, up to [`MARKER_INTERVAL_MAX`]. Each marker is a
+/// fan-out of its own: sent faster than a slow server relays them, they
+/// would pile up in front of the measurement.
+const MARKER_INTERVAL_FIRST: Duration = Duration::from_millis(50);
+
+/// `--await-membership`: the longest wait between two markers.
+const MARKER_INTERVAL_MAX: Duration = Duration::from_secs(1);
 
 /// `--await-membership`: how long every subscriber may take to get a
 /// marker before the run fails (joining a group crosses a cluster through
@@ -390,22 +394,18 @@ fn drop_relayed(framing: Framing, event: Event, conn: &mut wsbus_proto::Connecti
     }
 }
 
-/// `--await-membership`: send markers every [`MARKER_INTERVAL`] until every
-/// subscriber has received one.
+/// `--await-membership`: send markers, further and further apart, until
+/// every subscriber has received one.
 async fn await_membership(publisher: &mut BenchSocket, shared: &Shared) -> std::io::Result<()> {
     let deadline = Instant::now() + MEMBERSHIP_TIMEOUT;
+    let mut interval = MARKER_INTERVAL_FIRST;
     let mut sent = 0u64;
-    loop {
-        let members = shared.members.load(Ordering::Acquire);
-        if members >= shared.subscribers {
-            progress(format_args!(
-                "all {members} subscribers are members ({sent} markers)"
-            ));
-            return Ok(());
-        }
+    let all_members = || shared.members.load(Ordering::Acquire) >= shared.subscribers;
+    while !all_members() {
         if Instant::now() >= deadline {
             return Err(std::io::Error::other(format!(
-                "only {members} of {} subscribers got a marker within {MEMBERSHIP_TIMEOUT:?}",
+                "only {} of {} subscribers got a marker within {MEMBERSHIP_TIMEOUT:?}",
+                shared.members.load(Ordering::Acquire),
                 shared.subscribers
             )));
         }
@@ -416,14 +416,24 @@ async fn await_membership(publisher: &mut BenchSocket, shared: &Shared) -> std::
             .map_err(std::io::Error::other)?;
         publisher.flush().await?;
         sent += 1;
-        let notified = shared.progress.notified();
-        // Read the relayed copies meanwhile; the timeout is the interval.
-        let _ = tokio::time::timeout(
-            MARKER_INTERVAL,
-            drain_relayed(publisher, shared.framing, notified),
-        )
-        .await;
+        // Wait out the interval (reading the relayed copies meanwhile),
+        // unless every subscriber becomes a member before it ends.
+        let next = tokio::time::Instant::now() + interval;
+        interval = (interval * 2).min(MARKER_INTERVAL_MAX);
+        while !all_members() {
+            let notified = shared.progress.notified();
+            let drained = drain_relayed(publisher, shared.framing, notified);
+            match tokio::time::timeout_at(next, drained).await {
+                Ok(read) => read?,
+                Err(_) => break,
+            }
+        }
     }
+    progress(format_args!(
+        "all {} subscribers are members ({sent} markers)",
+        shared.subscribers
+    ));
+    Ok(())
 }
 
 async fn subscriber(
