@@ -604,7 +604,7 @@ pub(crate) async fn run(args: BusArgs) -> BenchResult {
 
     tokio::time::sleep(args.common.warmup()).await;
     shared.measuring.store(true, Ordering::Relaxed);
-    let window = Window::start(args.common.server_pid);
+    let window = Window::start(&args.common.server_pid);
     tokio::time::sleep(args.common.duration()).await;
     let end = window.end();
     shared.measuring.store(false, Ordering::Relaxed);

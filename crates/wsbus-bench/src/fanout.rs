@@ -10,6 +10,14 @@
 //! Lost messages: after the window the publisher stops and the subscribers
 //! get up to [`DRAIN_TIMEOUT`] to receive what is on its way; every message
 //! published × every subscriber that did not arrive counts as lost.
+//!
+//! Across a cluster: `--subscriber-url` (repeated) spreads the subscribers
+//! over several nodes round-robin and `--publisher-url` puts the publisher
+//! on another; `--await-membership` has the publisher send markers until
+//! every subscriber got one before anything is measured (membership crosses
+//! nodes through Redis and takes a moment; whatever a subscriber receives
+//! before its first marker, such as a chat's greeting, is not counted), and
+//! `--framing socket-io` speaks Socket.IO (see [`Framing`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,8 +26,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, Semaphore};
-use wsbus_proto::{Event, Message};
+use wsbus_proto::Event;
 
+use super::framing::Framing;
 use super::socket::{BenchSocket, DeflateOffer, Target, UpgradeOptions};
 use super::{
     BenchResult, CONNECT_CONCURRENCY, Common, add_percentiles, merge_histograms, new_histogram,
@@ -36,6 +45,23 @@ const COMPLETION_SLOTS: usize = 1 << 16;
 
 /// Smallest payload: the header `seq:nanos:` needs room.
 const MIN_SIZE: usize = 32;
+
+/// `--await-membership`: the wait after the first marker before the next;
+/// it doubles after each, up to [`MARKER_INTERVAL_MAX`]. Each marker is a
+/// fan-out of its own: sent faster than a slow server relays them, they
+/// would pile up in front of the measurement.
+const MARKER_INTERVAL_FIRST: Duration = Duration::from_millis(50);
+
+/// `--await-membership`: the longest wait between two markers.
+const MARKER_INTERVAL_MAX: Duration = Duration::from_secs(1);
+
+/// `--await-membership`: how long every subscriber may take to get a
+/// marker before the run fails (joining a group crosses a cluster through
+/// Redis; thousands of sockets join one by one).
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What starts a marker payload (a sequence number starts with a digit).
+const MARKER_PREFIX: &[u8] = b"r:";
 
 #[derive(Args, Debug)]
 #[doc = "The `fanout` scenario's arguments."]
@@ -59,6 +85,20 @@ pub struct FanoutArgs {
     /// to every subscriber (the default mode).
     #[arg(long, default_value_t = 32)]
     pub window: usize,
+    /// Subscribers connect here instead of --url, spread round-robin when
+    /// repeated (e.g. two nodes of a cluster).
+    #[arg(long = "subscriber-url", value_name = "URL")]
+    pub subscriber_urls: Vec<String>,
+    /// The publisher connects here instead of --url (e.g. a third node).
+    #[arg(long, value_name = "URL")]
+    pub publisher_url: Option<String>,
+    /// Before the warm-up, send markers until every subscriber got one: what
+    /// a subscriber receives before its first marker (a greeting) is ignored.
+    #[arg(long)]
+    pub await_membership: bool,
+    /// How payloads travel: as they are, or as Socket.IO events.
+    #[arg(long, value_enum, default_value_t = Framing::Plain)]
+    pub framing: Framing,
 }
 
 #[derive(Debug)]
@@ -77,6 +117,10 @@ struct Shared {
     progress: Notify,
     /// Out-of-order or duplicate deliveries, failed connections.
     errors: AtomicU64,
+    /// Subscribers that received a marker (all of them without
+    /// `--await-membership`).
+    members: AtomicU32,
+    framing: Framing,
 }
 
 impl Shared {
@@ -86,14 +130,13 @@ impl Shared {
 }
 
 /// `seq:nanos:` padded with `x` to `size` bytes.
-fn encode(seq: u64, nanos: u64, size: usize) -> Message {
+fn encode(seq: u64, nanos: u64, size: usize) -> String {
     let mut text = format!("{seq}:{nanos}:");
     text.extend(std::iter::repeat_n('x', size.saturating_sub(text.len())));
-    Message::text(text)
+    text
 }
 
-fn decode(message: &Message) -> Option<(u64, u64)> {
-    let bytes = message.payload();
+fn decode(bytes: &[u8]) -> Option<(u64, u64)> {
     let mut parts = bytes.splitn(3, |&b| b == b':');
     let seq = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
     let nanos = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
@@ -107,11 +150,17 @@ pub(crate) async fn run(args: FanoutArgs) -> BenchResult {
     if args.window == 0 || args.window >= COMPLETION_SLOTS / 2 {
         return Err(format!("--window must be in 1..{}", COMPLETION_SLOTS / 2).into());
     }
-    let target = Arc::new(Target::new(
-        &args.common.url,
-        DeflateOffer::None,
-        &args.upgrade,
-    )?);
+    let target = |url: &str| Target::new(url, DeflateOffer::None, &args.upgrade).map(Arc::new);
+    let subscriber_urls = if args.subscriber_urls.is_empty() {
+        std::slice::from_ref(&args.common.url)
+    } else {
+        &args.subscriber_urls[..]
+    };
+    let subscriber_targets = subscriber_urls
+        .iter()
+        .map(|url| target(url))
+        .collect::<Result<Vec<_>, _>>()?;
+    let publisher_target = target(args.publisher_url.as_ref().unwrap_or(&args.common.url))?;
     let shared = Arc::new(Shared {
         started: Instant::now(),
         subscribers: u32::try_from(args.subscribers)?,
@@ -122,23 +171,39 @@ pub(crate) async fn run(args: FanoutArgs) -> BenchResult {
         received_by: (0..COMPLETION_SLOTS).map(|_| AtomicU32::new(0)).collect(),
         progress: Notify::new(),
         errors: AtomicU64::new(0),
+        members: AtomicU32::new(0),
+        framing: args.framing,
     });
 
-    progress(format_args!(
-        "opening {} subscribers to {}",
-        args.subscribers, args.common.url
-    ));
-    let sockets = connect_all(&target, args.subscribers).await?;
-    let mut histograms = Vec::with_capacity(sockets.len());
-    for socket in sockets {
-        let histogram = Arc::new(Mutex::new(new_histogram()));
-        histograms.push(histogram.clone());
-        tokio::spawn(subscriber(socket, shared.clone(), histogram));
+    let mut histograms = Vec::with_capacity(args.subscribers);
+    for (i, target) in subscriber_targets.iter().enumerate() {
+        // Subscriber k goes to URL k % urls: the first URLs take the rest.
+        let n = (args.subscribers + subscriber_targets.len() - 1 - i) / subscriber_targets.len();
+        progress(format_args!(
+            "opening {n} subscribers to {}",
+            subscriber_urls[i]
+        ));
+        for socket in connect_all(target, n).await? {
+            let histogram = Arc::new(Mutex::new(new_histogram()));
+            histograms.push(histogram.clone());
+            tokio::spawn(subscriber(
+                socket,
+                shared.clone(),
+                histogram,
+                !args.await_membership,
+            ));
+        }
     }
-    let mut publisher = target.connect().await?;
-    // The server registers a socket on its broadcast path once the upgrade is
-    // done on its side; give the last ones a moment before the first message.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut publisher = publisher_target.connect().await?;
+    args.framing.open(&mut publisher).await?;
+    if args.await_membership {
+        await_membership(&mut publisher, &shared).await?;
+    } else {
+        // The server registers a socket on its broadcast path once the
+        // upgrade is done on its side; give the last ones a moment before
+        // the first message.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let publishing = {
@@ -169,13 +234,19 @@ pub(crate) async fn run(args: FanoutArgs) -> BenchResult {
     let merged = merge_histograms(&histograms)?;
     let mut report = Map::new();
     report.insert("scenario".into(), json!("fanout"));
-    report.insert("tls".into(), json!(target.is_tls()));
+    report.insert("tls".into(), json!(publisher_target.is_tls()));
     report.insert("subscribers".into(), json!(args.subscribers));
     report.insert("size".into(), json!(args.size));
     match args.rate {
         Some(rate) => report.insert("rate".into(), json!(rate)),
         None => report.insert("window".into(), json!(args.window)),
     };
+    if !args.subscriber_urls.is_empty() || args.publisher_url.is_some() {
+        report.insert("subscriber_urls".into(), json!(subscriber_urls.len()));
+    }
+    if args.framing != Framing::Plain {
+        report.insert("framing".into(), json!("socket-io"));
+    }
     report.insert("published".into(), json!(published));
     report.insert("deliveries".into(), json!(window_deliveries));
     end.add_to(&mut report, window_deliveries, "deliveries_per_sec");
@@ -237,7 +308,11 @@ async fn publish(
                 while next_send <= now {
                     socket
                         .conn
-                        .send(encode(seq, shared.elapsed_nanos(), size))
+                        .send(
+                            shared
+                                .framing
+                                .wrap(encode(seq, shared.elapsed_nanos(), size)),
+                        )
                         .map_err(std::io::Error::other)?;
                     seq += 1;
                     next_send += interval;
@@ -249,7 +324,11 @@ async fn publish(
                 while seq < completed + window {
                     socket
                         .conn
-                        .send(encode(seq, shared.elapsed_nanos(), size))
+                        .send(
+                            shared
+                                .framing
+                                .wrap(encode(seq, shared.elapsed_nanos(), size)),
+                        )
                         .map_err(std::io::Error::other)?;
                     seq += 1;
                     queued += 1;
@@ -259,7 +338,7 @@ async fn publish(
                     if shared.completed.load(Ordering::Acquire) + window <= seq
                         && !stop.load(Ordering::Relaxed)
                     {
-                        drain_relayed(socket, notified).await?;
+                        drain_relayed(socket, shared.framing, notified).await?;
                     }
                     continue;
                 }
@@ -269,11 +348,18 @@ async fn publish(
         if let Some(interval) = interval {
             let wait = next_send.saturating_duration_since(Instant::now());
             if !wait.is_zero() {
-                tokio::time::sleep(wait.min(interval)).await;
+                // Read the relayed copies while waiting: unread, they would
+                // fill the socket's buffers and Socket.IO's pings would go
+                // unanswered.
+                tokio::select! {
+                    () = tokio::time::sleep(wait.min(interval)) => {}
+                    read = socket.fill() => read?,
+                }
             }
         }
-        // Drop what the server relayed back to the publisher.
-        socket.process(|_, _| {});
+        // Drop what the server relayed back to the publisher (answering
+        // Socket.IO's pings).
+        socket.process(|event, conn| drop_relayed(shared.framing, event, conn));
     }
     Ok(seq)
 }
@@ -282,6 +368,7 @@ async fn publish(
 /// (a server would otherwise see it as a slow consumer).
 async fn drain_relayed(
     socket: &mut BenchSocket,
+    framing: Framing,
     notified: tokio::sync::futures::Notified<'_>,
 ) -> std::io::Result<()> {
     tokio::pin!(notified);
@@ -290,21 +377,78 @@ async fn drain_relayed(
             () = &mut notified => return Ok(()),
             read = socket.fill() => {
                 read?;
-                if !socket.process(|_, _| {}) {
+                if !socket.process(|event, conn| drop_relayed(framing, event, conn)) {
                     return Err(std::io::Error::other("the server closed the publisher"));
                 }
+                socket.flush().await?;
             }
         }
     }
+}
+
+/// What a publisher does with a message relayed back to it: nothing, but
+/// a Socket.IO ping gets its pong.
+fn drop_relayed(framing: Framing, event: Event, conn: &mut wsbus_proto::Connection) {
+    if let Event::Message(message) = event {
+        framing.unwrap(&message, conn);
+    }
+}
+
+/// `--await-membership`: send markers, further and further apart, until
+/// every subscriber has received one.
+async fn await_membership(publisher: &mut BenchSocket, shared: &Shared) -> std::io::Result<()> {
+    let deadline = Instant::now() + MEMBERSHIP_TIMEOUT;
+    let mut interval = MARKER_INTERVAL_FIRST;
+    let mut sent = 0u64;
+    let all_members = || shared.members.load(Ordering::Acquire) >= shared.subscribers;
+    while !all_members() {
+        if Instant::now() >= deadline {
+            return Err(std::io::Error::other(format!(
+                "only {} of {} subscribers got a marker within {MEMBERSHIP_TIMEOUT:?}",
+                shared.members.load(Ordering::Acquire),
+                shared.subscribers
+            )));
+        }
+        let marker = format!("{}{sent}", String::from_utf8_lossy(MARKER_PREFIX));
+        publisher
+            .conn
+            .send(shared.framing.wrap(marker))
+            .map_err(std::io::Error::other)?;
+        publisher.flush().await?;
+        sent += 1;
+        // Wait out the interval (reading the relayed copies meanwhile),
+        // unless every subscriber becomes a member before it ends.
+        let next = tokio::time::Instant::now() + interval;
+        interval = (interval * 2).min(MARKER_INTERVAL_MAX);
+        while !all_members() {
+            let notified = shared.progress.notified();
+            let drained = drain_relayed(publisher, shared.framing, notified);
+            match tokio::time::timeout_at(next, drained).await {
+                Ok(read) => read?,
+                Err(_) => break,
+            }
+        }
+    }
+    progress(format_args!(
+        "all {} subscribers are members ({sent} markers)",
+        shared.subscribers
+    ));
+    Ok(())
 }
 
 async fn subscriber(
     mut socket: BenchSocket,
     shared: Arc<Shared>,
     histogram: Arc<Mutex<hdrhistogram::Histogram<u64>>>,
+    member: bool,
 ) {
     let mut next_seq = 0u64;
+    let mut member = member;
+    if member {
+        shared.members.fetch_add(1, Ordering::AcqRel);
+    }
     let result: std::io::Result<()> = async {
+        shared.framing.open(&mut socket).await?;
         loop {
             socket.fill().await?;
             let now = shared.elapsed_nanos();
@@ -312,13 +456,26 @@ async fn subscriber(
             let mut received = 0u64;
             let mut errors = 0u64;
             let mut completed = 0u64;
+            let mut joined = false;
             let open = {
                 let mut latencies = histogram.lock().expect("histogram lock");
-                socket.process(|event, _| {
+                socket.process(|event, conn| {
                     let Event::Message(message) = event else {
                         return;
                     };
-                    let Some((seq, sent)) = decode(&message) else {
+                    let Some(payload) = shared.framing.unwrap(&message, conn) else {
+                        return;
+                    };
+                    if payload.starts_with(MARKER_PREFIX) {
+                        joined |= !member;
+                        member = true;
+                        return;
+                    }
+                    if !member {
+                        // Before the first marker: a greeting, not ours.
+                        return;
+                    }
+                    let Some((seq, sent)) = decode(payload) else {
                         errors += 1;
                         return;
                     };
@@ -343,8 +500,13 @@ async fn subscriber(
                     .window_deliveries
                     .fetch_add(received, Ordering::Relaxed);
             }
+            if joined {
+                shared.members.fetch_add(1, Ordering::AcqRel);
+            }
             if completed > 0 {
                 shared.completed.fetch_add(completed, Ordering::AcqRel);
+            }
+            if completed > 0 || joined {
                 shared.progress.notify_waiters();
             }
             if errors > 0 {
@@ -372,6 +534,8 @@ mod tests {
     fn payload_round_trips_at_the_requested_size() {
         let m = encode(42, 123_456_789, 64);
         assert_eq!(m.len(), 64);
-        assert_eq!(decode(&m), Some((42, 123_456_789)));
+        assert_eq!(decode(m.as_bytes()), Some((42, 123_456_789)));
+        // Markers never parse as a sequence number.
+        assert_eq!(decode(b"r:12"), None);
     }
 }

@@ -53,7 +53,7 @@ pub struct IdleArgs {
 }
 
 pub(crate) async fn run(args: IdleArgs) -> BenchResult {
-    let probe = ProcessProbe::new(args.common.server_pid);
+    let probe = ProcessProbe::new(&args.common.server_pid);
     let before = probe
         .sample()
         .ok_or("idle needs --server-pid of a running server (reads /proc/PID/status)")?;

@@ -52,6 +52,7 @@ mod bus;
 mod connect;
 mod echo;
 mod fanout;
+mod framing;
 mod idle;
 mod socket;
 mod tls;
@@ -60,6 +61,7 @@ pub use bus::BusArgs;
 pub use connect::ConnectArgs;
 pub use echo::{EchoArgs, Shape};
 pub use fanout::FanoutArgs;
+pub use framing::Framing;
 pub use idle::IdleArgs;
 pub use socket::{DeflateOffer, Header, UpgradeOptions};
 
@@ -112,8 +114,11 @@ pub struct Common {
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
     /// The server's process id: adds its CPU time per operation (and RSS).
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Several (comma-separated or repeated) for a server made of several
+    /// processes, e.g. cluster nodes and their Redis: their CPU times and
+    /// RSS are summed.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Worker threads of the generator (1: a current-thread runtime, the
     /// fastest when the generator is pinned to one core).
     #[arg(long, default_value_t = 1)]
@@ -134,7 +139,7 @@ impl Common {
     pub(crate) async fn measure(&self, measuring: &AtomicBool) -> WindowEnd {
         tokio::time::sleep(self.warmup()).await;
         measuring.store(true, Ordering::Relaxed);
-        let window = Window::start(self.server_pid);
+        let window = Window::start(&self.server_pid);
         tokio::time::sleep(self.duration()).await;
         let end = window.end();
         measuring.store(false, Ordering::Relaxed);
@@ -188,10 +193,10 @@ pub(crate) fn raise_open_files_limit() {
     }
 }
 
-/// CPU time and memory of a process, read from `/proc`.
-#[derive(Debug, Clone, Copy)]
+/// CPU time and memory of a process (or the sum of several), read from `/proc`.
+#[derive(Debug, Clone)]
 pub(crate) struct ProcessProbe {
-    pid: Option<u32>,
+    pids: Vec<u32>,
 }
 
 /// What a probe read at one moment.
@@ -207,20 +212,34 @@ pub(crate) struct ProcessSample {
 const CLOCK_TICK_US: u64 = 10_000;
 
 impl ProcessProbe {
-    /// A probe of `pid`, or of nothing.
-    pub(crate) fn new(pid: Option<u32>) -> Self {
-        ProcessProbe { pid }
+    /// A probe of the sum of `pids`, or of nothing if there are none.
+    pub(crate) fn new(pids: &[u32]) -> Self {
+        ProcessProbe {
+            pids: pids.to_vec(),
+        }
     }
 
     /// The generator itself.
     pub(crate) fn this_process() -> Self {
         ProcessProbe {
-            pid: Some(std::process::id()),
+            pids: vec![std::process::id()],
         }
     }
 
+    /// The sum over the probed processes; `None` if there are none or one
+    /// of them cannot be read (a sum missing a process would mislead).
     pub(crate) fn sample(&self) -> Option<ProcessSample> {
-        let pid = self.pid?;
+        let mut total: Option<ProcessSample> = None;
+        for &pid in &self.pids {
+            let one = Self::sample_one(pid)?;
+            let sum = total.get_or_insert_with(ProcessSample::default);
+            sum.cpu_us += one.cpu_us;
+            sum.rss_kib += one.rss_kib;
+        }
+        total
+    }
+
+    fn sample_one(pid: u32) -> Option<ProcessSample> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // Fields after the command name (which may hold spaces), from field 3.
         let rest = &stat[stat.rfind(')')? + 2..];
@@ -259,8 +278,8 @@ pub(crate) struct WindowEnd {
 }
 
 impl Window {
-    pub(crate) fn start(server_pid: Option<u32>) -> Self {
-        let server = ProcessProbe::new(server_pid);
+    pub(crate) fn start(server_pids: &[u32]) -> Self {
+        let server = ProcessProbe::new(server_pids);
         Window {
             started: Instant::now(),
             server_start: server.sample(),
@@ -494,6 +513,13 @@ mod tests {
             .sample()
             .expect("/proc readable");
         assert!(sample.rss_kib > 0);
-        assert!(ProcessProbe::new(None).sample().is_none());
+        assert!(ProcessProbe::new(&[]).sample().is_none());
+        let me = std::process::id();
+        let twice = ProcessProbe::new(&[me, me])
+            .sample()
+            .expect("/proc readable");
+        // Summed: about twice the one sample (RSS moves a little in between).
+        assert!(twice.rss_kib >= sample.rss_kib * 3 / 2);
+        assert!(ProcessProbe::new(&[me, u32::MAX]).sample().is_none());
     }
 }
