@@ -181,6 +181,13 @@ impl BusCluster for RedisBus {
     fn fetch_history(&self, request: HistoryRequest) {
         self.history.fetch(request);
     }
+
+    fn settled(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(
+            self.link
+                .subscriptions_confirmed(crate::link::COMMAND_TIMEOUT),
+        )
+    }
 }
 
 /// Hands other nodes' messages to this node's bus.

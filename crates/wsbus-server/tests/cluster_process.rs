@@ -634,3 +634,95 @@ async fn an_idle_session_expiring_in_redis_closes_the_sockets_on_every_node() {
     assert_eq!(frame.code, wsbus::proto::CloseCode::POLICY_VIOLATION);
     assert_eq!(frame.reason, "HTTP session ended");
 }
+
+fn post_json(addr: &str, path: &str, body: &Value, extra: &str) -> Value {
+    let body = body.to_string();
+    let response = http_exchange(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
+            body.len()
+        ),
+        body.as_bytes(),
+        SETTLE,
+    )
+    .unwrap();
+    assert_eq!(wire::status_code(&response), 200, "{response}");
+    serde_json::from_str(wire::body(&response)).unwrap()
+}
+
+/// A long-polling subscribe is answered once the subscription is in place
+/// across the cluster: a message another node publishes right after the
+/// reply reaches the subscriber, with no warm-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_polling_subscription_hears_other_nodes_from_its_reply_on() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let with_publish_token = |id: &str| {
+        serve(&[
+            ("WSBUS_CLUSTER__REDIS_URL", url.as_str()),
+            ("WSBUS_CLUSTER__NODE_ID", id),
+            ("WSBUS_ADMIN__TOKEN", ADMIN_TOKEN),
+            ("WSBUS_BUS__PUBLISH_TOKEN", "cluster-publish-token"),
+        ])
+    };
+    let nodes = [with_publish_token("81"), with_publish_token("82")];
+    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let (a, b) = (nodes[0].addr.clone(), nodes[1].addr.clone());
+    tokio::task::spawn_blocking(move || {
+        for round in 0..5 {
+            let channel = format!("/fresh/{round}");
+            let reply = post_json(
+                &a,
+                "/amb",
+                &json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["long-polling"]}]),
+                "",
+            );
+            let client = reply[0]["clientId"].as_str().unwrap().to_owned();
+            let first = post_json(
+                &a,
+                "/amb",
+                &json!([{"channel": "/meta/connect", "clientId": client, "connectionType": "long-polling"}]),
+                "",
+            );
+            assert_eq!(first[0]["successful"], true, "{first}");
+            let subscribed = post_json(
+                &a,
+                "/amb",
+                &json!([{"channel": "/meta/subscribe", "clientId": client, "subscription": channel}]),
+                "",
+            );
+            assert_eq!(subscribed[0]["successful"], true, "{subscribed}");
+            // At once, on the other node.
+            post_json(
+                &b,
+                "/api/publish",
+                &json!({"channel": channel, "data": {"round": round}}),
+                "Authorization: Bearer cluster-publish-token\r\n",
+            );
+            // A connect answers with the message, or is held until it is
+            // there (or its 30 s timeout: then it was lost).
+            let mut delivered = Vec::new();
+            for _ in 0..2 {
+                let answer = post_json(
+                    &a,
+                    "/amb",
+                    &json!([{"channel": "/meta/connect", "clientId": client, "connectionType": "long-polling"}]),
+                    "",
+                );
+                delivered.extend(answer.as_array().unwrap().iter().cloned());
+                if delivered.iter().any(|m| m["channel"] == channel.as_str()) {
+                    break;
+                }
+            }
+            assert!(
+                delivered
+                    .iter()
+                    .any(|m| m["channel"] == channel.as_str() && m["data"]["round"] == round),
+                "round {round}: {delivered:?}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -221,6 +221,8 @@ struct Inner {
     commands: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     /// Channels the layers above want, besides the node's own.
     interest: Mutex<BTreeSet<String>>,
+    /// Woken at every confirmed subscription (`subscriptions_confirmed`).
+    confirmations: Notify,
     /// Other nodes this one heard from (their heartbeats are watched).
     seen: Mutex<BTreeSet<NodeId>>,
     /// Channels of `interest` whose subscription Redis confirmed on the
@@ -301,6 +303,7 @@ impl RedisLink {
             interest: Mutex::default(),
             subscribed: Mutex::default(),
             seen: Mutex::default(),
+            confirmations: Notify::new(),
             interest_changes,
             pending: Mutex::default(),
             pending_ready: Notify::new(),
@@ -406,6 +409,24 @@ impl RedisLink {
     pub fn watch(&self, node: NodeId) {
         if node != self.inner.origin.node {
             self.inner.seen.lock().expect("seen lock").insert(node);
+        }
+    }
+
+    /// Resolves once Redis confirmed the subscription to every channel of
+    /// interest, or the link is down, or `within` passed: a caller that
+    /// made a subscription waits here before telling its client it is in
+    /// place.
+    pub async fn subscriptions_confirmed(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            // Registered before the check: a confirmation in between wakes it.
+            let confirmed = self.inner.confirmations.notified();
+            if !self.is_up() || self.inner.all_confirmed() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, confirmed).await.is_err() {
+                return;
+            }
         }
     }
 
@@ -538,7 +559,16 @@ impl Inner {
                 .lock()
                 .expect("subscribed lock")
                 .insert(channel);
+            self.confirmations.notify_waiters();
         }
+    }
+
+    /// Whether every channel of interest is confirmed. Lock order as in
+    /// `confirmed`: interest, then subscribed.
+    fn all_confirmed(&self) -> bool {
+        let interest = self.interest.lock().expect("interest lock");
+        let subscribed = self.subscribed.lock().expect("subscribed lock");
+        interest.iter().all(|channel| subscribed.contains(channel))
     }
 
     fn set_state(&self, state: LinkState, why: &str) {

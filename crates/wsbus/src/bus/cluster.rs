@@ -74,6 +74,15 @@ pub trait BusCluster: Send + Sync + std::fmt::Debug + 'static {
     fn fetch_history(&self, request: HistoryRequest) {
         let _ = request;
     }
+
+    /// Resolves once every pattern this node has subscribers for is
+    /// subscribed in the cluster (what other nodes publish reaches this
+    /// node), or when that cannot be known soon (the cluster is down, or a
+    /// bound passed). A long-polling subscribe is answered after it. The
+    /// default: at once.
+    fn settled(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 impl Bus {
@@ -140,6 +149,13 @@ impl Bus {
     /// and for how long).
     pub fn history_config(&self) -> HistoryConfig {
         self.inner.engine.lock().expect("bus lock").config().history
+    }
+
+    /// Waits for [`BusCluster::settled`], if a cluster is installed.
+    pub(super) async fn cluster_settled(&self) {
+        if let Some(cluster) = self.cluster() {
+            cluster.settled().await;
+        }
     }
 
     /// The installed cluster, if any.

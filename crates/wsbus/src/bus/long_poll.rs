@@ -46,6 +46,9 @@ use super::credentials::{credential, ext_token};
 use super::{Bus, now};
 use crate::hub::NodeId;
 
+/// The channel whose requests may wait for the cluster (`cluster_settled`).
+const META_SUBSCRIBE: &[u8] = b"/meta/subscribe";
+
 /// What a forwarded request may take beyond the bus's hold timeout
 /// (`BusConfig::timeout`) before its requester gives up on the owner: the
 /// two hops through the cluster and a loaded owner's scheduling, with room
@@ -255,6 +258,10 @@ impl Bus {
             context = context.with_user(user);
         }
         let batch = parse_batch(body, &self.inner.batch_limits);
+        let subscribes = self.inner.cluster.get().is_some()
+            && body
+                .windows(META_SUBSCRIBE.len())
+                .any(|w| w == META_SUBSCRIBE);
         if may_forward
             && let Ok(batch) = &batch
             && let Some((owner, forward)) = self.foreign_owner(batch)
@@ -288,6 +295,13 @@ impl Bus {
             });
             (outcome, waiter)
         });
+        if subscribes {
+            // A subscription this node had no interest in before is made in
+            // the cluster as the engine takes it: answer once it is in
+            // place, so that what other nodes publish after the client heard
+            // the reply reaches it.
+            self.cluster_settled().await;
+        }
         let Some((held, notify)) = waiter else {
             return outcome.reply_json().unwrap_or_else(|| "[]".to_owned());
         };
