@@ -173,7 +173,8 @@ impl BusCluster for RedisBus {
                 self.link.subscribe(&pattern_channel(pattern.as_str()))
             }
             InterestChange::Lost(pattern) => {
-                self.link.unsubscribe(&pattern_channel(pattern.as_str()))
+                self.link.unsubscribe(&pattern_channel(pattern.as_str()));
+                self.history.interest_lost(pattern);
             }
         }
     }

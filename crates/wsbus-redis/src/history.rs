@@ -71,6 +71,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use wsbus::bayeux::ChannelPattern;
 use wsbus::bayeux::{ChannelName, ClusterPublish, FetchedHistory, HistoryRequest};
 use wsbus::bus::WeakBus;
 
@@ -328,6 +329,33 @@ impl SharedHistory {
         if let Err(error) = bus.receive_from_cluster(message) {
             tracing::warn!(target: "wsbus::cluster", %error, "a history message refused");
         }
+    }
+
+    /// The node lost its last subscriber of `pattern`: forget the position
+    /// of every channel it matched that no remaining pattern of this node
+    /// matches. A position kept across a time without subscribers would
+    /// take what was published meanwhile for a gap, and fill it: a new
+    /// subscriber would get old messages it never asked to replay.
+    ///
+    /// On a task of its own: the change may come from a delivery this
+    /// history made under its positions lock (a subscriber overflowing).
+    pub(crate) fn interest_lost(self: &Arc<Self>, pattern: ChannelPattern) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let remaining = match this.bus.upgrade() {
+                Some(bus) => bus.cluster_interest(),
+                None => return,
+            };
+            let mut positions = this.positions.lock().expect("positions lock");
+            positions.retain(|channel, position| {
+                let Ok(name) = ChannelName::parse(channel) else {
+                    return false;
+                };
+                position.filling
+                    || !pattern.matches(&name)
+                    || remaining.iter().any(|other| other.matches(&name))
+            });
+        });
     }
 
     /// After the subscriber came back: fill every channel followed here.
