@@ -618,3 +618,71 @@ async fn across_the_death_of_the_subscribers_node(ack: bool) {
         follower.seen.replays
     );
 }
+
+/// A node whose last subscriber of a channel left forgets where the channel
+/// was: a later subscriber there gets what is published from then on, not
+/// — as a "gap fill" — what was published while nobody there listened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_subscriber_is_not_handed_what_was_published_before_it() {
+    let redis = RedisServer::start();
+    let nodes = [node(&redis, 91), node(&redis, 92)];
+    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let (a, b) = (nodes[0].addr.clone(), nodes[1].addr.clone());
+    let heard_a_probe = |follower: &mut Follower, probes: &mut u64| {
+        let heard = !follower.seen.positions.is_empty();
+        if !heard {
+            publish(&a, "/h/old", json!({"probe": *probes}));
+            *probes += 1;
+        }
+        heard
+    };
+    // A first subscriber on node B hears the channel, then leaves.
+    let mut first = Follower::start(&[&b], "/h/old", None).await;
+    let mut probes = 0;
+    let deadline = Instant::now() + SETTLE;
+    while !heard_a_probe(&mut first, &mut probes) {
+        assert!(
+            Instant::now() < deadline,
+            "the first subscriber heard nothing"
+        );
+        let _ = tokio::time::timeout(POLL, async {
+            if let Some(batch) = read_batch(&mut first.ws).await {
+                first.take(batch).await;
+            }
+        })
+        .await;
+    }
+    let id = first.client_id.clone();
+    send(
+        &mut first.ws,
+        json!([{"channel": "/meta/disconnect", "clientId": id}]),
+    )
+    .await;
+    let _ = read_batch(&mut first.ws).await;
+    // Published while node B has no subscriber of the channel.
+    for i in 0..3 {
+        publish(&a, "/h/old", json!({"i": 1000 + i}));
+    }
+    // A new subscriber on node B, without replay: it hears the next probe
+    // and nothing of the three before it.
+    let mut second = Follower::start(&[&b], "/h/old", None).await;
+    let deadline = Instant::now() + SETTLE;
+    let mut probes = 1000;
+    while !heard_a_probe(&mut second, &mut probes) {
+        assert!(
+            Instant::now() < deadline,
+            "the second subscriber heard nothing"
+        );
+        let _ = tokio::time::timeout(POLL, async {
+            if let Some(batch) = read_batch(&mut second.ws).await {
+                second.take(batch).await;
+            }
+        })
+        .await;
+    }
+    assert!(
+        second.seen.numbers.is_empty(),
+        "handed messages from before it subscribed: {:?}",
+        second.seen.numbers
+    );
+}
