@@ -19,6 +19,12 @@ use wsbus::bus::WeakBus;
 
 use crate::link::RedisLink;
 
+/// Member changes waiting to be written to Redis, at most. Each is written
+/// in one round trip; while Redis is away or slow they back up, and beyond
+/// this many new ones are dropped (the full rewrite after reconnecting makes
+/// up for them) instead of memory growing with the members' churn.
+const PRESENCE_WRITES_MAX: usize = 10_000;
+
 /// The hash of node `node`'s presence members.
 fn members_key(node: NodeId) -> String {
     format!("wsbus:presence:{}", node.0)
@@ -41,7 +47,7 @@ enum Write {
 #[derive(Debug, Clone)]
 pub(crate) struct Presence {
     link: RedisLink,
-    writes: mpsc::UnboundedSender<Write>,
+    writes: mpsc::Sender<Write>,
 }
 
 impl std::fmt::Debug for Write {
@@ -53,7 +59,7 @@ impl std::fmt::Debug for Write {
 impl Presence {
     /// Starts the task that writes this node's members, in order.
     pub(crate) fn start(link: RedisLink) -> Self {
-        let (writes, queue) = mpsc::unbounded_channel();
+        let (writes, queue) = mpsc::channel(PRESENCE_WRITES_MAX);
         tokio::spawn(write_members(link.clone(), queue));
         link.subscribe(&crate::bus::pattern_channel(&format!(
             "{PRESENCE_PREFIX}/**"
@@ -64,8 +70,12 @@ impl Presence {
     /// A message this node broadcasts: if it is a join or leave of its own
     /// member, note it in Redis.
     pub(crate) fn outbound(&self, message: &ClusterPublish) {
-        if let Some(write) = member_change(message) {
-            let _ = self.writes.send(write);
+        if let Some(write) = member_change(message)
+            && self.writes.try_send(write).is_err()
+        {
+            // Redis is away or slow: the reconnection rewrites the hash in
+            // full (`resync`), so a change dropped here is not lost for long.
+            tracing::debug!(target: "wsbus::cluster", "presence writes backed up; this change waits for the next full rewrite");
         }
     }
 
@@ -75,7 +85,12 @@ impl Presence {
         let Some(live) = bus.upgrade() else {
             return;
         };
-        let _ = self.writes.send(Write::Rewrite(live.local_members()));
+        let rewrite = Write::Rewrite(live.local_members());
+        let writes = self.writes.clone();
+        // Waits for room: the rewrite is what makes up for dropped changes.
+        tokio::spawn(async move {
+            let _ = writes.send(rewrite).await;
+        });
         let link = self.link.clone();
         tokio::spawn(async move {
             let nodes = match link.node_hashes(members_key).await {
@@ -140,7 +155,7 @@ fn parse_entry((field, user): (String, String)) -> Option<(ChannelName, String, 
 
 /// Applies this node's member changes to its hash, in order. A write that
 /// fails (Redis down) is not retried: the reconnection rewrites the hash.
-async fn write_members(link: RedisLink, mut queue: mpsc::UnboundedReceiver<Write>) {
+async fn write_members(link: RedisLink, mut queue: mpsc::Receiver<Write>) {
     let key = members_key(link.node());
     while let Some(write) = queue.recv().await {
         let mut pipeline = redis::pipe();
