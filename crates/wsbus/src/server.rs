@@ -30,6 +30,7 @@ use tower_service::Service as _;
 use crate::app::WebSocketApp;
 use crate::proxy::client_view;
 use crate::runtime::Runtime;
+use crate::transport::tls;
 use crate::upgrade::{text_response, upgrade};
 
 /// What [`Server`] knows of the connection a plain-HTTP request came on,
@@ -248,7 +249,7 @@ impl Server {
             Some(acceptor) => {
                 let handshake = tokio::time::timeout(
                     self.runtime.config().handshake_timeout,
-                    acceptor.accept(stream),
+                    tls::accept(stream, acceptor.config().clone()),
                 );
                 match handshake.await {
                     Ok(Ok(tls)) => self.http1(TokioIo::new(tls), peer, true).await,

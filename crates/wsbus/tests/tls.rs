@@ -11,22 +11,19 @@ use wsbus::proto::handshake::{ClientHandshake, ClientRequest};
 use wsbus::proto::{Connection, Event, Limits, Message};
 use wsbus::{Runtime, Server, ServerConfig};
 
-#[tokio::test]
-async fn echo_over_tls_with_the_https_origin_rule() {
+/// Serve `server` over TLS with a fresh self-signed certificate for
+/// `localhost`; returns the port and a client that trusts it.
+async fn serve_tls(name: &str, server: Server) -> (u16, TlsConnector) {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("wsbus-tls-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("wsbus-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-
     let acceptor = wsbus::tls_acceptor(&cert_path, &key_path).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let server = Server::new(Runtime::new(ServerConfig::default()))
-        .websocket("/chat", ChatLike)
-        .tls(acceptor);
-    tokio::spawn(server.serve(listener, std::future::pending()));
+    tokio::spawn(server.tls(acceptor).serve(listener, std::future::pending()));
 
     let mut roots = RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
@@ -37,7 +34,16 @@ async fn echo_over_tls_with_the_https_origin_rule() {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let connector = TlsConnector::from(Arc::new(config));
+    (port, TlsConnector::from(Arc::new(config)))
+}
+
+#[tokio::test]
+async fn echo_over_tls_with_the_https_origin_rule() {
+    let (port, connector) = serve_tls(
+        "tls",
+        Server::new(Runtime::new(ServerConfig::default())).websocket("/chat", ChatLike),
+    )
+    .await;
 
     for (origin, expect_open) in [
         (format!("https://localhost:{port}"), true),
@@ -156,6 +162,79 @@ async fn echo_over_tls_with_the_https_origin_rule() {
             assert!(tls.read_buf(&mut buf).await.unwrap() > 0, "closed early");
         };
         assert_eq!(echoed, Message::binary(vec![i as u8; size]), "message {i}");
+    }
+}
+
+/// Plain HTTPS through the router: several requests on one kept-alive
+/// connection, a response larger than a TLS record and than one write, and
+/// a request body sent in many small records.
+#[tokio::test]
+async fn https_requests_share_a_connection() {
+    let big = "x".repeat(300_000);
+    let router = axum::Router::new()
+        .route("/big", axum::routing::get(move || async move { big }))
+        .route(
+            "/len",
+            axum::routing::post(|body: bytes::Bytes| async move { body.len().to_string() }),
+        );
+    let (port, connector) = serve_tls(
+        "https",
+        Server::new(Runtime::new(ServerConfig::default())).router(router),
+    )
+    .await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+
+    /// Read one response with a `content-length`; returns its body.
+    async fn response(
+        tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+        buf: &mut BytesMut,
+    ) -> Vec<u8> {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                assert!(head.starts_with("http/1.1 200"), "{head}");
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .expect("content-length")
+                    .trim()
+                    .parse()
+                    .unwrap();
+                while buf.len() < end + 4 + len {
+                    assert!(tls.read_buf(buf).await.unwrap() > 0, "closed early");
+                }
+                let _ = buf.split_to(end + 4);
+                return buf.split_to(len).to_vec();
+            }
+            assert!(tls.read_buf(buf).await.unwrap() > 0, "closed early");
+        }
+    }
+
+    let mut buf = BytesMut::new();
+    for _ in 0..3 {
+        tls.write_all(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        tls.flush().await.unwrap();
+        let body = response(&mut tls, &mut buf).await;
+        assert_eq!(body.len(), 300_000);
+        assert!(body.iter().all(|&b| b == b'x'));
+
+        // The body in 1,000 records of 50 bytes.
+        tls.write_all(b"POST /len HTTP/1.1\r\nHost: localhost\r\ncontent-length: 50000\r\n\r\n")
+            .await
+            .unwrap();
+        for _ in 0..1000 {
+            tls.write_all(&[b'y'; 50]).await.unwrap();
+            tls.flush().await.unwrap();
+        }
+        assert_eq!(response(&mut tls, &mut buf).await, b"50000");
     }
 }
 

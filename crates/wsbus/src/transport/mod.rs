@@ -1,5 +1,8 @@
-//! Byte transports a socket task drives: plain TCP, and anything that is
-//! `AsyncRead + AsyncWrite` (TLS, a hyper upgrade that could not be unwrapped).
+//! Byte transports a socket task drives: plain TCP, TLS ([`tls`]), and
+//! anything that is `AsyncRead + AsyncWrite` (a hyper upgrade that could not
+//! be unwrapped).
+
+pub(crate) mod tls;
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -10,7 +13,8 @@ use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+
+use self::tls::TlsSocket;
 
 /// Bytes asked of the kernel per read. 16 KiB holds a burst of small frames
 /// in one syscall without making a large allocation per readable socket.
@@ -134,60 +138,16 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for Stream<T>
     }
 }
 
-/// TLS as the server accepts it (`Server::tls`), unwrapped from hyper's
-/// upgrade like plain TCP: readiness first, so that an idle wss socket holds
-/// no read buffer of ours either — only what rustls keeps (its record
-/// buffer, the keys).
-impl Transport for TlsStream<TcpStream> {
-    fn poll_read_buf(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut BytesMut,
-        want: usize,
-    ) -> Poll<io::Result<usize>> {
-        let (tcp, tls) = self.get_ref();
-        // rustls may already hold plaintext (or a close_notify) that a
-        // smaller read left behind: then read at once, the socket may never
-        // become readable again for it.
-        if tls.wants_read() {
-            ready!(tcp.poll_read_ready(cx))?;
-        }
-        buf.reserve(read_reserve(want));
-        let result = tokio_util::io::poll_read_buf(Pin::new(&mut *self), cx, buf);
-        if result.is_pending() && buf.is_empty() {
-            // Stale readiness, or only part of a TLS record arrived: wait
-            // for more without a buffer.
-            *buf = BytesMut::new();
-        }
-        result
-    }
-
-    fn poll_write_vectored(
-        &mut self,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(self).poll_write_vectored(cx, bufs)
-    }
-
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self).poll_flush(cx)
-    }
-
-    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self).poll_shutdown(cx)
-    }
-}
-
 /// What a server socket runs over once hyper hands the connection back.
 #[derive(Debug)]
 pub(crate) enum SocketIo {
     /// Plain TCP, unwrapped from hyper's upgrade: readiness first, so an
     /// idle socket holds no read buffer.
     Tcp(TcpStream),
-    /// TLS from `Server::tls`, unwrapped the same way. Boxed: a rustls
-    /// connection is large, and plain sockets should not pay for its size.
-    Tls(Box<TlsStream<TcpStream>>),
+    /// TLS from `Server::tls`, unwrapped the same way: its buffers, too,
+    /// exist only while bytes are in them. Boxed: a rustls connection is
+    /// large, and plain sockets should not pay for its size.
+    Tls(Box<TlsSocket>),
     /// Anything else hyper upgraded, driven as a stream.
     Upgraded(Box<Stream<TokioIo<Upgraded>>>),
 }
@@ -213,7 +173,7 @@ impl SocketIo {
             }
             Err(upgraded) => upgraded,
         };
-        match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+        match upgraded.downcast::<TokioIo<TlsSocket>>() {
             Ok(parts) => {
                 let early = BytesMut::from(&parts.read_buf[..]);
                 Some((SocketIo::Tls(Box::new(parts.io.into_inner())), early))

@@ -1,0 +1,726 @@
+//! TLS for the server on rustls's unbuffered API: the record buffers are
+//! ours, so an idle wss socket holds none.
+//!
+//! rustls's buffered `ServerConnection` keeps a record buffer of its own
+//! (4 KiB once a record has been read, never released) on top of the caller's
+//! buffers. With [`UnbufferedServerConnection`] the caller owns both
+//! directions' ciphertext: [`TlsSocket`] allocates them when bytes arrive or
+//! leave and drops them once they are empty, as the plain TCP path does with
+//! its read buffer. What an idle connection keeps is rustls's state (the
+//! traffic keys and the handshake's leftovers) and the socket.
+//!
+//! The same type serves the whole connection: the handshake ([`accept`]),
+//! hyper's HTTP/1 exchange (`AsyncRead`/`AsyncWrite`), and, unwrapped from
+//! hyper's upgrade, the WebSocket ([`Transport`]).
+//!
+//! The driving contract of the unbuffered API (`rustls::unbuffered`):
+//! `process_tls_records` is given the ciphertext received and not yet
+//! consumed; the state it returns is handled before it is called again, and
+//! then the `discard` it reported is removed from the front of that buffer.
+//! Every call here passes the real incoming buffer (never an empty stand-in),
+//! so the handshake deframer's view of it stays true.
+
+use std::cell::RefCell;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::server::{
+    ServerConfig, ServerConnectionData, UnbufferedServerConnection,
+};
+use tokio_rustls::rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, ReadTraffic,
+    UnbufferedStatus, WriteTraffic,
+};
+
+use super::{READ_CHUNK, Transport, read_reserve};
+
+/// Largest TLS record on the wire (RFC 8446 §5.2: 2^14 bytes of plaintext,
+/// at most 256 bytes of expansion, 5 bytes of header). A read buffer of at
+/// least this much always holds a whole record.
+const MAX_RECORD_BYTES: usize = 5 + (1 << 14) + 256;
+
+/// Plaintext encrypted per write: a burst of queued WebSocket frames becomes
+/// as few records as possible, and the ciphertext kept for a socket that
+/// cannot take it stays bounded by about this much.
+const MAX_PLAINTEXT_PER_WRITE: usize = 64 * 1024;
+
+/// Ciphertext bytes a record adds to its plaintext (TLS 1.3 with an AEAD:
+/// 5 header, 1 content type, 16 tag; TLS 1.2 AES-GCM: 5 + 8 nonce + 16 tag),
+/// rounded up. Only sizes the first attempt: rustls says when more is needed.
+const RECORD_OVERHEAD: usize = 32;
+
+thread_local! {
+    /// Where the small slices of a vectored write are gathered into one
+    /// plaintext, so that a burst of frames is one record, not one per
+    /// header and payload. Per worker thread, reused.
+    static GATHER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn tls_error(err: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, err)
+}
+
+/// Run the server side of a TLS handshake on `tcp`.
+///
+/// Resolves once the handshake is complete and its last flight is sent;
+/// application data the client sent right behind its `Finished` is kept for
+/// the first read. Not bounded in time: the caller puts a timeout around it.
+pub(crate) async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<TlsSocket> {
+    let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
+    let mut socket = TlsSocket {
+        tcp,
+        conn,
+        incoming: BytesMut::new(),
+        outgoing: Vec::new(),
+        sent: 0,
+        plaintext: BytesMut::new(),
+        peer_closed: false,
+        close_notify_sent: false,
+    };
+    std::future::poll_fn(|cx| socket.poll_handshake(cx)).await?;
+    Ok(socket)
+}
+
+/// A TLS server connection over TCP whose buffers are its own and exist only
+/// while bytes are in them.
+pub(crate) struct TlsSocket {
+    tcp: TcpStream,
+    conn: UnbufferedServerConnection,
+    /// Ciphertext received, not yet consumed by rustls: between reads, at
+    /// most part of a record. Empty and unallocated while the socket waits.
+    incoming: BytesMut,
+    /// Ciphertext to send; `outgoing[sent..]` is still to go. Unallocated
+    /// once sent.
+    outgoing: Vec<u8>,
+    sent: usize,
+    /// Plaintext decrypted but not yet read: what arrived with the end of
+    /// the handshake, or was left by a read smaller than a record (hyper's).
+    plaintext: BytesMut,
+    /// The peer's `close_notify` was processed: reads return end of stream.
+    peer_closed: bool,
+    close_notify_sent: bool,
+}
+
+impl std::fmt::Debug for TlsSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSocket")
+            .field("tcp", &self.tcp)
+            .field("incoming", &self.incoming.len())
+            .field("outgoing", &(self.outgoing.len() - self.sent))
+            .field("plaintext", &self.plaintext.len())
+            .field("peer_closed", &self.peer_closed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where processing the received records left the connection.
+enum Next {
+    /// Every whole record is consumed: more ciphertext is needed.
+    NeedRead,
+    /// Both sides' `close_notify` are done: nothing more will come.
+    Closed,
+}
+
+impl TlsSocket {
+    /// Consume every whole record in `incoming`: application data is
+    /// appended to `plaintext_out`, handshake messages and alerts rustls
+    /// answers with are queued in `outgoing` (sent by the next
+    /// [`poll_send`](Self::poll_send)).
+    fn process(&mut self, plaintext_out: &mut BytesMut) -> io::Result<Next> {
+        loop {
+            let UnbufferedStatus { discard, state } =
+                self.conn.process_tls_records(&mut self.incoming);
+            let state = match state {
+                Ok(state) => state,
+                Err(err) => {
+                    self.incoming.advance(discard);
+                    self.queue_alert();
+                    return Err(tls_error(err));
+                }
+            };
+            let (discard, next) = match common(state, &mut self.outgoing, &mut self.peer_closed)? {
+                Common::Handled => (discard, None),
+                Common::Read(read) => (discard + read_records(read, plaintext_out)?, None),
+                Common::Write(_) | Common::Blocked => (discard, Some(Next::NeedRead)),
+                Common::Closed => (discard, Some(Next::Closed)),
+            };
+            self.incoming.advance(discard);
+            if let Some(next) = next {
+                if self.incoming.is_empty() {
+                    // Every record consumed: hold no buffer until more comes.
+                    self.incoming = BytesMut::new();
+                }
+                return Ok(next);
+            }
+        }
+    }
+
+    /// After a fatal error rustls has an alert for the peer: queue it, and
+    /// try once to send it without waiting.
+    fn queue_alert(&mut self) {
+        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut self.incoming);
+        if let Ok(ConnectionState::EncodeTlsData(mut data)) = state
+            && encode_into(&mut self.outgoing, |out| data.encode(out)).is_ok()
+        {
+            let _ = self.tcp.try_write(&self.outgoing[self.sent..]);
+        }
+    }
+
+    /// Send `outgoing`; ready once all of it is with the kernel, and then
+    /// the buffer is released.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.outgoing.len() {
+            let written =
+                ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.outgoing[self.sent..]))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += written;
+        }
+        if !self.outgoing.is_empty() {
+            self.outgoing = Vec::new();
+            self.sent = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Read more ciphertext into `incoming`. `want`: plaintext bytes the
+    /// reader's frame in progress still needs. Readiness first: a socket
+    /// with nothing to read allocates nothing.
+    fn poll_receive(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        if self.incoming.is_empty() {
+            ready!(self.tcp.poll_read_ready(cx))?;
+        }
+        // Room for the whole frame in progress, its records' overhead
+        // included, and always for one whole record.
+        let reserve = read_reserve(want).max(READ_CHUNK) + MAX_RECORD_BYTES - (1 << 14);
+        self.incoming.reserve(reserve);
+        let result = tokio_util::io::poll_read_buf(Pin::new(&mut self.tcp), cx, &mut self.incoming);
+        if result.is_pending() && self.incoming.is_empty() {
+            // Stale readiness: wait for the next without a buffer.
+            self.incoming = BytesMut::new();
+        }
+        result
+    }
+
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let mut early = std::mem::take(&mut self.plaintext);
+            let next = self.process(&mut early);
+            self.plaintext = early;
+            let next = next?;
+            ready!(self.poll_send(cx))?;
+            if !self.conn.is_handshaking() {
+                return Poll::Ready(Ok(()));
+            }
+            if matches!(next, Next::Closed) || self.peer_closed {
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+            if ready!(self.poll_receive(cx, 0))? == 0 {
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    /// Encrypt up to [`MAX_PLAINTEXT_PER_WRITE`] bytes of `bufs` into
+    /// `outgoing`; returns how many plaintext bytes were taken.
+    fn encrypt(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.with_write_traffic(|traffic, outgoing| {
+            let mut encrypt =
+                |plain: &[u8]| encode_into(outgoing, |out| traffic.encrypt(plain, out));
+            match bufs {
+                [] => Ok(0),
+                [first, ..] if first.len() >= MAX_PLAINTEXT_PER_WRITE || bufs.len() == 1 => {
+                    let plain = &first[..first.len().min(MAX_PLAINTEXT_PER_WRITE)];
+                    encrypt(plain).map(|()| plain.len())
+                }
+                _ => GATHER.with_borrow_mut(|gather| {
+                    gather.clear();
+                    for buf in bufs {
+                        let room = MAX_PLAINTEXT_PER_WRITE - gather.len();
+                        gather.extend_from_slice(&buf[..buf.len().min(room)]);
+                        if gather.len() == MAX_PLAINTEXT_PER_WRITE {
+                            break;
+                        }
+                    }
+                    encrypt(gather).map(|()| gather.len())
+                }),
+            }
+        })
+    }
+
+    /// Queue our `close_notify` (once).
+    fn queue_close_notify(&mut self) -> io::Result<()> {
+        if !self.close_notify_sent {
+            self.with_write_traffic(|traffic, outgoing| {
+                encode_into(outgoing, |out| traffic.queue_close_notify(out))
+            })?;
+            self.close_notify_sent = true;
+        }
+        Ok(())
+    }
+
+    /// Bring the connection to the state in which it encrypts, queueing
+    /// what rustls wants sent first, and run `write` there. Records that
+    /// arrived since the last read (a write does not wait for reads to be
+    /// drained) are decrypted and kept for it.
+    fn with_write_traffic<T>(
+        &mut self,
+        write: impl FnOnce(&mut WriteTraffic<'_, ServerConnectionData>, &mut Vec<u8>) -> io::Result<T>,
+    ) -> io::Result<T> {
+        loop {
+            let UnbufferedStatus { discard, state } =
+                self.conn.process_tls_records(&mut self.incoming);
+            let state = match state {
+                Ok(state) => state,
+                Err(err) => {
+                    self.incoming.advance(discard);
+                    return Err(tls_error(err));
+                }
+            };
+            match common(state, &mut self.outgoing, &mut self.peer_closed)? {
+                Common::Handled => self.incoming.advance(discard),
+                Common::Read(read) => {
+                    let discard = discard + read_records(read, &mut self.plaintext)?;
+                    self.incoming.advance(discard);
+                }
+                Common::Write(mut traffic) => {
+                    let result = write(&mut traffic, &mut self.outgoing);
+                    self.incoming.advance(discard);
+                    return result;
+                }
+                Common::Closed => return Err(io::ErrorKind::BrokenPipe.into()),
+                Common::Blocked => {
+                    return Err(io::Error::other("TLS handshake not complete"));
+                }
+            }
+        }
+    }
+}
+
+/// A state of the unbuffered API, once [`common`] handled what every
+/// caller handles alike.
+enum Common<'c, 'i> {
+    /// Handshake data queued in `outgoing`, or the peer's close noted: ask
+    /// for the next state.
+    Handled,
+    Read(ReadTraffic<'c, 'i, ServerConnectionData>),
+    Write(WriteTraffic<'c, ServerConnectionData>),
+    /// More ciphertext is needed to finish the handshake.
+    Blocked,
+    Closed,
+}
+
+fn common<'c, 'i>(
+    state: ConnectionState<'c, 'i, ServerConnectionData>,
+    outgoing: &mut Vec<u8>,
+    peer_closed: &mut bool,
+) -> io::Result<Common<'c, 'i>> {
+    Ok(match state {
+        ConnectionState::ReadTraffic(read) => Common::Read(read),
+        ConnectionState::WriteTraffic(write) => Common::Write(write),
+        ConnectionState::EncodeTlsData(mut data) => {
+            encode_into(outgoing, |out| data.encode(out))?;
+            Common::Handled
+        }
+        // The encoded bytes are in `outgoing`, ahead of anything written
+        // later: sending them is `poll_send`'s job.
+        ConnectionState::TransmitTlsData(transmit) => {
+            transmit.done();
+            Common::Handled
+        }
+        // Edge-triggered: reported once, remembered by the caller.
+        ConnectionState::PeerClosed => {
+            *peer_closed = true;
+            Common::Handled
+        }
+        ConnectionState::BlockedHandshake => Common::Blocked,
+        ConnectionState::Closed => Common::Closed,
+        // Early data is off (`max_early_data_size` 0), and later states are
+        // for features this server does not use.
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unexpected TLS state {other:?}"),
+            ));
+        }
+    })
+}
+
+/// Append every decrypted record to `out`; returns the bytes to discard
+/// beyond the status's own.
+fn read_records(
+    mut read: ReadTraffic<'_, '_, ServerConnectionData>,
+    out: &mut BytesMut,
+) -> io::Result<usize> {
+    let mut discard = 0;
+    while let Some(record) = read.next_record() {
+        let record = record.map_err(tls_error)?;
+        discard += record.discard;
+        out.extend_from_slice(record.payload);
+    }
+    Ok(discard)
+}
+
+/// Append what `encode` writes to `out`, growing it as rustls asks.
+fn encode_into<E>(
+    out: &mut Vec<u8>,
+    mut encode: impl FnMut(&mut [u8]) -> Result<usize, E>,
+) -> io::Result<()>
+where
+    E: SizeError,
+{
+    let start = out.len();
+    // A first guess that fits a record of up to 4 KiB of plaintext or a
+    // handshake message of that size; rustls says when it needs more.
+    let mut room = 4096 + RECORD_OVERHEAD;
+    loop {
+        out.resize(start + room, 0);
+        match encode(&mut out[start..]) {
+            Ok(written) => {
+                out.truncate(start + written);
+                return Ok(());
+            }
+            Err(err) => match err.required_size() {
+                Some(required) if required > room => room = required,
+                _ => {
+                    out.truncate(start);
+                    return Err(tls_error(err));
+                }
+            },
+        }
+    }
+}
+
+/// The two error types of the unbuffered API's encoders, for `encode_into`.
+trait SizeError: std::error::Error + Send + Sync + 'static {
+    /// The room rustls asked for, if that was the error.
+    fn required_size(&self) -> Option<usize>;
+}
+
+macro_rules! size_error {
+    ($($error:ident),*) => {$(
+        impl SizeError for $error {
+            fn required_size(&self) -> Option<usize> {
+                match self {
+                    $error::InsufficientSize(InsufficientSizeError { required_size }) => {
+                        Some(*required_size)
+                    }
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+
+size_error!(EncodeError, EncryptError);
+
+impl Transport for TlsSocket {
+    fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        want: usize,
+    ) -> Poll<io::Result<usize>> {
+        if !self.plaintext.is_empty() {
+            let n = self.plaintext.len();
+            if buf.is_empty() {
+                std::mem::swap(buf, &mut self.plaintext);
+            } else {
+                buf.extend_from_slice(&self.plaintext);
+            }
+            self.plaintext = BytesMut::new();
+            return Poll::Ready(Ok(n));
+        }
+        loop {
+            let before = buf.len();
+            let next = self.process(buf)?;
+            // Answers rustls queued while processing (a key update, session
+            // tickets) go out now; if the socket is full they wait for the
+            // next write or read.
+            if let Poll::Ready(Err(err)) = self.poll_send(cx) {
+                return Poll::Ready(Err(err));
+            }
+            if buf.len() > before {
+                return Poll::Ready(Ok(buf.len() - before));
+            }
+            if self.peer_closed || matches!(next, Next::Closed) {
+                return Poll::Ready(Ok(0));
+            }
+            // A stream that ends inside a record ends there: the WebSocket
+            // layer sees a connection without a close frame.
+            if ready!(self.poll_receive(cx, want))? == 0 {
+                return Poll::Ready(Ok(0));
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        // Take no more while earlier ciphertext waits: what a socket that
+        // cannot keep up holds stays one write's worth.
+        ready!(self.poll_send(cx))?;
+        let taken = self.encrypt(bufs)?;
+        // Usually all of it goes now, in the same wake.
+        if let Poll::Ready(Err(err)) = self.poll_send(cx) {
+            return Poll::Ready(Err(err));
+        }
+        Poll::Ready(Ok(taken))
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_send(cx)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.queue_close_notify()?;
+        ready!(self.poll_send(cx))?;
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// For hyper's HTTP/1 connection, before an upgrade (and for plain HTTPS).
+impl AsyncRead for TlsSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.plaintext.is_empty() {
+            let mut plaintext = BytesMut::new();
+            let read = ready!(this.poll_read_buf(cx, &mut plaintext, 0))?;
+            if read == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            this.plaintext = plaintext;
+        }
+        let n = out.remaining().min(this.plaintext.len());
+        out.put_slice(&this.plaintext[..n]);
+        this.plaintext.advance(n);
+        if this.plaintext.is_empty() {
+            this.plaintext = BytesMut::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for TlsSocket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Transport::poll_write_vectored(self.get_mut(), cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Transport::poll_write_vectored(self.get_mut(), cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_send(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Transport::poll_shutdown(self.get_mut(), cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::TlsConnector;
+    use tokio_rustls::rustls::pki_types::ServerName;
+    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+
+    use super::*;
+
+    fn configs(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (Arc<ServerConfig>, TlsConnector) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(cert.cert.der().clone()).unwrap();
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), TlsConnector::from(Arc::new(client)))
+    }
+
+    /// A connected pair: our server socket, and a tokio-rustls client.
+    async fn pair(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (TlsSocket, tokio_rustls::client::TlsStream<TcpStream>) {
+        let (server, connector) = configs(versions);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            connector
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .unwrap()
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        let server = accept(tcp, server).await.unwrap();
+        (server, client.await.unwrap())
+    }
+
+    async fn read_some(socket: &mut TlsSocket) -> BytesMut {
+        let mut buf = BytesMut::new();
+        let n = std::future::poll_fn(|cx| socket.poll_read_buf(cx, &mut buf, 0))
+            .await
+            .unwrap();
+        assert_eq!(n, buf.len());
+        buf
+    }
+
+    async fn write_all(socket: &mut TlsSocket, bufs: &[&[u8]]) {
+        let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            let n = std::future::poll_fn(|cx| Transport::poll_write_vectored(socket, cx, slices))
+                .await
+                .unwrap();
+            IoSlice::advance_slices(&mut slices, n);
+        }
+        std::future::poll_fn(|cx| Transport::poll_flush(socket, cx))
+            .await
+            .unwrap();
+    }
+
+    fn holds_no_buffers(socket: &TlsSocket) -> bool {
+        socket.incoming.capacity() == 0
+            && socket.outgoing.capacity() == 0
+            && socket.plaintext.capacity() == 0
+    }
+
+    /// Both protocol versions: data both ways, a burst of slices as one
+    /// write, messages larger than a record, and no buffer kept after.
+    #[tokio::test]
+    async fn exchanges_data_and_keeps_no_buffers_between_messages() {
+        for versions in [
+            &[&rustls::version::TLS13][..],
+            &[&rustls::version::TLS12][..],
+        ] {
+            let (mut server, mut client) = pair(versions).await;
+            assert!(holds_no_buffers(&server), "{server:?} after the handshake");
+
+            client.write_all(b"hello").await.unwrap();
+            client.flush().await.unwrap();
+            let mut got = BytesMut::new();
+            while got.len() < 5 {
+                got.extend_from_slice(&read_some(&mut server).await);
+            }
+            assert_eq!(&got[..], b"hello");
+            assert!(holds_no_buffers(&server), "{server:?} after a read");
+
+            let big = vec![7u8; 100_000];
+            write_all(&mut server, &[b"ab", b"cd", &big]).await;
+            assert!(holds_no_buffers(&server), "{server:?} after a write");
+            let mut echoed = vec![0; 4 + big.len()];
+            client.read_exact(&mut echoed).await.unwrap();
+            assert_eq!(&echoed[..4], b"abcd");
+            assert!(echoed[4..].iter().all(|&b| b == 7));
+
+            // Larger than a record and than one read, from the client.
+            client.write_all(&big).await.unwrap();
+            client.flush().await.unwrap();
+            let mut got = 0;
+            while got < big.len() {
+                got += read_some(&mut server).await.len();
+            }
+            assert_eq!(got, big.len());
+            assert!(holds_no_buffers(&server), "{server:?} after a large read");
+        }
+    }
+
+    /// A key update from the client (TLS 1.3): the server follows it and
+    /// answers with its own, and data keeps flowing both ways.
+    #[tokio::test]
+    async fn follows_a_key_update() {
+        let (mut server, mut client) = pair(&[&rustls::version::TLS13]).await;
+        for round in 0..3u8 {
+            client.get_mut().1.refresh_traffic_keys().unwrap();
+            client.write_all(&[round; 10]).await.unwrap();
+            client.flush().await.unwrap();
+            let mut got = BytesMut::new();
+            while got.len() < 10 {
+                got.extend_from_slice(&read_some(&mut server).await);
+            }
+            assert_eq!(&got[..], &[round; 10]);
+            write_all(&mut server, &[&[round + 100; 10]]).await;
+            let mut echoed = [0; 10];
+            client.read_exact(&mut echoed).await.unwrap();
+            assert_eq!(echoed, [round + 100; 10]);
+        }
+    }
+
+    /// Closing: the peer's close_notify is end of stream; ours is sent
+    /// before the FIN, so the client sees a clean end, not a truncation.
+    #[tokio::test]
+    async fn close_notify_both_ways() {
+        let (mut server, mut client) = pair(&[&rustls::version::TLS13]).await;
+        client.shutdown().await.unwrap(); // close_notify, then FIN
+        assert!(read_some(&mut server).await.is_empty(), "end of stream");
+        std::future::poll_fn(|cx| Transport::poll_shutdown(&mut server, cx))
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        // An error here (UnexpectedEof) would mean no close_notify came.
+        client.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+    }
+
+    /// What a plain-HTTP client sends to a TLS port fails the handshake
+    /// with an error, and the client is told with an alert record.
+    #[tokio::test]
+    async fn not_tls_fails_the_handshake_with_an_alert() {
+        let (server, _) = configs(&[&rustls::version::TLS13]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .await
+                .unwrap();
+            let mut reply = Vec::new();
+            let _ = tcp.read_to_end(&mut reply).await;
+            reply
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        let err = accept(tcp, server).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        let reply = client.await.unwrap();
+        assert_eq!(reply.first(), Some(&0x15), "an alert record: {reply:?}");
+    }
+}
