@@ -4,28 +4,16 @@
 //! killed and restarted empty), and the death of the node a subscriber
 //! was on.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use wsbus::client::{self, ClientOptions, WebSocket};
 use wsbus::proto::{Event, Message};
-use wsbus_test_support::process::ServerProcess;
 use wsbus_test_support::redis::RedisServer;
-use wsbus_test_support::wire::{self, http_exchange};
 
-use common::serve;
-
-const PUBLISH_TOKEN: &str = "history-publish-token";
-
-/// How long a cluster-wide effect may take to be seen (a Redis round trip,
-/// a gap filled); a loaded CI machine stretches that, never to this.
-const SETTLE: Duration = Duration::from_secs(20);
-
-/// How long a node may take to find a Redis that came back (at most 2 s
-/// between attempts, plus a loaded machine's delays).
-const RECONNECT: Duration = Duration::from_secs(30);
+use crate::support::{
+    PUBLISH_TOKEN_ENV, RECONNECT, SETTLE, eventually, node, redis_state, wait_addrs, wait_up,
+};
 
 /// The outage the issue names.
 const OUTAGE: Duration = Duration::from_secs(10);
@@ -37,69 +25,10 @@ const POLL: Duration = Duration::from_millis(100);
 /// Between two publishes: 50 per second, under every default rate.
 const PUBLISH_EVERY: Duration = Duration::from_millis(20);
 
-fn node(redis: &RedisServer, id: u16) -> ServerProcess {
-    let url = redis.url();
-    let id = id.to_string();
-    serve(&[
-        ("WSBUS_CLUSTER__REDIS_URL", &url),
-        ("WSBUS_CLUSTER__NODE_ID", &id),
-        ("WSBUS_BUS__PUBLISH_TOKEN", PUBLISH_TOKEN),
-        ("WSBUS_LOG", "wsbus::cluster=debug,info"),
-    ])
-}
-
-fn http(addr: &str, request: &str, body: &[u8]) -> (u16, String) {
-    let response = http_exchange(addr, request, body, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{request:?} to {addr}: {e}"));
-    (
-        wire::status_code(&response),
-        wire::body(&response).to_owned(),
-    )
-}
-
-fn redis_state(addr: &str) -> Value {
-    let (status, body) = http(
-        addr,
-        &format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
-        b"",
-    );
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str::<Value>(&body).unwrap()["cluster"]["redis"].clone()
-}
-
-/// Polls `check` until it holds or `within` passes (then fails with `what`).
-fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn wait_up(nodes: &[&ServerProcess]) {
-    let addrs: Vec<String> = nodes.iter().map(|node| node.addr.clone()).collect();
-    wait_addrs_up(&addrs);
-}
-
-fn wait_addrs_up(addrs: &[String]) {
-    for addr in addrs {
-        eventually(RECONNECT, "the node's Redis link is up", || {
-            redis_state(addr) == "up"
-        });
-    }
-}
-
-/// `POST /api/publish` (a server-side publish).
+/// `POST /api/publish` (a server-side publish), answered 200.
 fn publish(addr: &str, channel: &str, data: Value) {
     let body = json!({"channel": channel, "data": data}).to_string();
-    let (status, answer) = http(
-        addr,
-        &format!(
-            "POST /api/publish HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {PUBLISH_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        ),
-        body.as_bytes(),
-    );
+    let (status, answer) = crate::support::publish(addr, &body);
     assert_eq!(status, 200, "{answer}");
 }
 
@@ -426,8 +355,12 @@ async fn follow_publisher_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offsets_are_shared_and_replay_works_on_any_node() {
     let redis = RedisServer::start();
-    let nodes = [node(&redis, 41), node(&redis, 42), node(&redis, 43)];
-    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let nodes = [
+        node(&redis.url(), 41, &[PUBLISH_TOKEN_ENV]),
+        node(&redis.url(), 42, &[PUBLISH_TOKEN_ENV]),
+        node(&redis.url(), 43, &[PUBLISH_TOKEN_ENV]),
+    ];
+    wait_up(&nodes);
     let (a, b, c) = (&nodes[0].addr, &nodes[1].addr, &nodes[2].addr);
 
     // A subscriber on A hears what is published on A and on B.
@@ -496,8 +429,11 @@ async fn offsets_are_shared_and_replay_works_on_any_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_once_across_a_paused_redis() {
     let mut redis = RedisServer::start();
-    let nodes = [node(&redis, 51), node(&redis, 52)];
-    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let nodes = [
+        node(&redis.url(), 51, &[PUBLISH_TOKEN_ENV]),
+        node(&redis.url(), 52, &[PUBLISH_TOKEN_ENV]),
+    ];
+    wait_up(&nodes);
     let (a, b) = (nodes[0].addr.clone(), nodes[1].addr.clone());
     // The subscriber first, then the publisher: it hears from `i: 0` on.
     let (mut follower, publisher) = follow_publisher(&a, &[&b], 20).await;
@@ -525,8 +461,11 @@ async fn every_message_once_across_a_paused_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_comes_back_empty_starts_a_new_epoch_and_says_so() {
     let mut redis = RedisServer::start();
-    let nodes = [node(&redis, 61), node(&redis, 62)];
-    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let nodes = [
+        node(&redis.url(), 61, &[PUBLISH_TOKEN_ENV]),
+        node(&redis.url(), 62, &[PUBLISH_TOKEN_ENV]),
+    ];
+    wait_up(&nodes);
     let (a, b) = (nodes[0].addr.clone(), nodes[1].addr.clone());
     let (mut follower, publisher) = follow_publisher(&a, &[&b], 20).await;
     // Nothing on its way when Redis dies: what a killed Redis had accepted
@@ -555,7 +494,7 @@ async fn a_redis_that_comes_back_empty_starts_a_new_epoch_and_says_so() {
     // both see Redis again: a node that cannot reach it cannot tell, and
     // answers `complete: false` from what it has).
     let both = [a.clone(), b.clone()];
-    tokio::task::spawn_blocking(move || wait_addrs_up(&both))
+    tokio::task::spawn_blocking(move || wait_addrs(&both, "up"))
         .await
         .unwrap();
     for addr in [&a, &b] {
@@ -588,8 +527,12 @@ async fn every_message_once_across_node_death_with_the_ack_extension() {
 
 async fn across_the_death_of_the_subscribers_node(ack: bool) {
     let redis = RedisServer::start();
-    let mut nodes = [node(&redis, 71), node(&redis, 72), node(&redis, 73)];
-    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let mut nodes = [
+        node(&redis.url(), 71, &[PUBLISH_TOKEN_ENV]),
+        node(&redis.url(), 72, &[PUBLISH_TOKEN_ENV]),
+        node(&redis.url(), 73, &[PUBLISH_TOKEN_ENV]),
+    ];
+    wait_up(&nodes);
     let (a, b, c) = (
         nodes[0].addr.clone(),
         nodes[1].addr.clone(),
@@ -625,8 +568,11 @@ async fn across_the_death_of_the_subscribers_node(ack: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_subscriber_is_not_handed_what_was_published_before_it() {
     let redis = RedisServer::start();
-    let nodes = [node(&redis, 91), node(&redis, 92)];
-    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let nodes = [
+        node(&redis.url(), 91, &[PUBLISH_TOKEN_ENV]),
+        node(&redis.url(), 92, &[PUBLISH_TOKEN_ENV]),
+    ];
+    wait_up(&nodes);
     let (a, b) = (nodes[0].addr.clone(), nodes[1].addr.clone());
     let heard_a_probe = |follower: &mut Follower, probes: &mut u64| {
         let heard = !follower.seen.positions.is_empty();

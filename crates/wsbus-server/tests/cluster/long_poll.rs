@@ -5,96 +5,25 @@
 //! forwarded there by whichever node they reach; when that node is gone,
 //! the client is told to handshake again, in time.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use wsbus_test_support::process::ServerProcess;
 use wsbus_test_support::redis::RedisServer;
-use wsbus_test_support::wire::{self, http_exchange};
 
-use common::serve;
-
-/// How long a cluster-wide effect may take to be seen (a Redis round trip
-/// takes a millisecond; a loaded CI machine stretches that, never to this).
-const SETTLE: Duration = Duration::from_secs(20);
-
-/// How long a node may take to find Redis at start.
-const RECONNECT: Duration = Duration::from_secs(30);
+use crate::support::{SETTLE, eventually, metric, node, post_json, wait_up};
 
 /// The bus's hold timeout (`BusConfig::DEFAULT_TIMEOUT`: `wsbus serve`
-/// does not change it).
+/// does not change it); a request's
+/// [`READ_TIMEOUT`](crate::support::READ_TIMEOUT) is longer.
 const HOLD: Duration = Duration::from_secs(30);
-
-/// Longer than any response may take: a held connect's [`HOLD`], the
-/// forwarding margin, and a loaded machine's delays.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn node(redis: &RedisServer, id: u16) -> ServerProcess {
-    let url = redis.url();
-    let id = id.to_string();
-    serve(&[
-        ("WSBUS_CLUSTER__REDIS_URL", &url),
-        ("WSBUS_CLUSTER__NODE_ID", &id),
-        ("WSBUS_LOG", "wsbus::cluster=debug,info"),
-    ])
-}
-
-/// Polls `check` until it holds or `within` passes (then fails with `what`).
-fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn wait_up(nodes: &[ServerProcess]) {
-    for node in nodes {
-        eventually(RECONNECT, "the node's Redis link is up", || {
-            let response = http_exchange(
-                &node.addr,
-                "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                b"",
-                Duration::from_secs(10),
-            )
-            .unwrap();
-            let ready: Value = serde_json::from_str(wire::body(&response)).unwrap();
-            ready["cluster"]["redis"] == "up"
-        });
-    }
-}
-
-fn metric(addr: &str, name: &str) -> Option<f64> {
-    let response = http_exchange(
-        addr,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        b"",
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    wire::body(&response)
-        .lines()
-        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-}
 
 /// One long-polling request to `addr`: the response's messages.
 fn post(addr: &str, batch: &Value) -> Vec<Value> {
-    let body = batch.to_string();
-    let response = http_exchange(
-        addr,
-        &format!(
-            "POST /amb HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        ),
-        body.as_bytes(),
-        READ_TIMEOUT,
-    )
-    .unwrap_or_else(|e| panic!("POST /amb to {addr}: {e}"));
-    assert_eq!(wire::status_code(&response), 200, "{response}");
-    serde_json::from_str(wire::body(&response)).unwrap_or_else(|e| panic!("{e}: {response}"))
+    match post_json(addr, "/amb", batch, "") {
+        Value::Array(messages) => messages,
+        other => panic!("POST /amb to {addr}: not a batch: {other}"),
+    }
 }
 
 /// A long-polling Bayeux client that sends each request to the next node
@@ -170,7 +99,11 @@ fn unknown_client(replies: &[Value]) -> bool {
 #[test]
 fn a_long_polling_session_is_served_by_whichever_node_a_request_reaches() {
     let redis = RedisServer::start();
-    let nodes = [node(&redis, 51), node(&redis, 52), node(&redis, 53)];
+    let nodes = [
+        node(&redis.url(), 51, &[]),
+        node(&redis.url(), 52, &[]),
+        node(&redis.url(), 53, &[]),
+    ];
     wait_up(&nodes);
     let all: Vec<&ServerProcess> = nodes.iter().collect();
 
@@ -275,7 +208,11 @@ fn a_long_polling_session_is_served_by_whichever_node_a_request_reaches() {
 #[test]
 fn a_client_whose_node_died_is_told_to_handshake_again_in_time() {
     let redis = RedisServer::start();
-    let mut nodes = vec![node(&redis, 61), node(&redis, 62), node(&redis, 63)];
+    let mut nodes = vec![
+        node(&redis.url(), 61, &[]),
+        node(&redis.url(), 62, &[]),
+        node(&redis.url(), 63, &[]),
+    ];
     wait_up(&nodes);
     let survivors: Vec<String> = nodes[..2].iter().map(|n| n.addr.clone()).collect();
     let all: Vec<&ServerProcess> = nodes.iter().collect();

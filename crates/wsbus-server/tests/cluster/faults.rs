@@ -3,13 +3,10 @@
 //! the link's timeouts, a subscription that stays open but hears nothing, a
 //! node killed mid-delivery, a node joining while messages flow, a 10 MB
 //! publish, and junk on wsbus channels. (Redis killed and restarted, `CLIENT
-//! KILL TYPE pubsub` and a node started without Redis are in
-//! `cluster_process.rs`.)
+//! KILL TYPE pubsub` and a node started without Redis are in `chat.rs`.)
 //!
 //! Every wait polls for its condition up to a generous deadline; nothing
 //! asserts how long something took.
-
-mod common;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
@@ -17,26 +14,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use wsbus::client::{self, ClientOptions, WebSocket};
+use serde_json::json;
+use wsbus::client::WebSocket;
 use wsbus::proto::{Event, Message};
 use wsbus_test_support::process::ServerProcess;
 use wsbus_test_support::redis::RedisServer;
-use wsbus_test_support::wire::{self, http_exchange};
 
-use common::{RELEASE_FREED_MEMORY_AT_ONCE, serve};
-
-const ADMIN_TOKEN: &str = "cluster-admin-token";
-const PUBLISH_TOKEN: &str = "cluster-publish-token";
-
-/// How long a cluster-wide effect may take to be seen: a Redis round trip
-/// takes microseconds; a loaded CI machine stretches that, never to this.
-const SETTLE: Duration = Duration::from_secs(20);
-
-/// How long a node may take to find its Redis again: `BACKOFF_MAX` (2 s)
-/// between attempts, a probe's `PROBE_TIMEOUT` (3 s), and a loaded
-/// machine's delays.
-const RECONNECT: Duration = Duration::from_secs(30);
+use crate::common::RELEASE_FREED_MEMORY_AT_ONCE;
+use crate::support::{
+    PUBLISH_TOKEN_ENV, RECONNECT, SETTLE, addrs, bayeux_subscriber, blocking, chat, eventually,
+    metric, node, publish, text, wait_group_size, wait_state,
+};
 
 /// How long Redis stays stopped: past the link's `COMMAND_TIMEOUT` (2 s) and
 /// `PROBE_TIMEOUT` (3 s), so that the nodes see it gone, and below the hub's
@@ -68,109 +56,6 @@ const MAX_BODY: usize = 64 * 1024;
 /// below what a copy per subscriber or per retry would take.
 const BIG_RSS_MAX: u64 = 256 << 20;
 
-fn node(redis_url: &str, id: u16, extra: &[(&str, &str)]) -> ServerProcess {
-    let id = id.to_string();
-    let mut env = vec![
-        ("WSBUS_CLUSTER__REDIS_URL", redis_url),
-        ("WSBUS_CLUSTER__NODE_ID", &id),
-        ("WSBUS_ADMIN__TOKEN", ADMIN_TOKEN),
-        ("WSBUS_LOG", "wsbus::cluster=debug,info"),
-    ];
-    env.extend_from_slice(extra);
-    serve(&env)
-}
-
-/// Runs blocking checks (HTTP polls) off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
-}
-
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let response = http_exchange(
-        addr,
-        &format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"
-        ),
-        b"",
-        Duration::from_secs(10),
-    )
-    .unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"));
-    (
-        wire::status_code(&response),
-        wire::body(&response).to_owned(),
-    )
-}
-
-fn get_json(addr: &str, path: &str) -> Value {
-    let (status, body) = get(addr, path);
-    assert_eq!(status, 200, "GET {path}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
-}
-
-/// Polls `check` until it holds or `within` passes (then fails with `what`).
-fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn redis_state(addr: &str) -> Value {
-    get_json(addr, "/readyz")["cluster"]["redis"].clone()
-}
-
-/// Waits until every node at `addrs` reports its Redis link `state`.
-async fn wait_state(addrs: &[&str], state: &'static str) {
-    let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-    blocking(move || {
-        for addr in &addrs {
-            eventually(RECONNECT, &format!("{addr}: Redis link {state}"), || {
-                redis_state(addr) == state
-            });
-        }
-    })
-    .await;
-}
-
-fn addrs(nodes: &[ServerProcess]) -> Vec<&str> {
-    nodes.iter().map(|n| n.addr.as_str()).collect()
-}
-
-fn metric(addr: &str, name: &str) -> Option<f64> {
-    let (_, body) = get(addr, "/metrics");
-    body.lines()
-        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-}
-
-fn group_size(addr: &str) -> u64 {
-    get_json(addr, "/admin/api/groups/chat")["size"]
-        .as_u64()
-        .unwrap()
-}
-
-/// Waits until every node at `addrs` counts `size` members of the chat.
-async fn wait_group_size(addrs: &[&str], size: u64, within: Duration) {
-    let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-    blocking(move || {
-        for addr in &addrs {
-            let deadline = Instant::now() + within;
-            while group_size(addr) != size {
-                if Instant::now() >= deadline {
-                    let sizes: Vec<Value> = addrs
-                        .iter()
-                        .map(|a| get_json(a, "/admin/api/groups/chat"))
-                        .collect();
-                    panic!("{addr} does not count {size} chat members: {sizes:?} (of {addrs:?})");
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    })
-    .await;
-}
-
 /// The resident memory of process `pid`, in bytes.
 fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -180,42 +65,6 @@ fn rss(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/<pid>/status");
     kib * 1024
-}
-
-async fn chat(addr: &str) -> WebSocket {
-    let options = ClientOptions {
-        protocols: vec!["text".into()],
-        ..ClientOptions::default()
-    };
-    let mut ws = client::connect(&format!("ws://{addr}/chat"), options)
-        .await
-        .expect("chat socket");
-    let welcome = text(&mut ws).await;
-    assert!(welcome.starts_with("Welcome to our chat"), "{welcome}");
-    ws
-}
-
-/// The next message, skipping keepalive pings.
-async fn message(ws: &mut WebSocket) -> Message {
-    loop {
-        let event = tokio::time::timeout(SETTLE, ws.recv())
-            .await
-            .expect("a message in time")
-            .expect("no I/O error")
-            .expect("a message before the end");
-        match event {
-            Event::Message(message) => return message,
-            Event::Ping(_) | Event::Pong(_) => {}
-            other => panic!("expected a message, got {other:?}"),
-        }
-    }
-}
-
-async fn text(ws: &mut WebSocket) -> String {
-    match message(ws).await {
-        Message::Text(text) => text.as_str().to_owned(),
-        other => panic!("expected a text message, got {other:?}"),
-    }
 }
 
 /// Each user sends until every other user heard it: then every node's
@@ -653,7 +502,7 @@ async fn send_paced(sender: &mut WebSocket, i: u64) {
 async fn a_10_mb_publish_crosses_nodes() {
     let redis = RedisServer::start();
     let extra = [
-        ("WSBUS_BUS__PUBLISH_TOKEN", PUBLISH_TOKEN),
+        PUBLISH_TOKEN_ENV,
         ("WSBUS_OUTBOUND__MAX_BYTES", BIG_OUTBOUND),
         RELEASE_FREED_MEMORY_AT_ONCE,
     ];
@@ -741,78 +590,6 @@ async fn a_10_mb_publish_crosses_nodes() {
             metric(&node.addr, "wsbus_cluster_publishes_dropped_total"),
             Some(0.0)
         );
-    }
-}
-
-/// `POST /api/publish` with the publish token: the status and the body.
-fn publish(addr: &str, body: &str) -> (u16, String) {
-    let response = http_exchange(
-        addr,
-        &format!(
-            "POST /api/publish HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {PUBLISH_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        ),
-        body.as_bytes(),
-        Duration::from_secs(10),
-    )
-    .unwrap_or_else(|e| panic!("POST /api/publish to {addr}: {e}"));
-    (
-        wire::status_code(&response),
-        wire::body(&response).to_owned(),
-    )
-}
-
-/// A Bayeux client over WebSocket, handshaken, connected and subscribed.
-struct BayeuxWs {
-    ws: WebSocket,
-    client_id: String,
-}
-
-async fn bayeux_subscriber(addr: &str, pattern: &str) -> BayeuxWs {
-    let ws = client::connect(&format!("ws://{addr}/amb"), ClientOptions::default())
-        .await
-        .expect("bus socket");
-    let mut client = BayeuxWs {
-        ws,
-        client_id: String::new(),
-    };
-    client
-        .send(json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["websocket"]}]))
-        .await;
-    let reply = client.next_batch().await;
-    client.client_id = reply[0]["clientId"].as_str().unwrap().to_owned();
-    let id = client.client_id.clone();
-    client
-        .send(json!([{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket", "advice": {"timeout": 0}}]))
-        .await;
-    client.next_batch().await;
-    client
-        .send(json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": pattern}]))
-        .await;
-    let reply = client.next_batch().await;
-    assert!(
-        reply
-            .iter()
-            .any(|m| m["channel"] == "/meta/subscribe" && m["successful"] == true),
-        "{reply:?}"
-    );
-    // A held connect, so that deliveries flow.
-    client
-        .send(json!([{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket"}]))
-        .await;
-    client
-}
-
-impl BayeuxWs {
-    async fn send(&mut self, batch: Value) {
-        self.ws
-            .send(Message::text(batch.to_string()))
-            .await
-            .unwrap();
-    }
-
-    async fn next_batch(&mut self) -> Vec<Value> {
-        serde_json::from_slice(message(&mut self.ws).await.payload()).unwrap()
     }
 }
 

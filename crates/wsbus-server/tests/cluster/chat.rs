@@ -2,154 +2,36 @@
 //! (SPEC §7): the chat demo's group across nodes, group sizes seen from
 //! every node, the bus across nodes, and Redis faults.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use wsbus::client::{self, ClientOptions, WebSocket};
+use serde_json::json;
+use wsbus::client::{self, ClientOptions};
 use wsbus::proto::{Event, Message};
-use wsbus_test_support::process::ServerProcess;
 use wsbus_test_support::redis::RedisServer;
 use wsbus_test_support::wire::{self, http_exchange};
 
-use common::serve;
-
-const ADMIN_TOKEN: &str = "cluster-admin-token";
-
-/// How long a cluster-wide effect may take to be seen: a Redis round trip
-/// and [`wsbus_redis::hub::SIZE_COALESCE`] take milliseconds; a loaded CI
-/// machine stretches that, never to this.
-const SETTLE: Duration = Duration::from_secs(20);
-
-/// How long a node may take to find a Redis that came back: at most
-/// `BACKOFF_MAX` (2 s) between attempts, plus a loaded machine's delays.
-const RECONNECT: Duration = Duration::from_secs(30);
-
-fn node(redis: &RedisServer, id: u16) -> ServerProcess {
-    let url = redis.url();
-    let id = id.to_string();
-    serve(&[
-        ("WSBUS_CLUSTER__REDIS_URL", &url),
-        ("WSBUS_CLUSTER__NODE_ID", &id),
-        ("WSBUS_ADMIN__TOKEN", ADMIN_TOKEN),
-        ("WSBUS_LOG", "wsbus::cluster=debug,info"),
-    ])
-}
-
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let response = http_exchange(
-        addr,
-        &format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"
-        ),
-        b"",
-        Duration::from_secs(10),
-    )
-    .unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"));
-    (
-        wire::status_code(&response),
-        wire::body(&response).to_owned(),
-    )
-}
-
-fn get_json(addr: &str, path: &str) -> Value {
-    let (status, body) = get(addr, path);
-    assert_eq!(status, 200, "GET {path}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
-}
-
-/// Polls `check` until it holds or `within` passes (then fails with `what`).
-fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn redis_state(addr: &str) -> Value {
-    get_json(addr, "/readyz")["cluster"]["redis"].clone()
-}
-
-fn wait_up(nodes: &[&ServerProcess]) {
-    for node in nodes {
-        eventually(RECONNECT, "the node's Redis link is up", || {
-            redis_state(&node.addr) == "up"
-        });
-    }
-}
-
-fn metric(addr: &str, name: &str) -> Option<f64> {
-    let (_, body) = get(addr, "/metrics");
-    body.lines()
-        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-}
-
-async fn chat(addr: &str) -> WebSocket {
-    let options = ClientOptions {
-        protocols: vec!["text".into()],
-        ..ClientOptions::default()
-    };
-    let mut ws = client::connect(&format!("ws://{addr}/chat"), options)
-        .await
-        .expect("chat socket");
-    let welcome = text(&mut ws).await;
-    assert!(welcome.starts_with("Welcome to our chat"), "{welcome}");
-    ws
-}
-
-/// The next message, skipping keepalive pings.
-async fn message(ws: &mut WebSocket) -> Message {
-    loop {
-        let event = tokio::time::timeout(SETTLE, ws.recv())
-            .await
-            .expect("a message in time")
-            .expect("no I/O error")
-            .expect("a message before the end");
-        match event {
-            Event::Message(message) => return message,
-            Event::Ping(_) | Event::Pong(_) => {}
-            other => panic!("expected a message, got {other:?}"),
-        }
-    }
-}
-
-async fn text(ws: &mut WebSocket) -> String {
-    match message(ws).await {
-        Message::Text(text) => text.as_str().to_owned(),
-        other => panic!("expected a text message, got {other:?}"),
-    }
-}
-
-fn group_size(addr: &str) -> u64 {
-    get_json(addr, "/admin/api/groups/chat")["size"]
-        .as_u64()
-        .unwrap()
-}
+use crate::support::{
+    BayeuxWs, PUBLISH_TOKEN, PUBLISH_TOKEN_ENV, RECONNECT, SETTLE, addrs, bayeux_client,
+    bayeux_subscriber, chat, eventually, get, metric, node, post_json, redis_state, text,
+    wait_group_size, wait_up,
+};
 
 /// The chat demo with its users on three nodes: each message reaches every
 /// user once, on every node, and each node counts every member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chat_group_spans_three_nodes() {
     let redis = RedisServer::start();
-    let nodes = [node(&redis, 1), node(&redis, 2), node(&redis, 3)];
-    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let nodes = [
+        node(&redis.url(), 1, &[]),
+        node(&redis.url(), 2, &[]),
+        node(&redis.url(), 3, &[]),
+    ];
+    wait_up(&nodes);
     let mut users = Vec::new();
     for node in &nodes {
         users.push(chat(&node.addr).await);
     }
-    for node in &nodes {
-        let addr = node.addr.clone();
-        tokio::task::spawn_blocking(move || {
-            eventually(SETTLE, "every node counts 3 chat members", || {
-                group_size(&addr) == 3
-            })
-        })
-        .await
-        .unwrap();
-    }
+    wait_group_size(&addrs(&nodes), 3, SETTLE).await;
     // Every node counts the others' members only once Redis confirmed their
     // nodes' subscriptions to the group: no warm-up needed.
     // Sends from each node, in turn; every user sees each sender's messages
@@ -179,16 +61,7 @@ async fn the_chat_group_spans_three_nodes() {
     // A user leaves node 2: every node counts two.
     let leaving = users.remove(1);
     drop(leaving);
-    for node in &nodes {
-        let addr = node.addr.clone();
-        tokio::task::spawn_blocking(move || {
-            eventually(SETTLE, "every node counts 2 chat members", || {
-                group_size(&addr) == 2
-            })
-        })
-        .await
-        .unwrap();
-    }
+    wait_group_size(&addrs(&nodes), 2, SETTLE).await;
 }
 
 /// Bayeux over WebSocket: a subscriber on node 1, a wildcard subscriber on
@@ -196,8 +69,12 @@ async fn the_chat_group_spans_three_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bus_messages_cross_nodes_with_wildcards() {
     let redis = RedisServer::start();
-    let nodes = [node(&redis, 11), node(&redis, 12), node(&redis, 13)];
-    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let nodes = [
+        node(&redis.url(), 11, &[]),
+        node(&redis.url(), 12, &[]),
+        node(&redis.url(), 13, &[]),
+    ];
+    wait_up(&nodes);
     let mut exact = bayeux_subscriber(&nodes[0].addr, "/chat/room").await;
     let mut wild = bayeux_subscriber(&nodes[1].addr, "/chat/*").await;
     // The subscriptions reach Redis after the replies: publish until the
@@ -252,82 +129,6 @@ async fn publisher_seen(exact: &mut BayeuxWs, wild: &mut BayeuxWs, n: u64) -> bo
     true
 }
 
-/// A Bayeux client over WebSocket, handshaken and connected.
-struct BayeuxWs {
-    ws: WebSocket,
-    client_id: String,
-}
-
-async fn bayeux_client(addr: &str) -> BayeuxWs {
-    let mut ws = client::connect(&format!("ws://{addr}/amb"), ClientOptions::default())
-        .await
-        .expect("bus socket");
-    ws.send(Message::text(
-        json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["websocket"]}])
-            .to_string(),
-    ))
-    .await
-    .unwrap();
-    let reply = batch(&mut ws).await;
-    let client_id = reply[0]["clientId"].as_str().unwrap().to_owned();
-    let mut client = BayeuxWs { ws, client_id };
-    client
-        .send(json!([{"channel": "/meta/connect", "clientId": client.client_id, "connectionType": "websocket", "advice": {"timeout": 0}}]))
-        .await;
-    client.next_batch().await;
-    client
-}
-
-async fn bayeux_subscriber(addr: &str, pattern: &str) -> BayeuxWs {
-    let mut client = bayeux_client(addr).await;
-    client
-        .send(json!([{"channel": "/meta/subscribe", "clientId": client.client_id, "subscription": pattern}]))
-        .await;
-    let reply = client.next_batch().await;
-    assert!(
-        reply
-            .iter()
-            .any(|m| m["channel"] == "/meta/subscribe" && m["successful"] == true),
-        "{reply:?}"
-    );
-    // A held connect, so that deliveries flow.
-    client
-        .send(json!([{"channel": "/meta/connect", "clientId": client.client_id, "connectionType": "websocket"}]))
-        .await;
-    client
-}
-
-impl BayeuxWs {
-    async fn send(&mut self, batch: Value) {
-        self.ws
-            .send(Message::text(batch.to_string()))
-            .await
-            .unwrap();
-    }
-
-    /// A connect answered at once: the session's expiry starts again (the
-    /// reply is not waited for).
-    async fn keepalive(&mut self) {
-        let id = self.client_id.clone();
-        self.send(json!([{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket", "advice": {"timeout": 0}}]))
-            .await;
-    }
-
-    async fn publish(&mut self, channel: &str, data: Value) {
-        let id = self.client_id.clone();
-        self.send(json!([{"channel": channel, "clientId": id, "data": data}]))
-            .await;
-    }
-
-    async fn next_batch(&mut self) -> Vec<Value> {
-        batch(&mut self.ws).await
-    }
-}
-
-async fn batch(ws: &mut WebSocket) -> Vec<Value> {
-    serde_json::from_slice(message(ws).await.payload()).unwrap()
-}
-
 /// Redis unreachable at start: the node starts and serves local clients,
 /// `/readyz` says ready with Redis down, the gauge is 0; when a Redis comes
 /// up on that address the node finds it.
@@ -335,7 +136,7 @@ async fn batch(ws: &mut WebSocket) -> Vec<Value> {
 async fn a_node_starts_without_redis_and_finds_it_later() {
     let mut redis = RedisServer::start();
     redis.kill9();
-    let node = node(&redis, 21);
+    let node = node(&redis.url(), 21, &[]);
     let (status, body) = get(&node.addr, "/readyz");
     assert_eq!(status, 200, "{body}");
     assert_eq!(redis_state(&node.addr), "down");
@@ -363,8 +164,8 @@ async fn a_node_starts_without_redis_and_finds_it_later() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chat_survives_redis_restarts_and_killed_subscriptions() {
     let mut redis = RedisServer::start();
-    let nodes = [node(&redis, 31), node(&redis, 32)];
-    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let nodes = [node(&redis.url(), 31, &[]), node(&redis.url(), 32, &[])];
+    wait_up(&nodes);
     let mut a = chat(&nodes[0].addr).await;
     let mut b = chat(&nodes[1].addr).await;
     for fault in [
@@ -432,8 +233,8 @@ fn post_form(addr: &str, path: &str, cookie: Option<&str>, body: &str) -> String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_on_one_node_closes_the_sockets_on_another() {
     let redis = RedisServer::start();
-    let nodes = [node(&redis, 41), node(&redis, 42)];
-    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let nodes = [node(&redis.url(), 41, &[]), node(&redis.url(), 42, &[])];
+    wait_up(&nodes);
     let (a, b) = (nodes[0].addr.clone(), nodes[1].addr.clone());
     let login = post_form(&a, "/login", None, "user=ada");
     assert_eq!(wire::status_code(&login), 303, "{login}");
@@ -510,8 +311,12 @@ async fn presence_snapshot(client: &mut BayeuxWs, channel: &str) -> Vec<String> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_spans_nodes_and_a_dead_nodes_members_leave() {
     let redis = RedisServer::start();
-    let mut nodes = vec![node(&redis, 51), node(&redis, 52), node(&redis, 53)];
-    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let mut nodes = vec![
+        node(&redis.url(), 51, &[]),
+        node(&redis.url(), 52, &[]),
+        node(&redis.url(), 53, &[]),
+    ];
+    wait_up(&nodes);
     let first = bayeux_subscriber(&nodes[0].addr, "/room/a").await;
     let second = bayeux_subscriber(&nodes[1].addr, "/room/a").await;
     let mut expected = vec![first.client_id.clone(), second.client_id.clone()];
@@ -526,8 +331,8 @@ async fn presence_spans_nodes_and_a_dead_nodes_members_leave() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A node that joins later reads the members from Redis.
-    nodes.push(node(&redis, 54));
-    wait_up(&[&nodes[3]]);
+    nodes.push(node(&redis.url(), 54, &[]));
+    wait_up([&nodes[3]]);
     let mut late = bayeux_client(&nodes[3].addr).await;
     let deadline = Instant::now() + SETTLE;
     while presence_snapshot(&mut late, "/room/a").await != expected {
@@ -588,17 +393,12 @@ async fn presence_spans_nodes_and_a_dead_nodes_members_leave() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_session_expiring_in_redis_closes_the_sockets_on_every_node() {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let short = |id: &str| {
-        serve(&[
-            ("WSBUS_CLUSTER__REDIS_URL", url.as_str()),
-            ("WSBUS_CLUSTER__NODE_ID", id),
-            ("WSBUS_ADMIN__TOKEN", ADMIN_TOKEN),
-            ("WSBUS_SESSION__IDLE_TIMEOUT", "2s"),
-        ])
-    };
-    let nodes = [short("61"), short("62")];
-    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let short = [("WSBUS_SESSION__IDLE_TIMEOUT", "2s")];
+    let nodes = [
+        node(&redis.url(), 61, &short),
+        node(&redis.url(), 62, &short),
+    ];
+    wait_up(&nodes);
     let (a, b) = (nodes[0].addr.clone(), nodes[1].addr.clone());
     let login = post_form(&a, "/login", None, "user=ida");
     let cookie = login
@@ -635,39 +435,17 @@ async fn an_idle_session_expiring_in_redis_closes_the_sockets_on_every_node() {
     assert_eq!(frame.reason, "HTTP session ended");
 }
 
-fn post_json(addr: &str, path: &str, body: &Value, extra: &str) -> Value {
-    let body = body.to_string();
-    let response = http_exchange(
-        addr,
-        &format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
-            body.len()
-        ),
-        body.as_bytes(),
-        SETTLE,
-    )
-    .unwrap();
-    assert_eq!(wire::status_code(&response), 200, "{response}");
-    serde_json::from_str(wire::body(&response)).unwrap()
-}
-
 /// A long-polling subscribe is answered once the subscription is in place
 /// across the cluster: a message another node publishes right after the
 /// reply reaches the subscriber, with no warm-up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_polling_subscription_hears_other_nodes_from_its_reply_on() {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let with_publish_token = |id: &str| {
-        serve(&[
-            ("WSBUS_CLUSTER__REDIS_URL", url.as_str()),
-            ("WSBUS_CLUSTER__NODE_ID", id),
-            ("WSBUS_ADMIN__TOKEN", ADMIN_TOKEN),
-            ("WSBUS_BUS__PUBLISH_TOKEN", "cluster-publish-token"),
-        ])
-    };
-    let nodes = [with_publish_token("81"), with_publish_token("82")];
-    wait_up(&nodes.iter().collect::<Vec<_>>());
+    let nodes = [
+        node(&redis.url(), 81, &[PUBLISH_TOKEN_ENV]),
+        node(&redis.url(), 82, &[PUBLISH_TOKEN_ENV]),
+    ];
+    wait_up(&nodes);
     let (a, b) = (nodes[0].addr.clone(), nodes[1].addr.clone());
     tokio::task::spawn_blocking(move || {
         for round in 0..5 {
@@ -698,7 +476,7 @@ async fn a_long_polling_subscription_hears_other_nodes_from_its_reply_on() {
                 &b,
                 "/api/publish",
                 &json!({"channel": channel, "data": {"round": round}}),
-                "Authorization: Bearer cluster-publish-token\r\n",
+                &format!("Authorization: Bearer {PUBLISH_TOKEN}\r\n"),
             );
             // A connect answers with the message, or is held until it is
             // there (or its 30 s timeout: then it was lost).
