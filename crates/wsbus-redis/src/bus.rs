@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use wsbus::bayeux::{ChannelName, ClusterPublish, InterestChange};
+use wsbus::bayeux::{ChannelName, ChannelPattern, ClusterPublish, InterestChange};
 use wsbus::bus::{Bus, BusCluster};
 
 use wsbus::bayeux::{HistoryConfig, HistoryRequest, SharedHistory as SharedState};
@@ -80,6 +80,9 @@ pub struct RedisBus {
     history: Arc<SharedHistory>,
     config: HistoryConfig,
     presence: Presence,
+    /// The patterns this node has subscribers for, as the interest changes
+    /// said (the bus's own set is behind its lock).
+    patterns: std::sync::Mutex<std::collections::HashSet<ChannelPattern>>,
 }
 
 impl std::fmt::Debug for RedisBus {
@@ -102,6 +105,7 @@ impl RedisBus {
             history: history.clone(),
             config: bus.history_config(),
             presence: presence.clone(),
+            patterns: Default::default(),
         });
         let inbound = Arc::new(Inbound {
             bus: bus.downgrade(),
@@ -110,13 +114,19 @@ impl RedisBus {
         });
         link.register(&[KIND_BUS_PUBLISH], inbound.clone());
         link.register_with_own(&[KIND_BUS_HISTORY], inbound);
-        if bus.set_cluster(cluster).is_err() {
+        if bus.set_cluster(cluster.clone()).is_err() {
             panic!("a bus joins one cluster");
         }
         follow_link(bus, &link);
-        for pattern in bus.cluster_interest() {
+        let interest = bus.cluster_interest();
+        for pattern in &interest {
             link.subscribe(&pattern_channel(pattern.as_str()));
         }
+        cluster
+            .patterns
+            .lock()
+            .expect("patterns lock")
+            .extend(interest);
     }
 }
 
@@ -145,6 +155,20 @@ fn follow_link(bus: &Bus, link: &RedisLink) {
     });
 }
 
+impl RedisBus {
+    /// Record the change of `pattern` (`gained` or lost) and return the
+    /// node's other patterns.
+    fn other_patterns(&self, pattern: &ChannelPattern, gained: bool) -> Vec<ChannelPattern> {
+        let mut patterns = self.patterns.lock().expect("patterns lock");
+        if gained {
+            patterns.insert(pattern.clone());
+        } else {
+            patterns.remove(pattern);
+        }
+        patterns.iter().filter(|p| *p != pattern).cloned().collect()
+    }
+}
+
 impl BusCluster for RedisBus {
     fn publish(&self, message: ClusterPublish) {
         self.presence.outbound(&message);
@@ -170,11 +194,16 @@ impl BusCluster for RedisBus {
     fn interest(&self, change: InterestChange) {
         match change {
             InterestChange::Gained(pattern) => {
+                let others = self.other_patterns(&pattern, true);
+                // Before subscribing: no message of the new subscription
+                // can meet a position from before it.
+                self.history.interest_gained(pattern.clone(), others);
                 self.link.subscribe(&pattern_channel(pattern.as_str()))
             }
             InterestChange::Lost(pattern) => {
+                let others = self.other_patterns(&pattern, false);
                 self.link.unsubscribe(&pattern_channel(pattern.as_str()));
-                self.history.interest_lost(pattern);
+                self.history.interest_lost(pattern, others);
             }
         }
     }

@@ -332,30 +332,63 @@ impl SharedHistory {
     }
 
     /// The node lost its last subscriber of `pattern`: forget the position
-    /// of every channel it matched that no remaining pattern of this node
-    /// matches. A position kept across a time without subscribers would
-    /// take what was published meanwhile for a gap, and fill it: a new
-    /// subscriber would get old messages it never asked to replay.
-    ///
-    /// On a task of its own: the change may come from a delivery this
-    /// history made under its positions lock (a subscriber overflowing).
-    pub(crate) fn interest_lost(self: &Arc<Self>, pattern: ChannelPattern) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let remaining = match this.bus.upgrade() {
-                Some(bus) => bus.cluster_interest(),
-                None => return,
-            };
-            let mut positions = this.positions.lock().expect("positions lock");
+    /// of every channel it matched that none of the node's `others`
+    /// patterns matches (fills under way finish first). Only memory: a
+    /// position that outlives its subscribers, or one made by a message
+    /// still in flight as the node unsubscribed, is forgotten again when
+    /// the interest comes back ([`interest_gained`](Self::interest_gained)).
+    pub(crate) fn interest_lost(
+        self: &Arc<Self>,
+        pattern: ChannelPattern,
+        others: Vec<ChannelPattern>,
+    ) {
+        self.forget(pattern, others, true);
+    }
+
+    /// The node gained its first subscriber of `pattern`: forget the
+    /// position of every channel it matches that none of the node's
+    /// `others` patterns matches, fills included. Such a position was
+    /// taken while nobody here followed the channel; kept, the next
+    /// message would look like a gap after it, and the fill would hand
+    /// the new subscriber what was published before it subscribed. Called
+    /// before the node subscribes to `pattern` in Redis.
+    pub(crate) fn interest_gained(
+        self: &Arc<Self>,
+        pattern: ChannelPattern,
+        others: Vec<ChannelPattern>,
+    ) {
+        self.forget(pattern, others, false);
+    }
+
+    /// At once if the positions lock is free; on a task of its own if not:
+    /// the change may come from a delivery this history makes under that
+    /// lock (a subscriber overflowing, a handler subscribing).
+    fn forget(
+        self: &Arc<Self>,
+        pattern: ChannelPattern,
+        others: Vec<ChannelPattern>,
+        keep_filling: bool,
+    ) {
+        let retain = move |positions: &mut HashMap<String, Position>| {
             positions.retain(|channel, position| {
                 let Ok(name) = ChannelName::parse(channel) else {
                     return false;
                 };
-                position.filling
+                keep_filling && position.filling
                     || !pattern.matches(&name)
-                    || remaining.iter().any(|other| other.matches(&name))
+                    || others.iter().any(|other| other.matches(&name))
             });
-        });
+        };
+        match self.positions.try_lock() {
+            Ok(mut positions) => retain(&mut positions),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    retain(&mut this.positions.lock().expect("positions lock"));
+                });
+            }
+            Err(std::sync::TryLockError::Poisoned(_)) => panic!("positions lock poisoned"),
+        }
     }
 
     /// After the subscriber came back: fill every channel followed here.

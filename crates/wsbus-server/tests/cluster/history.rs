@@ -605,10 +605,31 @@ async fn a_new_subscriber_is_not_handed_what_was_published_before_it() {
     )
     .await;
     let _ = read_batch(&mut first.ws).await;
+    // Node B's subscription is gone in Redis: nothing published from here
+    // on is on its way to B.
+    eventually(SETTLE, "node B unsubscribed from /h/old in Redis", || {
+        redis
+            .command(&["PUBSUB", "SHARDNUMSUB", "wsbus:bus:/h/old"])
+            .ends_with("\n0")
+    });
     // Published while node B has no subscriber of the channel.
     for i in 0..3 {
         publish(&a, "/h/old", json!({"i": 1000 + i}));
     }
+    // An accepted publish is appended in Redis asynchronously: wait until
+    // the three are in the channel's stream, i.e. in the cluster's past.
+    eventually(SETTLE, "the three messages appended in Redis", || {
+        redis
+            .command(&[
+                "XREVRANGE",
+                "wsbus:history:{/h/old}",
+                "+",
+                "-",
+                "COUNT",
+                "1",
+            ])
+            .contains("1002")
+    });
     // A new subscriber on node B, without replay: it hears the next probe
     // and nothing of the three before it.
     let mut second = Follower::start(&[&b], "/h/old", None).await;
