@@ -225,6 +225,21 @@ pub struct SocketInfo {
     pub claims: Option<Arc<Claims>>,
 }
 
+impl SocketInfo {
+    /// A socket whose handshake is not known (tests): no id yet (the hub
+    /// gives it one), path `/`, no parameters, user nor claims.
+    #[cfg(test)]
+    pub(crate) fn unknown() -> Self {
+        SocketInfo {
+            id: SocketId::from_u64(0),
+            path: "/".into(),
+            params: BTreeMap::new(),
+            user: None,
+            claims: None,
+        }
+    }
+}
+
 /// Why a socket failed: the payload of [`EventKind::Error`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -11,9 +11,7 @@ use wsbus_proto::{CloseCode, DeflateConfig, Limits};
 
 use crate::capture::{Captures, Direction};
 use crate::driver::{SessionRefresh, SocketSettings};
-use crate::hub::{
-    Hub, HubEngine, LocalHub, NodeId, OutboxLimit, SocketFacts, SocketId, SocketShared,
-};
+use crate::hub::{Hub, HubEngine, LocalHub, NodeId, Opened, OutboxLimit, SocketId, SocketShared};
 use crate::metrics::Metrics;
 use crate::security::Security;
 use crate::session::{MemorySessionStore, SessionId, SessionStore, Sessions};
@@ -137,13 +135,27 @@ impl Registration {
         &self.shared
     }
 
-    /// An inbound message arrived at `now`: refresh the socket's session if
-    /// `session_access` asks for it and the throttle allows.
+    /// An inbound message arrived: refresh the socket's session if
+    /// `session_access` asks for it and the throttle allows. Inline and
+    /// without reading the clock for a socket without a session (most):
+    /// it is called once per message.
     ///
     /// The refresh runs in a task of its own: the store may be remote
     /// (Redis), and the socket task must not wait on it. The throttle bounds
     /// these tasks to one per socket per throttle window.
-    pub(crate) fn inbound_message(&mut self, now: tokio::time::Instant) {
+    #[inline]
+    pub(crate) fn inbound_message(&mut self) {
+        if self
+            .session
+            .as_deref()
+            .is_some_and(|session| session.refresh.is_some())
+        {
+            self.refresh_session(tokio::time::Instant::now());
+        }
+    }
+
+    #[inline(never)]
+    fn refresh_session(&mut self, now: tokio::time::Instant) {
         if let Some(session) = self.session.as_deref_mut()
             && session.refresh.as_mut().is_some_and(|r| r.due(now))
         {
@@ -345,17 +357,18 @@ impl Runtime {
     }
 
     /// A message of socket `id` went `direction`: offered to the running
-    /// captures that match it. One atomic load while none runs.
+    /// captures that match it. One atomic load while none runs. `socket` is
+    /// the socket's hub entry if the caller has it at hand.
     #[inline]
     pub(crate) fn capture(
         &self,
         id: SocketId,
-        facts: Option<&SocketFacts>,
+        socket: Option<&SocketShared>,
         direction: Direction,
         message: &wsbus_proto::Message,
     ) {
         if self.inner.captures.is_active() {
-            self.capture_slow(id, facts, direction, message);
+            self.capture_slow(id, socket, direction, message);
         }
     }
 
@@ -364,23 +377,24 @@ impl Runtime {
     fn capture_slow(
         &self,
         id: SocketId,
-        facts: Option<&SocketFacts>,
+        socket: Option<&SocketShared>,
         direction: Direction,
         message: &wsbus_proto::Message,
     ) {
-        match facts {
-            Some(facts) => self
-                .inner
-                .captures
-                .socket_message(id, facts, direction, message),
-            None => {
-                if let Some(shared) = self.inner.hub.local().socket(id) {
-                    self.inner
-                        .captures
-                        .socket_message(id, shared.facts(), direction, message);
+        let found;
+        let socket = match socket {
+            Some(socket) => socket,
+            None => match self.inner.hub.local().socket(id) {
+                Some(shared) => {
+                    found = shared;
+                    &found
                 }
-            }
-        }
+                None => return,
+            },
+        };
+        self.inner
+            .captures
+            .socket_message(id, &socket.facts(), direction, message);
     }
 
     /// Cancelled when the server starts shutting down.
@@ -392,19 +406,25 @@ impl Runtime {
     /// handshake facts do not matter (tests).
     #[cfg(test)]
     pub(crate) fn register_socket(&self, session: Option<SessionBinding>) -> Registration {
-        self.register_socket_with(session, SocketFacts::default())
+        self.register_socket_with(
+            session,
+            crate::app::SocketInfo::unknown(),
+            Opened::now(std::net::Ipv4Addr::UNSPECIFIED.into()),
+        )
     }
 
-    /// Register a new socket opened with `facts` with the hub, bound to
+    /// Register a new socket `info` (its id is set here) that was `opened`
+    /// so with the hub, bound to
     /// `session` if any. Shutdown closes every registered socket through the
     /// hub; one registered after that is closed here. The returned guard
     /// undoes both when dropped, on whatever path the socket's task ends.
     pub(crate) fn register_socket_with(
         &self,
         session: Option<SessionBinding>,
-        facts: SocketFacts,
+        info: crate::app::SocketInfo,
+        opened: Opened,
     ) -> Registration {
-        let shared = self.inner.hub.register_with(facts);
+        let shared = self.inner.hub.register_with(info, opened);
         if self.inner.shutdown.is_cancelled() {
             shared.close(CloseCode::GOING_AWAY, SHUTDOWN_REASON);
         }

@@ -17,7 +17,7 @@ use wsbus_proto::handshake::{Rejection, validate_upgrade};
 use crate::app::{HandshakeRequest, SocketInfo, Upgrade, WebSocketApp, WebSocketConfig};
 use crate::auth::{ACCESS_TOKEN_PARAM, Claims, TokenError, token_from_request};
 use crate::driver::{SessionRefresh, SocketTask};
-use crate::hub::SocketFacts;
+use crate::hub::{Opened, SocketId};
 use crate::limits::TokenBucket;
 use crate::origin;
 use crate::proxy::client_view;
@@ -347,11 +347,20 @@ async fn answer<A: WebSocketApp, B>(
     }
     runtime.metrics().handshake(101);
 
-    let facts = SocketFacts::new(client.addr, handshake.path.as_str())
-        .with_user(handshake.user.as_ref().map(|u| u.login.as_str()))
-        .with_tls(tls)
-        .with_subprotocol(protocol.as_deref())
-        .with_deflate(deflate.map(|(params, _)| params));
+    let opened = Opened {
+        client: client.addr,
+        tls,
+        deflate: deflate.map(|(params, _)| params),
+        subprotocol: protocol.map(Into::into),
+        at: std::time::Instant::now(),
+    };
+    let token_user = handshake.claims.as_ref().map(|c| Arc::from(c.sub.as_str()));
+    let token_expires_at = handshake
+        .claims
+        .as_ref()
+        .and_then(|c| c.expires_at)
+        .map(tokio_deadline);
+    let schema = security.schemas.get(&handshake.path).cloned();
     let registration = runtime.register_socket_with(
         session.map(|s| SessionBinding {
             id: s.id,
@@ -360,33 +369,29 @@ async fn answer<A: WebSocketApp, B>(
                 .session_access
                 .then(|| SessionRefresh::new(config.session_access_throttle)),
         }),
-        facts,
+        SocketInfo {
+            id: SocketId::from_u64(0), // the hub's, once registered
+            path: handshake.path,
+            params: handshake.params,
+            user: handshake.user,
+            claims: handshake.claims,
+        },
+        opened,
     );
     let guard = SocketGuard {
-        token_expires_at: handshake
-            .claims
-            .as_ref()
-            .and_then(|c| c.expires_at)
-            .map(tokio_deadline),
+        token_expires_at,
         keepalive_at: None,
-        user: handshake.claims.as_ref().map(|c| Arc::from(c.sub.as_str())),
+        user: token_user,
         rate: security
             .message_rate
             .map(|limit| (limit, TokenBucket::new(limit, std::time::Instant::now()))),
-        schema: security.schemas.get(&handshake.path).cloned(),
+        schema,
         violated: false,
         permits,
     };
     let task = SocketTask {
         app: app.clone(),
         data: config.data,
-        info: SocketInfo {
-            id: registration.id(),
-            path: handshake.path,
-            params: handshake.params,
-            user: handshake.user,
-            claims: handshake.claims,
-        },
         registration,
         guard: guard.is_active().then(|| Box::new(guard)),
     };

@@ -7,15 +7,15 @@ use std::time::{Duration, Instant};
 use wsbus_proto::DeflateParams;
 
 use super::SocketId;
+use crate::app::SocketInfo;
 
 /// The facts of a socket's opening handshake, fixed for its life.
 ///
-/// Kept inline in the socket's hub entry (at most 96 bytes, guarded by a
-/// test, plus heap copies of the path and the user's login, 16–32 bytes
-/// each): no allocation of its own and nothing in the socket task's state,
-/// whose size bounds an idle socket's memory (ARCHITECTURE.md, "Memory per
-/// connection"). The negotiated extension is kept as its parameters (7
-/// bytes) and printed only when asked for.
+/// What operators are shown ([`SocketSnapshot`]); the hub keeps them in a
+/// smaller form in the socket's entry (the [`SocketInfo`] the handler sees,
+/// which has the path and the user, and [`Opened`] for the rest) and makes
+/// this copy when asked. The negotiated extension is kept as its parameters
+/// (7 bytes) and printed only when asked for.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SocketFacts {
@@ -90,6 +90,46 @@ impl SocketFacts {
     }
 }
 
+/// What a socket's hub entry keeps of its handshake besides its
+/// [`SocketInfo`]: with it, the [`SocketFacts`] operators see. Inline in the
+/// entry (at most 64 bytes, guarded by a test): no allocation of its own
+/// unless a subprotocol was negotiated.
+#[derive(Clone, Debug)]
+pub(crate) struct Opened {
+    pub(crate) client: IpAddr,
+    pub(crate) tls: bool,
+    pub(crate) deflate: Option<DeflateParams>,
+    pub(crate) subprotocol: Option<Box<str>>,
+    pub(crate) at: Instant,
+}
+
+impl Opened {
+    /// A socket opened now by `client` (no TLS, subprotocol nor extension).
+    #[cfg(test)]
+    pub(crate) fn now(client: IpAddr) -> Self {
+        Opened {
+            client,
+            tls: false,
+            deflate: None,
+            subprotocol: None,
+            at: Instant::now(),
+        }
+    }
+
+    /// The facts of the socket `info` that was opened so.
+    pub(crate) fn facts(&self, info: &SocketInfo) -> SocketFacts {
+        SocketFacts {
+            client: self.client,
+            path: info.path.as_str().into(),
+            user: info.user.as_ref().map(|u| u.login.as_str().into()),
+            tls: self.tls,
+            subprotocol: self.subprotocol.clone(),
+            deflate: self.deflate.clone(),
+            opened: self.at,
+        }
+    }
+}
+
 impl Default for SocketFacts {
     /// A socket whose handshake is not known (tests, sockets made without
     /// one): unspecified address, empty path.
@@ -123,13 +163,13 @@ pub struct SocketSnapshot {
 mod tests {
     use super::*;
 
-    /// Every socket carries these facts in its hub entry: an idle socket's
+    /// Every socket carries its handshake in its hub entry: an idle socket's
     /// memory budget (ARCHITECTURE.md) counts on this bound.
     #[test]
     fn socket_facts_stay_small() {
-        let size = std::mem::size_of::<SocketFacts>();
-        eprintln!("SocketFacts: {size} bytes");
-        assert!(size <= 96, "SocketFacts grew to {size} bytes");
+        let size = std::mem::size_of::<Opened>();
+        eprintln!("Opened: {size} bytes");
+        assert!(size <= 64, "Opened grew to {size} bytes");
         let facts =
             SocketFacts::new([127, 0, 0, 1].into(), "/chat").with_deflate(Some(DeflateParams {
                 client_max_window_bits: Some(10),

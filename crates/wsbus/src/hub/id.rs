@@ -87,13 +87,13 @@ impl std::str::FromStr for SocketId {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::LocalHub;
+    use crate::hub::{Hub, LocalHub};
 
     #[test]
     fn socket_ids_carry_their_node_and_print_and_parse() {
-        let hub = LocalHub::new(NodeId(7));
-        let a = hub.register(Default::default()).id();
-        let b = hub.register(Default::default()).id();
+        let hub = Hub::with_local(std::sync::Arc::new(LocalHub::new(NodeId(7))));
+        let a = hub.register().id();
+        let b = hub.register().id();
         assert_ne!(a, b);
         assert_eq!(a.node(), NodeId(7));
         assert_eq!(a.to_string(), "7.1");

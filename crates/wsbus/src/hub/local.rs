@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use wsbus_proto::{CloseCode, Message, PreparedMessage};
 
 use super::socket::{OutboxLimit, SocketShared};
-use super::{GroupSend, HubEngine, NodeId, Outcome, SocketFacts, SocketId, SocketSnapshot};
+use super::{GroupSend, HubEngine, NodeId, Opened, Outcome, SocketId, SocketSnapshot};
+use crate::app::SocketInfo;
 
 /// The sockets and groups of this process.
 #[derive(Default)]
@@ -97,10 +98,10 @@ impl LocalHub {
         outcome
     }
 
-    pub(super) fn register(&self, facts: SocketFacts) -> Arc<SocketShared> {
+    pub(super) fn register(&self, info: SocketInfo, opened: Opened) -> Arc<SocketShared> {
         let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed) + 1;
         let id = SocketId::new(self.node, sequence);
-        let shared = Arc::new(SocketShared::new(id, facts));
+        let shared = Arc::new(SocketShared::new(id, info, opened));
         self.sockets
             .lock()
             .expect("hub lock")

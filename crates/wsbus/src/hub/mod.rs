@@ -29,6 +29,9 @@ use std::sync::Arc;
 
 use wsbus_proto::{CloseCode, Message};
 
+use crate::app::SocketInfo;
+
+pub(crate) use facts::Opened;
 pub use facts::{SocketFacts, SocketSnapshot};
 pub use id::{NodeId, ParseSocketIdError, SocketId};
 pub use local::{GroupObserver, LocalHub};
@@ -165,15 +168,18 @@ impl Hub {
         &self.local
     }
 
-    /// Register a socket opened with `facts`.
-    pub(crate) fn register_with(&self, facts: SocketFacts) -> Arc<SocketShared> {
-        self.local.register(facts)
+    /// Register a socket `info` (its id is set here) that was `opened` so.
+    pub(crate) fn register_with(&self, info: SocketInfo, opened: Opened) -> Arc<SocketShared> {
+        self.local.register(info, opened)
     }
 
     /// Register a socket whose handshake does not matter (tests).
     #[cfg(test)]
     pub(crate) fn register(&self) -> Arc<SocketShared> {
-        self.register_with(SocketFacts::default())
+        self.register_with(
+            SocketInfo::unknown(),
+            Opened::now(std::net::Ipv4Addr::UNSPECIFIED.into()),
+        )
     }
 
     pub(crate) fn unregister(&self, id: SocketId) {
@@ -266,10 +272,16 @@ mod tests {
     #[test]
     fn sockets_and_groups_are_listed() {
         let hub = Hub::new();
-        let facts = SocketFacts::new([192, 0, 2, 7].into(), "/chat")
-            .with_user(Some("ada"))
-            .with_subprotocol(Some("chat.v1"));
-        let a = hub.register_with(facts).id();
+        let info = SocketInfo {
+            path: "/chat".into(),
+            user: Some(crate::session::User::new("ada")),
+            ..SocketInfo::unknown()
+        };
+        let opened = Opened {
+            subprotocol: Some("chat.v1".into()),
+            ..Opened::now([192, 0, 2, 7].into())
+        };
+        let a = hub.register_with(info, opened).id();
         let b = hub.register().id();
         hub.add_to_group("room", a);
         hub.add_to_group("room", b);
@@ -282,6 +294,7 @@ mod tests {
         assert_eq!(sockets[0].facts.user.as_deref(), Some("ada"));
         assert_eq!(sockets[0].facts.client.to_string(), "192.0.2.7");
         assert_eq!(sockets[0].facts.extensions(), None);
+        assert_eq!(sockets[0].facts.subprotocol.as_deref(), Some("chat.v1"));
         assert_eq!(sockets[0].groups, vec!["room".into()]);
         assert_eq!(sockets[0].outbox_bytes, 5);
         assert_eq!(sockets[1].outbox_bytes, 0);

@@ -8,7 +8,8 @@ use std::task::{Context, Poll, Waker};
 
 use wsbus_proto::{CloseCode, PreparedMessage};
 
-use super::{Outcome, SocketFacts, SocketId, SocketSnapshot};
+use super::{Opened, Outcome, SocketFacts, SocketId, SocketSnapshot};
+use crate::app::SocketInfo;
 use crate::driver::SlowConsumerPolicy;
 
 /// What the hub hands a socket's task.
@@ -45,16 +46,22 @@ impl Default for OutboxLimit {
 /// The part of a socket that other tasks reach: its outbox, the waker of
 /// its task while it waits, its groups, and its handshake's facts (for the
 /// operators' connection list).
+///
+/// The socket's [`SocketInfo`] (id, path, query, user, claims) lives here
+/// too, not in its task's state: the task's future is what bounds an idle
+/// socket's memory (tokio rounds its cell up to a multiple of 128 bytes),
+/// and with the info here the admin API's facts need no second copy of the
+/// path and the login (ARCHITECTURE.md, "Memory per connection").
 #[derive(Debug)]
 pub(crate) struct SocketShared {
-    id: SocketId,
     outbox: Mutex<Outbox>,
     pub(super) membership: Mutex<Membership>,
-    facts: SocketFacts,
     /// Frame bytes read and written so far, added by the socket's task once
     /// per wake (with the metrics' shards), read by the admin API.
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    info: SocketInfo,
+    opened: Opened,
 }
 
 /// A waker rather than a `Notify`: the socket's task registers it while it
@@ -80,29 +87,45 @@ pub(super) struct Membership {
 }
 
 impl SocketShared {
-    pub(super) fn new(id: SocketId, facts: SocketFacts) -> Self {
+    /// `info.id` is set to `id`.
+    pub(super) fn new(id: SocketId, mut info: SocketInfo, opened: Opened) -> Self {
+        info.id = id;
         SocketShared {
-            id,
             outbox: Mutex::default(),
             membership: Mutex::default(),
-            facts,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            info,
+            opened,
         }
     }
 
-    /// The handshake's facts (client address, user, path, …).
-    pub(crate) fn facts(&self) -> &SocketFacts {
-        &self.facts
+    /// The socket as its handler sees it.
+    pub(crate) fn info(&self) -> &SocketInfo {
+        &self.info
     }
 
-    /// Counts frame bytes the socket read and wrote.
+    /// The client's address: the peer's, or the one a trusted proxy
+    /// forwarded.
+    pub(crate) fn client(&self) -> std::net::IpAddr {
+        self.opened.client
+    }
+
+    /// The handshake's facts (client address, user, path, …), copied out
+    /// for operators (the admin API, a running capture).
+    pub(crate) fn facts(&self) -> SocketFacts {
+        self.opened.facts(&self.info)
+    }
+
+    /// Counts frame bytes the socket read and wrote. Only the socket's own
+    /// task calls this: the counters have one writer, so a plain load and
+    /// store does (no locked read-modify-write on every wake).
     pub(crate) fn add_bytes(&self, read: usize, written: usize) {
-        if read > 0 {
-            self.bytes_in.fetch_add(read as u64, Ordering::Relaxed);
-        }
-        if written > 0 {
-            self.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
+        for (counter, n) in [(&self.bytes_in, read), (&self.bytes_out, written)] {
+            if n > 0 {
+                let total = counter.load(Ordering::Relaxed) + n as u64;
+                counter.store(total, Ordering::Relaxed);
+            }
         }
     }
 
@@ -117,8 +140,8 @@ impl SocketShared {
             .clone();
         let outbox_bytes = self.outbox.lock().expect("outbox lock").bytes;
         SocketSnapshot {
-            id: self.id,
-            facts: self.facts.clone(),
+            id: self.id(),
+            facts: self.facts(),
             groups,
             outbox_bytes,
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
@@ -128,7 +151,7 @@ impl SocketShared {
 
     /// The socket's id.
     pub(crate) fn id(&self) -> SocketId {
-        self.id
+        self.info.id
     }
 
     fn push(&self, item: Outbound) {
