@@ -54,6 +54,10 @@ const MAX_PLAINTEXT_PER_WRITE: usize = 64 * 1024;
 /// rounded up. Only sizes the first attempt: rustls says when more is needed.
 const RECORD_OVERHEAD: usize = 32;
 
+/// First guess at the room a handshake record needs (a certificate chain
+/// may need more: rustls says so, and the buffer grows once).
+const HANDSHAKE_ROOM: usize = 4096;
+
 thread_local! {
     /// Where the small slices of a vectored write are gathered into one
     /// plaintext, so that a burst of frames is one record, not one per
@@ -165,7 +169,7 @@ impl TlsSocket {
     fn queue_alert(&mut self) {
         let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut self.incoming);
         if let Ok(ConnectionState::EncodeTlsData(mut data)) = state
-            && encode_into(&mut self.outgoing, |out| data.encode(out)).is_ok()
+            && encode_into(&mut self.outgoing, HANDSHAKE_ROOM, |out| data.encode(out)).is_ok()
         {
             let _ = self.tcp.try_write(&self.outgoing[self.sent..]);
         }
@@ -231,8 +235,12 @@ impl TlsSocket {
     /// `outgoing`; returns how many plaintext bytes were taken.
     fn encrypt(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.with_write_traffic(|traffic, outgoing| {
-            let mut encrypt =
-                |plain: &[u8]| encode_into(outgoing, |out| traffic.encrypt(plain, out));
+            let mut encrypt = |plain: &[u8]| {
+                // Exact for the records; a key update rustls owes the peer
+                // goes first and may ask for more.
+                let room = plain.len() + (plain.len() / (1 << 14) + 1) * RECORD_OVERHEAD;
+                encode_into(outgoing, room, |out| traffic.encrypt(plain, out))
+            };
             match bufs {
                 [] => Ok(0),
                 [first, ..] if first.len() >= MAX_PLAINTEXT_PER_WRITE || bufs.len() == 1 => {
@@ -258,7 +266,9 @@ impl TlsSocket {
     fn queue_close_notify(&mut self) -> io::Result<()> {
         if !self.close_notify_sent {
             self.with_write_traffic(|traffic, outgoing| {
-                encode_into(outgoing, |out| traffic.queue_close_notify(out))
+                encode_into(outgoing, RECORD_OVERHEAD * 2, |out| {
+                    traffic.queue_close_notify(out)
+                })
             })?;
             self.close_notify_sent = true;
         }
@@ -325,7 +335,7 @@ fn common<'c, 'i>(
         ConnectionState::ReadTraffic(read) => Common::Read(read),
         ConnectionState::WriteTraffic(write) => Common::Write(write),
         ConnectionState::EncodeTlsData(mut data) => {
-            encode_into(outgoing, |out| data.encode(out))?;
+            encode_into(outgoing, HANDSHAKE_ROOM, |out| data.encode(out))?;
             Common::Handled
         }
         // The encoded bytes are in `outgoing`, ahead of anything written
@@ -367,18 +377,17 @@ fn read_records(
     Ok(discard)
 }
 
-/// Append what `encode` writes to `out`, growing it as rustls asks.
+/// Append what `encode` writes to `out`, with `room` bytes to start with
+/// (zeroed: the API takes initialised memory), growing as rustls asks.
 fn encode_into<E>(
     out: &mut Vec<u8>,
+    mut room: usize,
     mut encode: impl FnMut(&mut [u8]) -> Result<usize, E>,
 ) -> io::Result<()>
 where
     E: SizeError,
 {
     let start = out.len();
-    // A first guess that fits a record of up to 4 KiB of plaintext or a
-    // handshake message of that size; rustls says when it needs more.
-    let mut room = 4096 + RECORD_OVERHEAD;
     loop {
         out.resize(start + room, 0);
         match encode(&mut out[start..]) {
