@@ -138,7 +138,9 @@ pub struct Server {
     endpoints: HashMap<String, Arc<dyn Endpoint>>,
     fallback: Option<Arc<dyn Endpoint>>,
     router: Option<Router>,
-    tls: Option<TlsAcceptor>,
+    /// The acceptor's configuration with secret extraction on
+    /// ([`tls::server_config`]).
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -198,8 +200,13 @@ impl Server {
     }
 
     /// Serve TLS (wss:// and https://) with `acceptor` (see [`tls_acceptor`]).
+    ///
+    /// rustls runs the handshakes. A TLS 1.3 connection's records are then
+    /// protected by wsbus, which keeps an idle connection's keys as bytes
+    /// (the configuration is copied with `enable_secret_extraction` set,
+    /// which hands the traffic secrets over to wsbus and to nothing else).
     pub fn tls(mut self, acceptor: TlsAcceptor) -> Self {
-        self.tls = Some(acceptor);
+        self.tls = Some(tls::server_config(acceptor.config()));
         self
     }
 
@@ -246,10 +253,10 @@ impl Server {
         let _ = stream.set_nodelay(true);
         match self.tls.clone() {
             None => self.http1(TokioIo::new(stream), peer, false).await,
-            Some(acceptor) => {
+            Some(config) => {
                 let handshake = tokio::time::timeout(
                     self.runtime.config().handshake_timeout,
-                    tls::accept(stream, acceptor.config().clone()),
+                    tls::accept(stream, config),
                 );
                 match handshake.await {
                     Ok(Ok(tls)) => self.http1(TokioIo::new(tls), peer, true).await,

@@ -9,6 +9,11 @@
 //! its read buffer. What an idle connection keeps is rustls's state (the
 //! traffic keys and the handshake's leftovers) and the socket.
 //!
+//! Once a TLS 1.3 handshake is over, rustls hands the traffic secrets over
+//! and the records are protected by wsbus ([`tls13`]): an idle
+//! connection then keeps its keys as bytes, not as expanded cipher state.
+//! TLS 1.2 connections stay on rustls's record layer throughout.
+//!
 //! The same type serves the whole connection: the handshake ([`accept`]),
 //! hyper's HTTP/1 exchange (`AsyncRead`/`AsyncWrite`), and, unwrapped from
 //! hyper's upgrade, the WebSocket ([`Transport`]).
@@ -29,6 +34,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::ProtocolVersion;
 use tokio_rustls::rustls::server::{
     ServerConfig, ServerConnectionData, UnbufferedServerConnection,
 };
@@ -37,6 +43,9 @@ use tokio_rustls::rustls::unbuffered::{
     UnbufferedStatus, WriteTraffic,
 };
 
+mod tls13;
+
+use self::tls13::{Opened, Records};
 use super::{READ_CHUNK, Transport, read_reserve};
 
 /// Largest TLS record on the wire (RFC 8446 §5.2: 2^14 bytes of plaintext,
@@ -69,16 +78,28 @@ fn tls_error(err: impl std::error::Error + Send + Sync + 'static) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, err)
 }
 
+/// `config` as [`accept`] needs it: with secret extraction on, so that a
+/// TLS 1.3 connection's records can be protected by wsbus after the
+/// handshake. Done once, when the server is configured.
+pub(crate) fn server_config(config: &ServerConfig) -> Arc<ServerConfig> {
+    let mut config = config.clone();
+    config.enable_secret_extraction = true;
+    Arc::new(config)
+}
+
 /// Run the server side of a TLS handshake on `tcp`.
 ///
 /// Resolves once the handshake is complete and its last flight is sent;
 /// application data the client sent right behind its `Finished` is kept for
 /// the first read. Not bounded in time: the caller puts a timeout around it.
+/// With a `config` from [`server_config`], a TLS 1.3 connection continues on
+/// wsbus's record layer.
 pub(crate) async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<TlsSocket> {
+    let extraction = config.enable_secret_extraction;
     let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
     let mut socket = TlsSocket {
         tcp,
-        conn,
+        conn: Session::Rustls(Box::new(conn)),
         incoming: BytesMut::new(),
         outgoing: Vec::new(),
         sent: 0,
@@ -87,14 +108,30 @@ pub(crate) async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Res
         close_notify_sent: false,
     };
     std::future::poll_fn(|cx| socket.poll_handshake(cx)).await?;
+    socket.conn = match socket.conn {
+        Session::Rustls(conn)
+            if extraction && conn.protocol_version() == Some(ProtocolVersion::TLSv1_3) =>
+        {
+            Session::Tls13(Box::new(Records::new(*conn)?))
+        }
+        other => other,
+    };
     Ok(socket)
+}
+
+/// Whose record layer protects the connection.
+enum Session {
+    /// The handshake, and a TLS 1.2 connection throughout.
+    Rustls(Box<UnbufferedServerConnection>),
+    /// A TLS 1.3 connection after its handshake.
+    Tls13(Box<Records>),
 }
 
 /// A TLS server connection over TCP whose buffers are its own and exist only
 /// while bytes are in them.
 pub(crate) struct TlsSocket {
     tcp: TcpStream,
-    conn: UnbufferedServerConnection,
+    conn: Session,
     /// Ciphertext received, not yet consumed by rustls: between reads, at
     /// most part of a record. Empty and unallocated while the socket waits.
     incoming: BytesMut,
@@ -136,42 +173,61 @@ impl TlsSocket {
     /// answers with are queued in `outgoing` (sent by the next
     /// [`poll_send`](Self::poll_send)).
     fn process(&mut self, plaintext_out: &mut BytesMut) -> io::Result<Next> {
-        loop {
-            let UnbufferedStatus { discard, state } =
-                self.conn.process_tls_records(&mut self.incoming);
-            let state = match state {
-                Ok(state) => state,
-                Err(err) => {
-                    self.incoming.advance(discard);
-                    self.queue_alert();
-                    return Err(tls_error(err));
+        let next = match &mut self.conn {
+            Session::Tls13(records) => {
+                match records.open(&mut self.incoming, plaintext_out, &mut self.outgoing) {
+                    Ok(Opened::NeedMore) => Ok(Next::NeedRead),
+                    Ok(Opened::PeerClosed) => {
+                        self.peer_closed = true;
+                        Ok(Next::NeedRead)
+                    }
+                    Err(fatal) => {
+                        if records.seal_fatal(&fatal, &mut self.outgoing) {
+                            let _ = self.tcp.try_write(&self.outgoing[self.sent..]);
+                        }
+                        Err(fatal.into())
+                    }
                 }
-            };
-            let (discard, next) = match common(state, &mut self.outgoing, &mut self.peer_closed)? {
-                Common::Handled => (discard, None),
-                Common::Read(read) => (discard + read_records(read, plaintext_out)?, None),
-                Common::Write(_) | Common::Blocked => (discard, Some(Next::NeedRead)),
-                Common::Closed => (discard, Some(Next::Closed)),
-            };
-            self.incoming.advance(discard);
-            if let Some(next) = next {
-                if self.incoming.is_empty() {
-                    // Every record consumed: hold no buffer until more comes.
-                    self.incoming = BytesMut::new();
-                }
-                return Ok(next);
             }
+            Session::Rustls(conn) => loop {
+                let UnbufferedStatus { discard, state } =
+                    conn.process_tls_records(&mut self.incoming);
+                let state = match state {
+                    Ok(state) => state,
+                    Err(err) => {
+                        self.incoming.advance(discard);
+                        // rustls has an alert for the peer: try once to
+                        // send it without waiting.
+                        if queue_alert(conn, &mut self.incoming, &mut self.outgoing) {
+                            let _ = self.tcp.try_write(&self.outgoing[self.sent..]);
+                        }
+                        break Err(tls_error(err));
+                    }
+                };
+                let (discard, next) =
+                    match common(state, &mut self.outgoing, &mut self.peer_closed)? {
+                        Common::Handled => (discard, None),
+                        Common::Read(read) => (discard + read_records(read, plaintext_out)?, None),
+                        Common::Write(_) | Common::Blocked => (discard, Some(Next::NeedRead)),
+                        Common::Closed => (discard, Some(Next::Closed)),
+                    };
+                self.incoming.advance(discard);
+                if let Some(next) = next {
+                    break Ok(next);
+                }
+            },
+        };
+        if self.incoming.is_empty() {
+            // Every record consumed: hold no buffer until more comes.
+            self.incoming = BytesMut::new();
         }
+        next
     }
 
-    /// After a fatal error rustls has an alert for the peer: queue it, and
-    /// try once to send it without waiting.
-    fn queue_alert(&mut self) {
-        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut self.incoming);
-        if let Ok(ConnectionState::EncodeTlsData(mut data)) = state
-            && encode_into(&mut self.outgoing, HANDSHAKE_ROOM, |out| data.encode(out)).is_ok()
-        {
-            let _ = self.tcp.try_write(&self.outgoing[self.sent..]);
+    fn is_handshaking(&self) -> bool {
+        match &self.conn {
+            Session::Rustls(conn) => conn.is_handshaking(),
+            Session::Tls13(_) => false,
         }
     }
 
@@ -219,7 +275,7 @@ impl TlsSocket {
             self.plaintext = early;
             let next = next?;
             ready!(self.poll_send(cx))?;
-            if !self.conn.is_handshaking() {
+            if !self.is_handshaking() {
                 return Poll::Ready(Ok(()));
             }
             if matches!(next, Next::Closed) || self.peer_closed {
@@ -234,6 +290,9 @@ impl TlsSocket {
     /// Encrypt up to [`MAX_PLAINTEXT_PER_WRITE`] bytes of `bufs` into
     /// `outgoing`; returns how many plaintext bytes were taken.
     fn encrypt(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if let Session::Tls13(records) = &mut self.conn {
+            return Ok(records.seal(bufs, MAX_PLAINTEXT_PER_WRITE, &mut self.outgoing));
+        }
         self.with_write_traffic(|traffic, outgoing| {
             let mut encrypt = |plain: &[u8]| {
                 // Exact for the records; a key update rustls owes the peer
@@ -265,11 +324,14 @@ impl TlsSocket {
     /// Queue our `close_notify` (once).
     fn queue_close_notify(&mut self) -> io::Result<()> {
         if !self.close_notify_sent {
-            self.with_write_traffic(|traffic, outgoing| {
-                encode_into(outgoing, RECORD_OVERHEAD * 2, |out| {
-                    traffic.queue_close_notify(out)
-                })
-            })?;
+            match &mut self.conn {
+                Session::Tls13(records) => records.seal_close_notify(&mut self.outgoing),
+                Session::Rustls(_) => self.with_write_traffic(|traffic, outgoing| {
+                    encode_into(outgoing, RECORD_OVERHEAD * 2, |out| {
+                        traffic.queue_close_notify(out)
+                    })
+                })?,
+            }
             self.close_notify_sent = true;
         }
         Ok(())
@@ -283,9 +345,11 @@ impl TlsSocket {
         &mut self,
         write: impl FnOnce(&mut WriteTraffic<'_, ServerConnectionData>, &mut Vec<u8>) -> io::Result<T>,
     ) -> io::Result<T> {
+        let Session::Rustls(conn) = &mut self.conn else {
+            unreachable!("a TLS 1.3 connection's records are sealed by `Records`");
+        };
         loop {
-            let UnbufferedStatus { discard, state } =
-                self.conn.process_tls_records(&mut self.incoming);
+            let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut self.incoming);
             let state = match state {
                 Ok(state) => state,
                 Err(err) => {
@@ -310,6 +374,22 @@ impl TlsSocket {
                 }
             }
         }
+    }
+}
+
+/// After a fatal error rustls has an alert for the peer: queue it in
+/// `outgoing`. Whether there is one to send.
+fn queue_alert(
+    conn: &mut UnbufferedServerConnection,
+    incoming: &mut BytesMut,
+    outgoing: &mut Vec<u8>,
+) -> bool {
+    let UnbufferedStatus { state, .. } = conn.process_tls_records(incoming);
+    match state {
+        Ok(ConnectionState::EncodeTlsData(mut data)) => {
+            encode_into(outgoing, HANDSHAKE_ROOM, |out| data.encode(out)).is_ok()
+        }
+        _ => false,
     }
 }
 
@@ -553,183 +633,4 @@ impl AsyncWrite for TlsSocket {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_rustls::TlsConnector;
-    use tokio_rustls::rustls::pki_types::ServerName;
-    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
-
-    use super::*;
-
-    fn configs(
-        versions: &[&'static rustls::SupportedProtocolVersion],
-    ) -> (Arc<ServerConfig>, TlsConnector) {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
-        let server = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.cert.der().clone()], key)
-            .unwrap();
-        let mut roots = RootCertStore::empty();
-        roots.add(cert.cert.der().clone()).unwrap();
-        let client = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        (Arc::new(server), TlsConnector::from(Arc::new(client)))
-    }
-
-    /// A connected pair: our server socket, and a tokio-rustls client.
-    async fn pair(
-        versions: &[&'static rustls::SupportedProtocolVersion],
-    ) -> (TlsSocket, tokio_rustls::client::TlsStream<TcpStream>) {
-        let (server, connector) = configs(versions);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = tokio::spawn(async move {
-            let tcp = TcpStream::connect(addr).await.unwrap();
-            connector
-                .connect(ServerName::try_from("localhost").unwrap(), tcp)
-                .await
-                .unwrap()
-        });
-        let (tcp, _) = listener.accept().await.unwrap();
-        let server = accept(tcp, server).await.unwrap();
-        (server, client.await.unwrap())
-    }
-
-    async fn read_some(socket: &mut TlsSocket) -> BytesMut {
-        let mut buf = BytesMut::new();
-        let n = std::future::poll_fn(|cx| socket.poll_read_buf(cx, &mut buf, 0))
-            .await
-            .unwrap();
-        assert_eq!(n, buf.len());
-        buf
-    }
-
-    async fn write_all(socket: &mut TlsSocket, bufs: &[&[u8]]) {
-        let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
-        let mut slices = &mut slices[..];
-        while !slices.is_empty() {
-            let n = std::future::poll_fn(|cx| Transport::poll_write_vectored(socket, cx, slices))
-                .await
-                .unwrap();
-            IoSlice::advance_slices(&mut slices, n);
-        }
-        std::future::poll_fn(|cx| Transport::poll_flush(socket, cx))
-            .await
-            .unwrap();
-    }
-
-    fn holds_no_buffers(socket: &TlsSocket) -> bool {
-        socket.incoming.capacity() == 0
-            && socket.outgoing.capacity() == 0
-            && socket.plaintext.capacity() == 0
-    }
-
-    /// Both protocol versions: data both ways, a burst of slices as one
-    /// write, messages larger than a record, and no buffer kept after.
-    #[tokio::test]
-    async fn exchanges_data_and_keeps_no_buffers_between_messages() {
-        for versions in [
-            &[&rustls::version::TLS13][..],
-            &[&rustls::version::TLS12][..],
-        ] {
-            let (mut server, mut client) = pair(versions).await;
-            assert!(holds_no_buffers(&server), "{server:?} after the handshake");
-
-            client.write_all(b"hello").await.unwrap();
-            client.flush().await.unwrap();
-            let mut got = BytesMut::new();
-            while got.len() < 5 {
-                got.extend_from_slice(&read_some(&mut server).await);
-            }
-            assert_eq!(&got[..], b"hello");
-            assert!(holds_no_buffers(&server), "{server:?} after a read");
-
-            let big = vec![7u8; 100_000];
-            write_all(&mut server, &[b"ab", b"cd", &big]).await;
-            assert!(holds_no_buffers(&server), "{server:?} after a write");
-            let mut echoed = vec![0; 4 + big.len()];
-            client.read_exact(&mut echoed).await.unwrap();
-            assert_eq!(&echoed[..4], b"abcd");
-            assert!(echoed[4..].iter().all(|&b| b == 7));
-
-            // Larger than a record and than one read, from the client.
-            client.write_all(&big).await.unwrap();
-            client.flush().await.unwrap();
-            let mut got = 0;
-            while got < big.len() {
-                got += read_some(&mut server).await.len();
-            }
-            assert_eq!(got, big.len());
-            assert!(holds_no_buffers(&server), "{server:?} after a large read");
-        }
-    }
-
-    /// A key update from the client (TLS 1.3): the server follows it and
-    /// answers with its own, and data keeps flowing both ways.
-    #[tokio::test]
-    async fn follows_a_key_update() {
-        let (mut server, mut client) = pair(&[&rustls::version::TLS13]).await;
-        for round in 0..3u8 {
-            client.get_mut().1.refresh_traffic_keys().unwrap();
-            client.write_all(&[round; 10]).await.unwrap();
-            client.flush().await.unwrap();
-            let mut got = BytesMut::new();
-            while got.len() < 10 {
-                got.extend_from_slice(&read_some(&mut server).await);
-            }
-            assert_eq!(&got[..], &[round; 10]);
-            write_all(&mut server, &[&[round + 100; 10]]).await;
-            let mut echoed = [0; 10];
-            client.read_exact(&mut echoed).await.unwrap();
-            assert_eq!(echoed, [round + 100; 10]);
-        }
-    }
-
-    /// Closing: the peer's close_notify is end of stream; ours is sent
-    /// before the FIN, so the client sees a clean end, not a truncation.
-    #[tokio::test]
-    async fn close_notify_both_ways() {
-        let (mut server, mut client) = pair(&[&rustls::version::TLS13]).await;
-        client.shutdown().await.unwrap(); // close_notify, then FIN
-        assert!(read_some(&mut server).await.is_empty(), "end of stream");
-        std::future::poll_fn(|cx| Transport::poll_shutdown(&mut server, cx))
-            .await
-            .unwrap();
-        let mut rest = Vec::new();
-        // An error here (UnexpectedEof) would mean no close_notify came.
-        client.read_to_end(&mut rest).await.unwrap();
-        assert!(rest.is_empty());
-    }
-
-    /// What a plain-HTTP client sends to a TLS port fails the handshake
-    /// with an error, and the client is told with an alert record.
-    #[tokio::test]
-    async fn not_tls_fails_the_handshake_with_an_alert() {
-        let (server, _) = configs(&[&rustls::version::TLS13]);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = tokio::spawn(async move {
-            let mut tcp = TcpStream::connect(addr).await.unwrap();
-            tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-                .await
-                .unwrap();
-            let mut reply = Vec::new();
-            let _ = tcp.read_to_end(&mut reply).await;
-            reply
-        });
-        let (tcp, _) = listener.accept().await.unwrap();
-        let err = accept(tcp, server).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
-        let reply = client.await.unwrap();
-        assert_eq!(reply.first(), Some(&0x15), "an alert record: {reply:?}");
-    }
-}
+mod tests;
