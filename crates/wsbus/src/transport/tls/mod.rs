@@ -58,6 +58,11 @@ const MAX_RECORD_BYTES: usize = 5 + (1 << 14) + 256;
 /// cannot take it stays bounded by about this much.
 const MAX_PLAINTEXT_PER_WRITE: usize = 64 * 1024;
 
+/// Unsent ciphertext above which reading stops until it drains: twice what
+/// one write may queue, so only answers the peer provokes and does not read
+/// (KeyUpdates) ever reach it.
+const MAX_UNSENT_WHILE_READING: usize = 2 * MAX_PLAINTEXT_PER_WRITE;
+
 /// Ciphertext bytes a record adds to its plaintext (TLS 1.3 with an AEAD:
 /// 5 header, 1 content type, 16 tag; TLS 1.2 AES-GCM: 5 + 8 nonce + 16 tag),
 /// rounded up. Only sizes the first attempt: rustls says when more is needed.
@@ -78,6 +83,10 @@ fn tls_error(err: impl std::error::Error + Send + Sync + 'static) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, err)
 }
 
+fn failed() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "TLS connection failed earlier")
+}
+
 /// `config` as [`accept`] needs it: with secret extraction on, so that a
 /// TLS 1.3 connection's records can be protected by wsbus after the
 /// handshake. Done once, when the server is configured.
@@ -93,13 +102,14 @@ pub(crate) fn server_config(config: &ServerConfig) -> Arc<ServerConfig> {
 /// application data the client sent right behind its `Finished` is kept for
 /// the first read. Not bounded in time: the caller puts a timeout around it.
 /// With a `config` from [`server_config`], a TLS 1.3 connection continues on
-/// wsbus's record layer.
+/// wsbus's record layer once it has sent its first application data.
 pub(crate) async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<TlsSocket> {
-    let extraction = config.enable_secret_extraction;
+    let hand_over = config.enable_secret_extraction;
     let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
     let mut socket = TlsSocket {
         tcp,
         conn: Session::Rustls(Box::new(conn)),
+        hand_over,
         incoming: BytesMut::new(),
         outgoing: Vec::new(),
         sent: 0,
@@ -108,23 +118,19 @@ pub(crate) async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Res
         close_notify_sent: false,
     };
     std::future::poll_fn(|cx| socket.poll_handshake(cx)).await?;
-    socket.conn = match socket.conn {
-        Session::Rustls(conn)
-            if extraction && conn.protocol_version() == Some(ProtocolVersion::TLSv1_3) =>
-        {
-            Session::Tls13(Box::new(Records::new(*conn)?))
-        }
-        other => other,
-    };
     Ok(socket)
 }
 
 /// Whose record layer protects the connection.
 enum Session {
-    /// The handshake, and a TLS 1.2 connection throughout.
+    /// The handshake, a TLS 1.3 connection until its first application data
+    /// record is sealed, and a TLS 1.2 connection throughout.
     Rustls(Box<UnbufferedServerConnection>),
-    /// A TLS 1.3 connection after its handshake.
+    /// A TLS 1.3 connection after that.
     Tls13(Box<Records>),
+    /// Our record layer failed (and told the peer): nothing more is read or
+    /// written (RFC 8446 §6.2).
+    Failed,
 }
 
 /// A TLS server connection over TCP whose buffers are its own and exist only
@@ -132,6 +138,8 @@ enum Session {
 pub(crate) struct TlsSocket {
     tcp: TcpStream,
     conn: Session,
+    /// A TLS 1.3 connection goes on to [`Records`] after its first write.
+    hand_over: bool,
     /// Ciphertext received, not yet consumed by rustls: between reads, at
     /// most part of a record. Empty and unallocated while the socket waits.
     incoming: BytesMut,
@@ -183,12 +191,14 @@ impl TlsSocket {
                     }
                     Err(fatal) => {
                         if records.seal_fatal(&fatal, &mut self.outgoing) {
-                            let _ = self.tcp.try_write(&self.outgoing[self.sent..]);
+                            self.try_send_once();
                         }
+                        self.conn = Session::Failed;
                         Err(fatal.into())
                     }
                 }
             }
+            Session::Failed => Err(failed()),
             Session::Rustls(conn) => loop {
                 let UnbufferedStatus { discard, state } =
                     conn.process_tls_records(&mut self.incoming);
@@ -199,7 +209,7 @@ impl TlsSocket {
                         // rustls has an alert for the peer: try once to
                         // send it without waiting.
                         if queue_alert(conn, &mut self.incoming, &mut self.outgoing) {
-                            let _ = self.tcp.try_write(&self.outgoing[self.sent..]);
+                            self.try_send_once();
                         }
                         break Err(tls_error(err));
                     }
@@ -227,8 +237,32 @@ impl TlsSocket {
     fn is_handshaking(&self) -> bool {
         match &self.conn {
             Session::Rustls(conn) => conn.is_handshaking(),
-            Session::Tls13(_) => false,
+            Session::Tls13(_) | Session::Failed => false,
         }
+    }
+
+    /// Send what `outgoing` holds (a fatal alert behind it) if the socket
+    /// takes it now; the connection is about to fail, nothing waits.
+    fn try_send_once(&mut self) {
+        if let Ok(written) = self.tcp.try_write(&self.outgoing[self.sent..]) {
+            self.sent += written;
+        }
+    }
+
+    /// After the first application data record of a TLS 1.3 connection:
+    /// continue on wsbus's record layer. rustls has sent everything it owed
+    /// the peer by then: a `KeyUpdate` answering one that came with the
+    /// client's `Finished` goes out ahead of the first record.
+    fn hand_over_tls13(&mut self) -> io::Result<()> {
+        self.hand_over = false;
+        let placeholder = Session::Failed;
+        match std::mem::replace(&mut self.conn, placeholder) {
+            Session::Rustls(conn) if conn.protocol_version() == Some(ProtocolVersion::TLSv1_3) => {
+                self.conn = Session::Tls13(Box::new(Records::new(*conn, self.peer_closed)?));
+            }
+            other => self.conn = other,
+        }
+        Ok(())
     }
 
     /// Send `outgoing`; ready once all of it is with the kernel, and then
@@ -290,9 +324,22 @@ impl TlsSocket {
     /// Encrypt up to [`MAX_PLAINTEXT_PER_WRITE`] bytes of `bufs` into
     /// `outgoing`; returns how many plaintext bytes were taken.
     fn encrypt(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        if let Session::Tls13(records) = &mut self.conn {
-            return Ok(records.seal(bufs, MAX_PLAINTEXT_PER_WRITE, &mut self.outgoing));
+        match &mut self.conn {
+            _ if self.close_notify_sent => return Err(io::ErrorKind::BrokenPipe.into()),
+            Session::Tls13(records) => {
+                return Ok(records.seal(bufs, MAX_PLAINTEXT_PER_WRITE, &mut self.outgoing)?);
+            }
+            Session::Failed => return Err(failed()),
+            Session::Rustls(_) => {}
         }
+        let taken = self.encrypt_rustls(bufs)?;
+        if self.hand_over && taken > 0 {
+            self.hand_over_tls13()?;
+        }
+        Ok(taken)
+    }
+
+    fn encrypt_rustls(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.with_write_traffic(|traffic, outgoing| {
             let mut encrypt = |plain: &[u8]| {
                 // Exact for the records; a key update rustls owes the peer
@@ -325,12 +372,13 @@ impl TlsSocket {
     fn queue_close_notify(&mut self) -> io::Result<()> {
         if !self.close_notify_sent {
             match &mut self.conn {
-                Session::Tls13(records) => records.seal_close_notify(&mut self.outgoing),
+                Session::Tls13(records) => records.seal_close_notify(&mut self.outgoing)?,
                 Session::Rustls(_) => self.with_write_traffic(|traffic, outgoing| {
                     encode_into(outgoing, RECORD_OVERHEAD * 2, |out| {
                         traffic.queue_close_notify(out)
                     })
                 })?,
+                Session::Failed => return Err(failed()),
             }
             self.close_notify_sent = true;
         }
@@ -346,7 +394,7 @@ impl TlsSocket {
         write: impl FnOnce(&mut WriteTraffic<'_, ServerConnectionData>, &mut Vec<u8>) -> io::Result<T>,
     ) -> io::Result<T> {
         let Session::Rustls(conn) = &mut self.conn else {
-            unreachable!("a TLS 1.3 connection's records are sealed by `Records`");
+            unreachable!("only called on rustls's record layer");
         };
         loop {
             let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut self.incoming);
@@ -529,10 +577,11 @@ impl Transport for TlsSocket {
         loop {
             let before = buf.len();
             let next = self.process(buf)?;
-            // Answers rustls queued while processing (a key update, session
+            // Answers queued while processing (a key update, session
             // tickets) go out now; if the socket is full they wait for the
             // next write or read.
-            if let Poll::Ready(Err(err)) = self.poll_send(cx) {
+            let send = self.poll_send(cx);
+            if let Poll::Ready(Err(err)) = send {
                 return Poll::Ready(Err(err));
             }
             if buf.len() > before {
@@ -540,6 +589,11 @@ impl Transport for TlsSocket {
             }
             if self.peer_closed || matches!(next, Next::Closed) {
                 return Poll::Ready(Ok(0));
+            }
+            // A peer that makes us answer (KeyUpdates) and does not read
+            // is not read from either until the answers are with the kernel.
+            if send.is_pending() && self.outgoing.len() - self.sent > MAX_UNSENT_WHILE_READING {
+                return Poll::Pending;
             }
             // A stream that ends inside a record ends there: the WebSocket
             // layer sees a connection without a close frame.

@@ -33,8 +33,28 @@ fn configs(
     (server, TlsConnector::from(Arc::new(client)))
 }
 
-/// A connected pair: our server socket, and a tokio-rustls client.
+/// A connected pair: our server socket, and a tokio-rustls client, past
+/// the server's first write ("ready"), after which TLS 1.3 continues on
+/// wsbus's record layer and TLS 1.2 on rustls's.
 async fn pair(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> (TlsSocket, tokio_rustls::client::TlsStream<TcpStream>) {
+    let (mut server, mut client) = handshake(versions).await;
+    assert!(
+        matches!(server.conn, Session::Rustls(_)),
+        "rustls's until the first write"
+    );
+    write_all(&mut server, &[b"ready"]).await;
+    let mut ready = [0; 5];
+    client.read_exact(&mut ready).await.unwrap();
+    assert_eq!(&ready, b"ready");
+    let tls13 = client.get_ref().1.protocol_version() == Some(ProtocolVersion::TLSv1_3);
+    assert_eq!(matches!(server.conn, Session::Tls13(_)), tls13);
+    (server, client)
+}
+
+/// A connected pair, just past the handshake.
+async fn handshake(
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> (TlsSocket, tokio_rustls::client::TlsStream<TcpStream>) {
     let (server, connector) = configs(versions);
@@ -49,17 +69,13 @@ async fn pair(
     });
     let (tcp, _) = listener.accept().await.unwrap();
     let server = accept(tcp, server).await.unwrap();
-    let client = client.await.unwrap();
-    // TLS 1.3 continues on wsbus's record layer, TLS 1.2 on rustls's.
-    let tls13 = client.get_ref().1.protocol_version() == Some(ProtocolVersion::TLSv1_3);
-    assert_eq!(matches!(server.conn, Session::Tls13(_)), tls13);
-    (server, client)
+    (server, client.await.unwrap())
 }
 
 fn records(socket: &TlsSocket) -> &Records {
     match &socket.conn {
         Session::Tls13(records) => records,
-        Session::Rustls(_) => panic!("not on wsbus's record layer"),
+        _ => panic!("not on wsbus's record layer"),
     }
 }
 
@@ -156,6 +172,36 @@ async fn follows_a_key_update() {
     }
 }
 
+/// A KeyUpdate asking for ours that rustls read before the hand-over (it
+/// came with the client's first data) is answered by rustls ahead of the
+/// first record, and then both directions go on under the new keys.
+#[tokio::test]
+async fn a_key_update_before_the_first_write_is_answered() {
+    let (mut server, mut client) = handshake(&[&rustls::version::TLS13]).await;
+    client.get_mut().1.refresh_traffic_keys().unwrap();
+    client.write_all(b"first").await.unwrap();
+    client.flush().await.unwrap();
+    let mut got = BytesMut::new();
+    while got.len() < 5 {
+        got.extend_from_slice(&read_some(&mut server).await);
+    }
+    assert_eq!(&got[..], b"first");
+    for round in 0..3u8 {
+        write_all(&mut server, &[&[round; 4]]).await;
+        assert!(matches!(server.conn, Session::Tls13(_)));
+        let mut echoed = [0; 4];
+        client.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(echoed, [round; 4]);
+        client.write_all(&[round + 10; 4]).await.unwrap();
+        client.flush().await.unwrap();
+        let mut got = BytesMut::new();
+        while got.len() < 4 {
+            got.extend_from_slice(&read_some(&mut server).await);
+        }
+        assert_eq!(&got[..], &[round + 10; 4]);
+    }
+}
+
 /// RFC 8446 §5.5: before our key's confidentiality limit the server
 /// sends a KeyUpdate and continues under the next key, which the
 /// client follows.
@@ -248,6 +294,16 @@ async fn openssl_client_session() {
     let mut stdin = client.stdin.take().unwrap();
     let mut stdout = tokio::io::BufReader::new(client.stdout.take().unwrap());
     let mut seen = String::new();
+    // The first write hands the connection over to wsbus's record layer.
+    write_all(&mut server, &[b"ready\n"]).await;
+    while !seen.contains("ready") {
+        let mut out = String::new();
+        let n = tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut out)
+            .await
+            .unwrap();
+        assert!(n > 0, "s_client ended before the first line: {seen}");
+        seen.push_str(&out);
+    }
     for (command, line) in [("K\n", "after-requested\n"), ("k\n", "after-unrequested\n")] {
         // s_client reads a command and a line given together as one
         // command: the line goes only once the KeyUpdate has arrived.

@@ -69,8 +69,11 @@ pub(super) const MAX_PLAINTEXT: usize = 1 << 14;
 const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
 /// The AEAD tag of every TLS 1.3 cipher suite (AES-GCM, ChaCha20-Poly1305).
 const TAG_LEN: usize = 16;
-/// A `KeyUpdate` handshake message: type, 24-bit length 1, `request_update`.
-const KEY_UPDATE_LEN: usize = 5;
+
+/// `KeyUpdate`s asking for ours that the peer may send between two of its
+/// application data records: each costs two key derivations and a record
+/// of ours. rustls and BoringSSL allow the same 32.
+const MAX_KEY_UPDATE_REQUESTS: u8 = 32;
 
 /// Sequence numbers from which a direction is done: ours is rekeyed before
 /// it (§5.3: never wrap), a peer that reaches it without rekeying is cut
@@ -239,13 +242,18 @@ pub(super) struct Records {
     tx: TrafficKey,
     /// Records our key protects at most, its KeyUpdate included (§5.5).
     tx_rekey_at: u64,
+    /// `KeyUpdate`s asking for ours since the peer's last application data.
+    key_update_requests: u8,
     peer_closed: bool,
 }
 
 impl Records {
-    /// Take over from `conn`, whose TLS 1.3 handshake is complete and whose
-    /// handshake records are all sent. Needs `enable_secret_extraction`.
-    pub(super) fn new(conn: UnbufferedServerConnection) -> Result<Self, Fatal> {
+    /// Take over from `conn`, a TLS 1.3 connection past its handshake that
+    /// has just encrypted application data, so that nothing it owes the peer
+    /// (a `KeyUpdate` answering one that came with the client's `Finished`)
+    /// is left unsent. `peer_closed`: rustls saw the peer's `close_notify`.
+    /// Needs `enable_secret_extraction`.
+    pub(super) fn new(conn: UnbufferedServerConnection, peer_closed: bool) -> Result<Self, Fatal> {
         let internal = |err: rustls::Error| Fatal::new(wire::INTERNAL_ERROR, err.to_string());
         let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(internal)?;
         let Some(suite) = kernel.negotiated_cipher_suite().tls13() else {
@@ -256,7 +264,8 @@ impl Records {
             rx: TrafficKey::new(secrets.rx.0, secrets.rx.1)?,
             tx: TrafficKey::new(secrets.tx.0, secrets.tx.1)?,
             kernel,
-            peer_closed: false,
+            key_update_requests: 0,
+            peer_closed,
         })
     }
 
@@ -309,6 +318,14 @@ impl Records {
                 .rx
                 .with(|key| key.open_in_place(nonce, aad, body).map(|inner| inner.len()))
                 .map_err(|_| Fatal::new(wire::BAD_RECORD_MAC, "record failed authentication"))?;
+            // §5.4: the inner plaintext, padding included, is at most
+            // 2^14 + 1 bytes.
+            if inner_len > MAX_PLAINTEXT + 1 {
+                return Err(Fatal::new(
+                    wire::RECORD_OVERFLOW,
+                    "inner plaintext longer than 2^14 + 1",
+                ));
+            }
             let inner = &body[..inner_len];
             // §5.4: zero padding follows the content type, the last byte
             // that is not zero.
@@ -364,37 +381,39 @@ impl Records {
     /// §4.6.3: a `KeyUpdate` replaces the peer's key from the next record
     /// on; if the peer asks, ours follows, before our next record.
     fn peer_handshake(&mut self, message: &[u8], outgoing: &mut Vec<u8>) -> Result<(), Fatal> {
-        let request_update = match *message {
-            [wire::KEY_UPDATE, 0, 0, 1, request] => request,
-            [wire::KEY_UPDATE, 0, 0, 1] => {
+        // §4: type, 24-bit length, body. A message split across records is
+        // refused: the only one that may come is 5 bytes long.
+        let [msg_type, len_0, len_1, len_2, ref body @ ..] = *message else {
+            return Err(Fatal::new(
+                wire::UNEXPECTED_MESSAGE,
+                "handshake message split across records",
+            ));
+        };
+        if msg_type != wire::KEY_UPDATE {
+            return Err(Fatal::new(
+                wire::UNEXPECTED_MESSAGE,
+                format!("handshake message {msg_type} after the handshake"),
+            ));
+        }
+        if [len_0, len_1, len_2] != [0, 0, 1] {
+            return Err(Fatal::new(
+                wire::DECODE_ERROR,
+                "KeyUpdate of the wrong length",
+            ));
+        }
+        let request_update = match *body {
+            [request] => request,
+            [] => {
                 return Err(Fatal::new(
                     wire::UNEXPECTED_MESSAGE,
                     "KeyUpdate split across records",
                 ));
             }
-            [wire::KEY_UPDATE, ..] if message.len() > KEY_UPDATE_LEN => {
-                // §5.1: handshake messages must not span key changes.
-                return Err(Fatal::new(
-                    wire::UNEXPECTED_MESSAGE,
-                    "data after a KeyUpdate in its record",
-                ));
-            }
-            [wire::KEY_UPDATE, _, _, _, ..] => {
-                return Err(Fatal::new(
-                    wire::DECODE_ERROR,
-                    "KeyUpdate of the wrong length",
-                ));
-            }
-            [other, ..] if message.len() >= 4 => {
-                return Err(Fatal::new(
-                    wire::UNEXPECTED_MESSAGE,
-                    format!("handshake message {other} after the handshake"),
-                ));
-            }
+            // §5.1: handshake messages must not span key changes.
             _ => {
                 return Err(Fatal::new(
                     wire::UNEXPECTED_MESSAGE,
-                    "handshake message split across records",
+                    "data after a KeyUpdate in its record",
                 ));
             }
         };
@@ -408,6 +427,15 @@ impl Records {
                 ));
             }
         };
+        if requested {
+            self.key_update_requests += 1;
+            if self.key_update_requests > MAX_KEY_UPDATE_REQUESTS {
+                return Err(Fatal::new(
+                    wire::UNEXPECTED_MESSAGE,
+                    "too many KeyUpdate requests without data",
+                ));
+            }
+        }
         let internal = |err: rustls::Error| Fatal::new(wire::INTERNAL_ERROR, err.to_string());
         let (seq, secrets) = self.kernel.update_rx_secret().map_err(internal)?;
         self.rx = TrafficKey::new(seq, secrets)?;
@@ -418,14 +446,15 @@ impl Records {
     }
 
     /// Send a `KeyUpdate` (not asking for the peer's) under the current key,
-    /// then switch to the next one.
+    /// then switch to the next one, made before anything is sent.
     fn update_tx_key(&mut self, outgoing: &mut Vec<u8>) -> Result<(), Fatal> {
-        self.seal_record(wire::HANDSHAKE, outgoing, |out| {
-            out.extend_from_slice(&[wire::KEY_UPDATE, 0, 0, 1, 0]);
-        });
         let internal = |err: rustls::Error| Fatal::new(wire::INTERNAL_ERROR, err.to_string());
         let (seq, secrets) = self.kernel.update_tx_secret().map_err(internal)?;
-        self.tx = TrafficKey::new(seq, secrets)?;
+        let next = TrafficKey::new(seq, secrets)?;
+        self.seal_record(wire::HANDSHAKE, outgoing, |out| {
+            out.extend_from_slice(&[wire::KEY_UPDATE, 0, 0, 1, 0]);
+        })?;
+        self.tx = next;
         Ok(())
     }
 
@@ -437,7 +466,7 @@ impl Records {
         bufs: &[IoSlice<'_>],
         limit: usize,
         outgoing: &mut Vec<u8>,
-    ) -> usize {
+    ) -> Result<usize, Fatal> {
         let total = bufs.iter().map(|buf| buf.len()).sum::<usize>().min(limit);
         let records = total.div_ceil(MAX_PLAINTEXT);
         outgoing.reserve(total + records * (HEADER_LEN + 1 + TAG_LEN));
@@ -457,38 +486,35 @@ impl Records {
                     current = &current[piece..];
                     filled += piece;
                 }
-            });
+            })?;
             taken += record_len;
         }
-        taken
+        Ok(taken)
     }
 
     /// Seal our `close_notify` (§6.1).
-    pub(super) fn seal_close_notify(&mut self, outgoing: &mut Vec<u8>) {
-        self.seal_alert(wire::CLOSE_NOTIFY, outgoing);
+    pub(super) fn seal_close_notify(&mut self, outgoing: &mut Vec<u8>) -> Result<(), Fatal> {
+        self.seal_alert(wire::CLOSE_NOTIFY, outgoing)
     }
 
     /// Seal the alert that tells the peer about `fatal`, if it has one;
     /// whether it did.
     pub(super) fn seal_fatal(&mut self, fatal: &Fatal, outgoing: &mut Vec<u8>) -> bool {
         match fatal.alert {
-            Some(description) => {
-                self.seal_alert(description, outgoing);
-                true
-            }
+            Some(description) => self.seal_alert(description, outgoing).is_ok(),
             None => false,
         }
     }
 
     /// Seal our alert: `close_notify` (warning) or a fatal one.
-    fn seal_alert(&mut self, description: u8, outgoing: &mut Vec<u8>) {
+    fn seal_alert(&mut self, description: u8, outgoing: &mut Vec<u8>) -> Result<(), Fatal> {
         let level = match description {
             wire::CLOSE_NOTIFY => wire::LEVEL_WARNING,
             _ => wire::LEVEL_FATAL,
         };
         self.seal_record(wire::ALERT, outgoing, |out| {
-            out.extend_from_slice(&[level, description])
-        });
+            out.extend_from_slice(&[level, description]);
+        })
     }
 
     /// Append one record of `content_type` whose content `write_content`
@@ -499,19 +525,15 @@ impl Records {
         content_type: u8,
         outgoing: &mut Vec<u8>,
         write_content: impl FnOnce(&mut Vec<u8>),
-    ) {
+    ) -> Result<(), Fatal> {
         if self.tx.seq + 1 >= self.tx_rekey_at && content_type != wire::HANDSHAKE {
-            // Fails only if rustls has no next secret to give, which a
-            // completed TLS 1.3 server connection always has; then the
-            // current key goes on, short of the wrap refused below.
-            if let Err(fatal) = self.update_tx_key(outgoing) {
-                tracing::warn!(target: "wsbus::tls", reason = %fatal.reason, "TLS key update failed");
-            }
+            self.update_tx_key(outgoing)?;
         }
-        assert!(
-            self.tx.seq < u64::MAX,
-            "a TLS sequence number never wraps (RFC 8446 §5.3)"
-        );
+        // §5.3: a sequence number never wraps; with the rekey above only a
+        // failed update could get here.
+        if self.tx.seq >= SEQ_SOFT_LIMIT {
+            return Err(Fatal::new(wire::INTERNAL_ERROR, "our key is used up"));
+        }
         let start = outgoing.len();
         outgoing.extend_from_slice(&[
             wire::APPLICATION_DATA,
@@ -537,6 +559,7 @@ impl Records {
             .with(|key| key.seal_in_place_separate_tag(nonce, aad, inner))
             .expect("sealing fails only past ring's per-message size limit");
         outgoing.extend_from_slice(tag.as_ref());
+        Ok(())
     }
 }
 
