@@ -346,12 +346,14 @@ impl<'a, D> WsEvent<'a, D> {
     /// the socket is closing, this fails with [`ApiError::NotOpen`]. A
     /// message failing the path's schema is not sent (counted and logged,
     /// like the hub's sends), and this returns `Ok`.
+    // Inlined into the handler (an echo's whole work per message); the
+    // schema's refusal, rare, stays out of line.
+    #[inline]
     pub fn send(&mut self, message: Message) -> Result<(), ApiError> {
         if let Some(guard) = self.guard.as_deref()
             && let Err(violation) = guard.outbound_ok(&message)
         {
-            self.runtime.metrics().schema_rejection("out");
-            tracing::warn!(target: "wsbus::schema", socket = %self.socket.id, path = %self.socket.path, pointer = %violation.pointer, reason = %violation.reason, "outbound message failed the path's schema; not sent");
+            self.outbound_refused(&violation);
             return Ok(());
         }
         match &mut self.conn {
@@ -370,6 +372,13 @@ impl<'a, D> WsEvent<'a, D> {
             }
             None => Err(ApiError::NotOpen),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn outbound_refused(&self, violation: &crate::schema::Violation) {
+        self.runtime.metrics().schema_rejection("out");
+        tracing::warn!(target: "wsbus::schema", socket = %self.socket.id, path = %self.socket.path, pointer = %violation.pointer, reason = %violation.reason, "outbound message failed the path's schema; not sent");
     }
 
     /// Refresh the socket's access token before it expires, without
