@@ -35,4 +35,4 @@ if [[ ! -x $chromium_bin ]]; then
 fi
 export CHROMIUM="$chromium_bin"
 
-exec node --test chat.test.mjs admin.test.mjs cluster_chat.test.mjs
+exec node --test chat.test.mjs admin.test.mjs cluster_chat.test.mjs tls.test.mjs
