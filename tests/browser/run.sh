@@ -9,7 +9,10 @@
 #   else                        target/release/wsbus of this repo (build it first).
 # WSBUS_TEST_PORT defaults to 18080; CHROMIUM to /usr/bin/chromium. The admin test spawns
 # its own server with an admin token on WSBUS_ADMIN_TEST_PORT (18081); with WSBUS_URL it
-# needs WSBUS_ADMIN_TOKEN (that server's [admin] token).
+# needs WSBUS_ADMIN_TOKEN (that server's [admin] token). tls.test.mjs always spawns its own
+# `wsbus echo` over wss (WSBUS_BIN or target/release/wsbus, a free port, a certificate made
+# with openssl): Chromium's TLS against wsbus's TLS 1.3 record layer. cluster_chat.test.mjs
+# starts its own nodes and redis-server.
 # Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
