@@ -88,6 +88,15 @@ async fn read_some(socket: &mut TlsSocket) -> BytesMut {
     buf
 }
 
+/// Read until at least `len` bytes came.
+async fn read_at_least(socket: &mut TlsSocket, len: usize) -> BytesMut {
+    let mut got = BytesMut::new();
+    while got.len() < len {
+        got.extend_from_slice(&read_some(socket).await);
+    }
+    got
+}
+
 async fn write_all(socket: &mut TlsSocket, bufs: &[&[u8]]) {
     let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
     let mut slices = &mut slices[..];
@@ -121,10 +130,7 @@ async fn exchanges_data_and_keeps_no_buffers_between_messages() {
 
         client.write_all(b"hello").await.unwrap();
         client.flush().await.unwrap();
-        let mut got = BytesMut::new();
-        while got.len() < 5 {
-            got.extend_from_slice(&read_some(&mut server).await);
-        }
+        let got = read_at_least(&mut server, 5).await;
         assert_eq!(&got[..], b"hello");
         assert!(holds_no_buffers(&server), "{server:?} after a read");
 
@@ -158,10 +164,7 @@ async fn follows_a_key_update() {
         client.get_mut().1.refresh_traffic_keys().unwrap();
         client.write_all(&[round; 10]).await.unwrap();
         client.flush().await.unwrap();
-        let mut got = BytesMut::new();
-        while got.len() < 10 {
-            got.extend_from_slice(&read_some(&mut server).await);
-        }
+        let got = read_at_least(&mut server, 10).await;
         assert_eq!(&got[..], &[round; 10]);
         write_all(&mut server, &[&[round + 100; 10]]).await;
         let mut echoed = [0; 10];
@@ -181,10 +184,7 @@ async fn a_key_update_before_the_first_write_is_answered() {
     client.get_mut().1.refresh_traffic_keys().unwrap();
     client.write_all(b"first").await.unwrap();
     client.flush().await.unwrap();
-    let mut got = BytesMut::new();
-    while got.len() < 5 {
-        got.extend_from_slice(&read_some(&mut server).await);
-    }
+    let got = read_at_least(&mut server, 5).await;
     assert_eq!(&got[..], b"first");
     for round in 0..3u8 {
         write_all(&mut server, &[&[round; 4]]).await;
@@ -194,10 +194,7 @@ async fn a_key_update_before_the_first_write_is_answered() {
         assert_eq!(echoed, [round; 4]);
         client.write_all(&[round + 10; 4]).await.unwrap();
         client.flush().await.unwrap();
-        let mut got = BytesMut::new();
-        while got.len() < 4 {
-            got.extend_from_slice(&read_some(&mut server).await);
-        }
+        let got = read_at_least(&mut server, 4).await;
         assert_eq!(&got[..], &[round + 10; 4]);
     }
 }
